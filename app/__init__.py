@@ -1,0 +1,141 @@
+"""Haven: a consent-first survivor support referral system.
+
+``create_app`` assembles the application from small steps and has no side effects beyond
+the app object: no migrations, no network, no writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask, request, session
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import BaseConfig, ConfigError, config_from_env
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
+    if config is None:
+        config = config_from_env()
+    elif isinstance(config, type):
+        config = config()
+    problems = config.problems()
+    if problems:
+        raise ConfigError(problems)
+
+    app = Flask(
+        __name__,
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(HERE, "static"),
+        instance_path=os.path.join(ROOT, "instance"),
+    )
+    app.config.from_object(config)
+    register_proxy(app)
+    register_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_template_helpers(app)
+    register_cli(app)
+    return app
+
+
+def register_proxy(app: Flask) -> None:
+    count = app.config["PROXY_COUNT"]
+    if count:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count, x_prefix=count
+        )
+
+
+def register_logging(app: Flask) -> None:
+    from app.security import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+    )
+    handler.addFilter(RequestIdFilter())
+    app.logger.handlers[:] = [handler]
+    app.logger.setLevel(logging.INFO)
+    app.logger.propagate = False
+
+
+def _select_locale() -> str | None:
+    from flask import current_app
+
+    languages = current_app.config["LANGUAGES"]
+    forced = session.get("locale") if session else None
+    if forced in languages:
+        return str(forced)
+    if current_user and current_user.is_authenticated and current_user.locale in languages:
+        return str(current_user.locale)
+    return request.accept_languages.best_match(languages) or "en"
+
+
+def register_extensions(app: Flask) -> None:
+    from app import crypto, security
+    from app.database import init_engine_events
+    from app.extensions import babel, csrf, db, login_manager, migrate
+
+    crypto.init_app(app)
+    db.init_app(app)
+    init_engine_events(app)
+    migrate.init_app(
+        app, db, directory=os.path.join(ROOT, "migrations"), render_as_batch=True, compare_type=True
+    )
+    babel.init_app(app, locale_selector=_select_locale)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+    login_manager.user_loader(_load_user)
+    # The gate runs before CSRF checks so an anonymous POST is refused for lack of a login
+    # rather than told about tokens.
+    security.init_app(app)
+    csrf.init_app(app)
+
+
+def _load_user(session_id: str):  # type: ignore[no-untyped-def]
+    from app.extensions import db
+    from app.models import User
+
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token:
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or user.session_token != token:
+        return None
+    return user
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.admin import bp as admin_bp
+    from app.auth import bp as auth_bp
+    from app.main import bp as main_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp, url_prefix="/auth")
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register
+
+    register(app)
+
+
+def register_template_helpers(app: Flask) -> None:
+    from app.templating import register
+
+    register(app)
+
+
+def register_cli(app: Flask) -> None:
+    from app.cli import register
+
+    register(app)

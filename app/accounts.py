@@ -1,0 +1,252 @@
+"""Staff accounts: password policy, argon2 hashing, login throttling, TOTP.
+
+Domain exceptions are named so views can map each to a translated message (SecureDrop
+style). Nothing here commits: callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import current_app
+from sqlalchemy import func, select
+
+from app import audit
+from app.crypto import keyring
+from app.extensions import db
+from app.models import ROLES, LoginAttempt, Organization, User, utcnow
+
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so timing does not reveal which accounts exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+COMMON_PASSWORDS = frozenset(
+    """
+    123456789012 1234567890123 password1234 passwordpassword qwertyuiopas qwerty123456
+    iloveyou1234 letmein12345 welcome12345 admin1234567 administrator changeme1234
+    password123! password1234! 111111111111 000000000000 abc123456789 abcdefghijkl
+    trustno1trustno1 monkey123456 dragon123456 football1234 baseball1234 sunshine1234
+    princess1234 superman1234 qwertyqwerty 1q2w3e4r5t6y zaq12wsxcde3 p@ssw0rd1234
+    passw0rd1234 haven1234567 havenhaven12 shelter12345 caseworker12 correcthorsebatterystaple
+    """.split()
+)
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256
+
+
+class AccountError(Exception):
+    """Base class for account errors shown to the user."""
+
+
+class LoginThrottledException(AccountError):
+    """Too many failed logins for this account or address inside the window."""
+
+
+class InvalidCredentials(AccountError):
+    """Unknown username, wrong password or inactive account (deliberately one error)."""
+
+
+class TotpInvalid(AccountError):
+    """The TOTP code is wrong or outside the accepted window."""
+
+
+class TotpReplayed(AccountError):
+    """The TOTP code was already used."""
+
+
+class PasswordPolicyError(AccountError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UsernameTaken(AccountError):
+    pass
+
+
+# --- passwords -------------------------------------------------------------------------
+
+
+def password_problem(password: str, username: str) -> str | None:
+    """The first reason the password is refused, as a stable key (translated by views)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return "too_short"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return "too_long"
+    lowered = password.lower()
+    if username and username.lower() in lowered:
+        return "contains_username"
+    if lowered in COMMON_PASSWORDS or len(set(password)) < 4:
+        return "too_common"
+    return None
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def check_password(user: User | None, password: str) -> bool:
+    if user is None:
+        try:
+            _hasher.verify(_DUMMY_HASH, password)
+        except VerificationError:
+            pass
+        return False
+    try:
+        ok = _hasher.verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    if ok and _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return ok
+
+
+def set_password(user: User, password: str) -> None:
+    """Set a new password; rotates the session token so every other session ends."""
+    problem = password_problem(password, user.username)
+    if problem:
+        raise PasswordPolicyError(problem)
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+    user.session_token = secrets.token_hex(16)
+
+
+def create_user(
+    organization: Organization, username: str, password: str, role: str, *, active: bool = True
+) -> User:
+    if role not in ROLES:
+        raise ValueError("unknown role")
+    username = username.strip()
+    if db.session.scalar(select(User.id).where(func.lower(User.username) == username.lower())):
+        raise UsernameTaken(username)
+    user = User(
+        organization=organization,
+        username=username,
+        role=role,
+        active=active,
+        session_token=secrets.token_hex(16),
+        password_hash="!",
+    )
+    set_password(user, password)
+    db.session.add(user)
+    db.session.flush()
+    audit.record("user.create", "user", user.id)
+    return user
+
+
+# --- login throttling ------------------------------------------------------------------
+
+
+def _keys(username: str, client_addr: str) -> tuple[str, str]:
+    ring = keyring()
+    return (
+        ring.keyed_hash("login-account", username.strip().lower()),
+        ring.keyed_hash("login-client", client_addr or "unknown"),
+    )
+
+
+def _failures_since(column: object, key: str, since: datetime) -> int:
+    return int(
+        db.session.scalar(
+            select(func.count(LoginAttempt.id)).where(
+                column == key, LoginAttempt.success.is_(False), LoginAttempt.at >= since
+            )
+        )
+        or 0
+    )
+
+
+def is_throttled(username: str, client_addr: str, now: datetime | None = None) -> bool:
+    now = now or utcnow()
+    window: timedelta = current_app.config["LOGIN_WINDOW"]
+    limit: int = current_app.config["LOGIN_MAX_FAILURES"]
+    account_key, client_key = _keys(username, client_addr)
+    since = now - window
+    return (
+        _failures_since(LoginAttempt.account_key, account_key, since) >= limit
+        or _failures_since(LoginAttempt.client_key, client_key, since) >= limit
+    )
+
+
+def note_failure(username: str, client_addr: str) -> None:
+    """Count a failed second factor against the same throttle as a wrong password."""
+    account_key, client_key = _keys(username, client_addr)
+    db.session.add(LoginAttempt(account_key=account_key, client_key=client_key, success=False))
+
+
+def authenticate(username: str, password: str, client_addr: str) -> User:
+    """Check a username and password. Records the attempt; raises on failure.
+
+    The caller must commit in both cases (failed attempts have to persist to count)."""
+    account_key, client_key = _keys(username, client_addr)
+    if is_throttled(username, client_addr):
+        db.session.add(
+            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
+        )
+        audit.record("auth.login_throttled", actor_user_id=None)
+        raise LoginThrottledException()
+    user = db.session.scalar(
+        select(User).where(func.lower(User.username) == username.strip().lower())
+    )
+    ok = check_password(user, password)
+    if not ok or user is None or not user.active:
+        db.session.add(
+            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
+        )
+        db.session.flush()
+        audit.record(
+            "auth.login_failed",
+            "user" if user else None,
+            user.id if user else None,
+            actor_user_id=None,
+        )
+        if is_throttled(username, client_addr):
+            audit.record("auth.lockout", "user" if user else None, user.id if user else None,
+                         actor_user_id=None)
+        raise InvalidCredentials()
+    db.session.add(LoginAttempt(account_key=account_key, client_key=client_key, success=True))
+    return user
+
+
+# --- TOTP ------------------------------------------------------------------------------
+
+TOTP_ISSUER = "Haven"
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(user: User, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=TOTP_ISSUER)
+
+
+def _matching_counter(secret: str, code: str, at: datetime) -> int | None:
+    code = code.strip().replace(" ", "")
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret)
+    counter = totp.timecode(at)
+    for candidate in (counter - 1, counter, counter + 1):
+        if secrets.compare_digest(totp.generate_otp(candidate), code):
+            return candidate
+    return None
+
+
+def verify_totp(user: User, code: str, secret: str | None = None, at: datetime | None = None) -> None:
+    """Accept a code once: a code (or an older one) that was already used is refused."""
+    secret = secret or user.totp_secret
+    if not secret:
+        raise TotpInvalid()
+    counter = _matching_counter(secret, code, at or utcnow())
+    if counter is None:
+        audit.record("auth.totp_failed", "user", user.id, actor_user_id=None)
+        raise TotpInvalid()
+    if user.totp_last_counter is not None and counter <= user.totp_last_counter:
+        audit.record("auth.totp_replayed", "user", user.id, actor_user_id=None)
+        raise TotpReplayed()
+    user.totp_last_counter = counter

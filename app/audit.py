@@ -1,0 +1,152 @@
+"""Tamper-evident audit trail (DESIGN §1.6).
+
+``record`` appends an event to the current transaction; it never commits, so the event
+lands together with the change it describes or not at all. Events carry ids and action
+names only. Each event's hash is SHA-256 over its canonical JSON and the previous hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import g, has_request_context
+from flask_login import current_user
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.models.audit import AuditEvent, AuditHead
+from app.models.base import utcnow
+
+GENESIS = "0" * 64
+_ACTION = re.compile(r"^[a-z][a-z0-9_.]{1,63}$")
+_OBJECT_TYPE = re.compile(r"^[a-z][a-z_]{1,31}$")
+
+
+class AuditError(Exception):
+    pass
+
+
+def canonical(event: AuditEvent) -> bytes:
+    payload = {
+        "seq": event.seq,
+        "at": event.at.isoformat(timespec="microseconds"),
+        "actor_user_id": event.actor_user_id,
+        "actor_org_id": event.actor_org_id,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "request_id": event.request_id,
+        "prev_hash": event.prev_hash,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(canonical(event) + event.prev_hash.encode()).hexdigest()
+
+
+def _ensure_head() -> None:
+    if db.session.get(AuditHead, 1) is None:
+        db.session.add(AuditHead(id=1, seq=0, last_hash=GENESIS))
+        db.session.flush()
+
+
+def record(
+    action: str,
+    object_type: str | None = None,
+    object_id: int | str | None = None,
+    *,
+    actor_user_id: int | None = None,
+    actor_org_id: int | None = None,
+    at: datetime | None = None,
+) -> AuditEvent:
+    """Add one event to the session (flushes, never commits).
+
+    The actor defaults to the logged-in user. Object ids are database ids or reference
+    codes, never names, phone numbers or free text: the regexes below refuse anything else.
+    """
+    if not _ACTION.match(action):
+        raise AuditError("invalid audit action name")
+    if object_type is not None and not _OBJECT_TYPE.match(object_type):
+        raise AuditError("invalid audit object type")
+    oid = None if object_id is None else str(object_id)
+    if oid is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", oid):
+        raise AuditError("audit object ids are ids or codes only")
+    if actor_user_id is None and has_request_context() and current_user.is_authenticated:
+        actor_user_id = current_user.id
+        actor_org_id = current_user.organization_id
+    _ensure_head()
+    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before we read
+    # the tip, so concurrent writers queue here and the chain never forks.
+    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1))
+    head = db.session.execute(
+        select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)
+    ).one()
+    event = AuditEvent(
+        seq=head.seq,
+        at=at or utcnow(),
+        actor_user_id=actor_user_id,
+        actor_org_id=actor_org_id,
+        action=action,
+        object_type=object_type,
+        object_id=oid,
+        request_id=g.get("request_id") if has_request_context() else None,
+        prev_hash=head.last_hash,
+    )
+    event.hash = compute_hash(event)
+    db.session.add(event)
+    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=event.hash))
+    db.session.flush()
+    return event
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    checked: int
+    broken_seq: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(batch: int = 1000) -> VerifyResult:
+    """Walk the chain in order; report the first event that was edited, deleted, inserted
+    or reordered, and a tip that does not match the head row (last events deleted)."""
+    expected_prev = GENESIS
+    expected_seq = 1
+    checked = 0
+    last_id = 0
+    while True:
+        rows = (
+            db.session.execute(
+                select(AuditEvent).where(AuditEvent.seq >= expected_seq).order_by(AuditEvent.seq)
+                .limit(batch)
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            break
+        for event in rows:
+            if event.seq != expected_seq:
+                return VerifyResult(False, checked, expected_seq, "event missing")
+            if event.prev_hash != expected_prev:
+                return VerifyResult(False, checked, event.seq, "previous-hash link broken")
+            if compute_hash(event) != event.hash:
+                return VerifyResult(False, checked, event.seq, "event content changed")
+            if event.id <= last_id:
+                return VerifyResult(False, checked, event.seq, "events reordered")
+            last_id = event.id
+            expected_prev = event.hash
+            expected_seq += 1
+            checked += 1
+        db.session.expunge_all()
+    head = db.session.get(AuditHead, 1)
+    head_seq = head.seq if head else 0
+    head_hash = head.last_hash if head else GENESIS
+    if head_seq != checked or head_hash != expected_prev:
+        return VerifyResult(False, checked, checked + 1, "events missing at the end of the chain")
+    return VerifyResult(True, checked)

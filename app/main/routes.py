@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from flask import Response, jsonify, render_template, session
+from flask_login import current_user
+from sqlalchemy import text
+
+from app.extensions import db
+from app.main import bp
+from app.security import ANY_ROLE, end_session, roles
+
+
+@bp.get("/")
+@roles(*ANY_ROLE)
+def index() -> str:
+    return render_template(f"main/home_{current_user.role}.html")
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    try:
+        db.session.execute(text("SELECT 1"))
+        database = "ok"
+    except Exception:  # noqa: BLE001 - health must answer, not raise
+        db.session.rollback()
+        database = "unavailable"
+    status = 200 if database == "ok" else 503
+    return jsonify(status="ok" if status == 200 else "degraded", database=database), status
+
+
+@bp.route("/leave", methods=["GET", "POST"])
+def leave() -> str:
+    """Quick exit: ends the session and shows a page that says nothing about Haven."""
+    end_session()
+    session.clear()
+    return render_template("main/leave.html")

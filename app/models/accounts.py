@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.crypto import MasterEncrypted
+from app.extensions import db
+from app.models.base import UTCDateTime, utcnow
+
+ROLES = ("admin", "supervisor", "caseworker", "provider")
+ORG_KINDS = ("operator", "ngo", "provider")
+
+
+class Organization(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "organization"
+    __table_args__ = (CheckConstraint(f"kind IN {ORG_KINDS!r}", name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    # TOTP is always required for admins and supervisors; this switches it on for the others.
+    totp_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="organization")
+
+
+class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "user_account"
+    __table_args__ = (CheckConstraint(f"role IN {ROLES!r}", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organization.id"), index=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locale: Mapped[str | None] = mapped_column(String(8), default=None)
+    totp_secret: Mapped[str | None] = mapped_column(MasterEncrypted(), default=None)
+    totp_last_counter: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Part of the login session id: changing it ends every session of this user.
+    session_token: Mapped[str] = mapped_column(String(64))
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    organization: Mapped[Organization] = relationship(back_populates="users")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return self.active
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_token}"
+
+    @property
+    def totp_required(self) -> bool:
+        return self.role in ("admin", "supervisor") or self.organization.totp_required
+
+    @property
+    def totp_enrolled(self) -> bool:
+        return self.totp_secret is not None
+
+
+class LoginAttempt(db.Model):  # type: ignore[name-defined,misc]
+    """One login try. Keys are keyed hashes of the username and client address, so the
+    throttle works across processes without storing either in clear."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        Index("ix_login_attempt_account_at", "account_key", "at"),
+        Index("ix_login_attempt_client_at", "client_key", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    account_key: Mapped[str] = mapped_column(String(64))
+    client_key: Mapped[str] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)

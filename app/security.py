@@ -1,0 +1,181 @@
+"""Deny-by-default access control, session lifetime and HTTP hardening.
+
+One ``before_request`` gate decides every request (SecureDrop style):
+
+* endpoints in ``PUBLIC_ENDPOINTS`` are open to anyone;
+* every other endpoint needs a logged-in user whose role the view declared with ``@roles``;
+* a view that declared no roles is refused to everyone (deny by default).
+
+Object-level checks (another organization's case, user, referral) are done by the
+``org_scoped`` helpers, which answer 404 so that ids of other organizations are not confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_login import current_user, logout_user
+
+from app.models import ROLES
+
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "static",
+        "main.healthz",
+        "main.leave",
+        "auth.login",
+        "auth.second_factor",
+        "auth.enroll_totp",
+        "sms.inbound",
+        "sms.status",
+    }
+)
+# Endpoints a logged-in user may reach whatever their role (no survivor data behind them).
+ANY_ROLE = tuple(ROLES)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def roles(*allowed: str) -> Callable[[F], F]:
+    """Declare which roles may call a view. Views without it are refused to everyone."""
+    unknown = set(allowed) - set(ROLES)
+    if unknown or not allowed:
+        raise ValueError(f"unknown roles: {sorted(unknown)}")
+
+    def mark(view: F) -> F:
+        view.haven_roles = frozenset(allowed)  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def allowed_roles(endpoint: str) -> frozenset[str] | None:
+    """None for public endpoints; the declared roles (maybe empty) otherwise."""
+    if endpoint in PUBLIC_ENDPOINTS:
+        return None
+    view = current_app.view_functions.get(endpoint)
+    return frozenset(getattr(view, "haven_roles", frozenset()))
+
+
+def is_safe_next(target: str | None) -> bool:
+    """Only same-site relative paths: no scheme, no host, no backslash tricks."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return False
+    if "\\" in target or any(ord(c) < 32 for c in target):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def _session_expired(now: float) -> bool:
+    idle = current_app.config["IDLE_TIMEOUT"].total_seconds()
+    absolute = current_app.config["SESSION_ABSOLUTE_LIFETIME"].total_seconds()
+    seen = session.get("seen")
+    started = session.get("started")
+    if not isinstance(seen, (int, float)) or not isinstance(started, (int, float)):
+        return True
+    return now - seen > idle or now - started > absolute
+
+
+def end_session() -> None:
+    logout_user()
+    session.clear()
+
+
+def gate() -> Response | None:
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: let routing answer 404/405
+        return None
+    if endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if not current_user.is_authenticated:
+        return _to_login()
+    now = time.time()
+    if _session_expired(now):
+        from app import audit
+        from app.extensions import db
+
+        audit.record("auth.session_expired", "user", current_user.id)
+        db.session.commit()
+        end_session()
+        flash(_("You were signed out after a period of inactivity."), "info")
+        return _to_login()
+    session["seen"] = now
+    allowed = allowed_roles(endpoint) or frozenset()
+    if current_user.role not in allowed:
+        abort(403)
+    return None
+
+
+def _to_login() -> Response:
+    if request.method == "GET":
+        target = request.full_path.rstrip("?")
+        nxt = target if is_safe_next(target) else None
+        return redirect(url_for("auth.login", next=nxt))
+    abort(401)
+
+
+def assign_request_id() -> None:
+    g.request_id = secrets.token_hex(8)
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = (
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
+    )
+    if request.endpoint != "static":
+        # Shared tablets: no page may come back from the browser cache or history.
+        headers["Cache-Control"] = "no-store"
+        headers["Pragma"] = "no-cache"
+    if current_app.config.get("HAVEN_ENV") == "production":
+        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    if "request_id" in g:
+        headers["X-Request-ID"] = g.request_id
+    return response
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flask import has_request_context
+
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def init_app(app: Flask) -> None:
+    # Order matters: the request id first, then the gate, so even refused requests are traced.
+    app.before_request(assign_request_id)
+    app.before_request(gate)
+    app.after_request(security_headers)

@@ -1,0 +1,226 @@
+"""Haven configuration.
+
+Every setting comes from the environment (DESIGN §7). There are no fallback secrets in
+code: development reads its keys from a local ``.env`` that ``make demo`` generates with
+random values, tests generate their own, and production refuses to start without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+
+class ConfigError(SystemExit):
+    """Raised when the configuration is unusable. A SystemExit, so that `flask`, gunicorn
+    and any script stop with this message and a non-zero status instead of a traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"Haven refuses to start; fix the configuration:\n{lines}")
+
+
+WEAK_SECRETS = {
+    "",
+    "secret",
+    "changeme",
+    "change-me",
+    "dev",
+    "development",
+    "password",
+    "secret-key",
+    "secret_key",
+    "haven",
+    "test",
+}
+
+
+def _env(environ: Mapping[str, str], name: str, default: str = "") -> str:
+    return environ.get(name, default).strip()
+
+
+def _bool(value: str, default: bool) -> bool:
+    if value == "":
+        return default
+    return value.lower() in {"1", "true", "yes", "on"}
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _env(environ, name)
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError([f"{name} must be an integer"]) from exc
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs written the usual way."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class BaseConfig:
+    """Settings shared by every environment. Instantiate to read the environment."""
+
+    HAVEN_ENV = "development"
+    DEBUG = False
+    TESTING = False
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        env = os.environ if environ is None else environ
+        self.SECRET_KEY = _env(env, "SECRET_KEY")
+        self.SQLALCHEMY_DATABASE_URI = normalize_database_url(
+            _env(env, "DATABASE_URL", self.default_database_url())
+        )
+        self.HAVEN_DATA_KEYS = _env(env, "HAVEN_DATA_KEYS")
+        self.HAVEN_INDEX_KEY = _env(env, "HAVEN_INDEX_KEY")
+        self.TWILIO_ACCOUNT_SID = _env(env, "TWILIO_ACCOUNT_SID")
+        self.TWILIO_AUTH_TOKEN = _env(env, "TWILIO_AUTH_TOKEN")
+        self.TWILIO_FROM_NUMBER = _env(env, "TWILIO_FROM_NUMBER")
+        self.TWILIO_MESSAGING_SERVICE_SID = _env(env, "TWILIO_MESSAGING_SERVICE_SID")
+        self.TWILIO_DELETE_AFTER_DELIVERY = _bool(_env(env, "TWILIO_DELETE_AFTER_DELIVERY"), True)
+        self.SMS_BACKEND = _env(env, "SMS_BACKEND", "console")
+        self.PUBLIC_BASE_URL = _env(env, "PUBLIC_BASE_URL").rstrip("/")
+        self.PROXY_COUNT = _int(env, "PROXY_COUNT", 0)
+        self.HAVEN_PHONE_REGION = _env(env, "HAVEN_PHONE_REGION", "US").upper()
+        self.HAVEN_EMERGENCY_NUMBER = _env(env, "HAVEN_EMERGENCY_NUMBER", "911")
+
+        # Sessions: shared tablets lock after 15 idle minutes; no session lives past 12 h.
+        self.IDLE_TIMEOUT = timedelta(minutes=_int(env, "HAVEN_IDLE_MINUTES", 15))
+        self.SESSION_ABSOLUTE_LIFETIME = timedelta(hours=_int(env, "HAVEN_SESSION_HOURS", 12))
+        self.PERMANENT_SESSION_LIFETIME = self.SESSION_ABSOLUTE_LIFETIME
+        self.SESSION_COOKIE_NAME = "haven_session"
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Strict"
+        self.SESSION_COOKIE_SECURE = False
+        self.REMEMBER_COOKIE_DURATION = timedelta(seconds=0)
+
+        # Login throttling: this many failures inside the window locks the account / address.
+        self.LOGIN_MAX_FAILURES = _int(env, "HAVEN_LOGIN_MAX_FAILURES", 5)
+        self.LOGIN_WINDOW = timedelta(minutes=_int(env, "HAVEN_LOGIN_WINDOW_MINUTES", 15))
+
+        self.WTF_CSRF_ENABLED = True
+        self.WTF_CSRF_TIME_LIMIT = None  # bound by the session lifetime instead
+        self.MAX_CONTENT_LENGTH = 1024 * 1024
+        self.MAX_FORM_MEMORY_SIZE = 64 * 1024
+
+        self.BABEL_DEFAULT_LOCALE = "en"
+        self.BABEL_TRANSLATION_DIRECTORIES = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "translations"
+        )
+        self.LANGUAGES = ["en", "es", "fr", "ar"]
+
+        self.KEY_ROTATION_BATCH = _int(env, "HAVEN_KEY_ROTATION_BATCH", 500)
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+        for key, value in overrides.items():
+            setattr(self, key, value)
+
+    def default_database_url(self) -> str:
+        return ""
+
+    def problems(self) -> list[str]:
+        """Configuration errors that make it unsafe to start (checked in every environment)."""
+        found: list[str] = []
+        if not self.SECRET_KEY:
+            found.append("SECRET_KEY is not set")
+        elif self.SECRET_KEY.lower() in WEAK_SECRETS or len(self.SECRET_KEY) < 32:
+            found.append("SECRET_KEY is weak: use at least 32 random characters")
+        if not self.SQLALCHEMY_DATABASE_URI:
+            found.append("DATABASE_URL is not set")
+        found.extend(data_key_problems(self.HAVEN_DATA_KEYS))
+        found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
+        if self.SMS_BACKEND not in {"twilio", "console"}:
+            found.append("SMS_BACKEND must be 'twilio' or 'console'")
+        return found
+
+
+def data_key_problems(raw: str) -> list[str]:
+    if not raw:
+        return ["HAVEN_DATA_KEYS is not set (comma-separated Fernet keys, newest first)"]
+    found = []
+    for position, key in enumerate(k.strip() for k in raw.split(",")):
+        try:
+            Fernet(key.encode())
+        except (ValueError, binascii.Error):
+            found.append(f"HAVEN_DATA_KEYS entry {position + 1} is not a valid Fernet key")
+    return found
+
+
+def index_key_problems(raw: str) -> list[str]:
+    if not raw:
+        return ["HAVEN_INDEX_KEY is not set (urlsafe base64 of at least 32 random bytes)"]
+    try:
+        decoded = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error):
+        return ["HAVEN_INDEX_KEY is not valid urlsafe base64"]
+    if len(decoded) < 32:
+        return ["HAVEN_INDEX_KEY is weak: it must decode to at least 32 bytes"]
+    return []
+
+
+class DevelopmentConfig(BaseConfig):
+    HAVEN_ENV = "development"
+    DEBUG = False  # never the Werkzeug debugger: it would show survivor data in tracebacks
+
+    def default_database_url(self) -> str:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return "sqlite:///" + os.path.join(here, "instance", "haven.sqlite")
+
+
+class TestingConfig(BaseConfig):
+    HAVEN_ENV = "testing"
+    TESTING = True
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        super().__init__(environ, **overrides)
+        if "SMS_BACKEND" not in overrides:
+            self.SMS_BACKEND = "console"
+
+
+class ProductionConfig(BaseConfig):
+    HAVEN_ENV = "production"
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        super().__init__(environ, **overrides)
+        self.SESSION_COOKIE_SECURE = True
+        self.PREFERRED_URL_SCHEME = "https"
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.SMS_BACKEND == "twilio":
+            if not (self.TWILIO_ACCOUNT_SID and self.TWILIO_AUTH_TOKEN):
+                found.append("SMS_BACKEND=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            if not (self.TWILIO_FROM_NUMBER or self.TWILIO_MESSAGING_SERVICE_SID):
+                found.append(
+                    "SMS_BACKEND=twilio needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
+                )
+        if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
+            found.append("PUBLIC_BASE_URL must be an https:// address in production")
+        return found
+
+
+CONFIGS: dict[str, type[BaseConfig]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> BaseConfig:
+    env = os.environ if environ is None else environ
+    name = _env(env, "HAVEN_ENV", "development").lower()
+    if name not in CONFIGS:
+        raise ConfigError([f"HAVEN_ENV must be one of {', '.join(CONFIGS)}"])
+    return CONFIGS[name](env)

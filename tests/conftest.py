@@ -1,0 +1,185 @@
+"""Test fixtures: a real database (SQLite file or a fresh PostgreSQL database) for every
+test, the Flask tutorial's app → client → auth chain, and factories for test data.
+
+Choose the database with HAVEN_TEST_DATABASE=sqlite (default) or postgresql; the server
+for the latter comes from HAVEN_TEST_PG_URL (default: the local trust-auth server).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.extensions import db
+from config import TestingConfig
+from tests import factories
+
+PG_SERVER = os.environ.get(
+    "HAVEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BACKEND = os.environ.get("HAVEN_TEST_DATABASE", "sqlite").lower()
+
+# One set of keys per test session, generated here: nothing secret lives in the repository.
+TEST_ENV = {
+    "SECRET_KEY": secrets.token_urlsafe(48),
+    "HAVEN_DATA_KEYS": Fernet.generate_key().decode(),
+    "HAVEN_INDEX_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    "HAVEN_PHONE_REGION": "US",
+    "HAVEN_EMERGENCY_NUMBER": "911",
+    "SMS_BACKEND": "console",
+}
+
+
+class Databases:
+    """Makes fresh, empty databases of the backend under test, and drops them at the end."""
+
+    def __init__(self, tmp_dir: str) -> None:
+        self.tmp_dir = tmp_dir
+        self.created: list[str] = []
+
+    def fresh(self) -> str:
+        if BACKEND == "postgresql":
+            name = f"haven_test_{uuid.uuid4().hex[:12]}"
+            admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            admin.dispose()
+            self.created.append(name)
+            return PG_SERVER.rsplit("/", 1)[0] + "/" + name
+        if BACKEND != "sqlite":
+            raise pytest.UsageError("HAVEN_TEST_DATABASE must be sqlite or postgresql")
+        path = os.path.join(self.tmp_dir, f"haven-{uuid.uuid4().hex[:12]}.sqlite")
+        return "sqlite:///" + path
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(str(tmp_path_factory.mktemp("db")))
+    yield dbs
+    dbs.drop_all()
+
+
+def make_config(database_url: str, **overrides: Any) -> TestingConfig:
+    env = dict(TEST_ENV, DATABASE_URL=database_url)
+    overrides.setdefault("WTF_CSRF_ENABLED", False)
+    return TestingConfig(env, **overrides)
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: Databases) -> str:
+    """One database per test session, migrated with Alembic to head (the schema that
+    production runs), emptied after each test."""
+    from flask_migrate import upgrade
+
+    url = databases.fresh()
+    app = create_app(make_config(url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+def _empty_all_tables() -> None:
+    tables = list(reversed(db.metadata.sorted_tables))
+    if db.engine.dialect.name == "postgresql":
+        names = ", ".join(f'"{t.name}"' for t in tables)
+        db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    else:
+        for table in tables:
+            db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture
+def app_factory(database_url: str) -> Iterator[Any]:
+    """Build extra apps on the same database (another 'process' for cross-process checks)."""
+    made: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        app = create_app(make_config(database_url, **overrides))
+        made.append(app)
+        return app
+
+    yield build
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_factory: Any) -> Iterator[Flask]:
+    app = app_factory()
+    with app.app_context():
+        yield app
+        db.session.remove()
+        _empty_all_tables()
+        db.session.remove()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class AuthActions:
+    """Sign in through the real forms (password, then TOTP when the role needs it)."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def login(self, user: Any, password: str | None = None, follow: bool = False) -> Any:
+        response = self.client.post(
+            "/auth/login",
+            data={"username": user.username, "password": password or factories.PASSWORD},
+            follow_redirects=False,
+        )
+        if response.status_code == 302 and response.headers["Location"].endswith("/auth/verify"):
+            code = factories.totp_code(user)
+            response = self.client.post("/auth/verify", data={"code": code})
+        if follow and response.status_code == 302:
+            response = self.client.get(response.headers["Location"])
+        return response
+
+    def logout(self) -> Any:
+        return self.client.post("/auth/logout")
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> AuthActions:
+    return AuthActions(client)
+
+
+def login_session(client: FlaskClient, user: Any) -> None:
+    """Put a signed-in session for ``user`` into ``client`` directly (no TOTP round trip).
+    Used where the sign-in itself is not under test."""
+    with client.session_transaction() as sess:
+        now = time.time()
+        sess["_user_id"] = user.get_id()
+        sess["_fresh"] = True
+        sess["started"] = now
+        sess["seen"] = now
+        from app.extensions import login_manager
+
+        sess["_id"] = login_manager._session_identifier_generator()
