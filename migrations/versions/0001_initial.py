@@ -1,6 +1,6 @@
 """initial: organizations, users, login attempts, audit trail, data keys
 
-Revision ID: c39d04010821
+Revision ID: 0001_initial
 Revises: 
 Create Date: 2026-11-23 13:30:54.810560
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'c39d04010821'
+revision = '0001_initial'
 down_revision = None
 branch_labels = None
 depends_on = None

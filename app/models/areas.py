@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from sqlalchemy import Float, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+
+
+class Area(db.Model):  # type: ignore[name-defined,misc]
+    """Admin-managed list of areas shared by cases, services and the hotline's area menu
+    (DESIGN §2), so matching compares like with like."""
+
+    __tablename__ = "area"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("area.id"), index=True)
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+
+    parent: Mapped[Area | None] = relationship(remote_side=[id])

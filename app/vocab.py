@@ -1,0 +1,57 @@
+"""Controlled vocabularies shared by intake, directory, matching, referrals and the hotline.
+Stored values are these stable keys; labels are translated where they are shown."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+
+SERVICE_CATEGORIES = ("shelter", "legal", "medical", "psychosocial", "other")
+CATEGORY_LABELS = {
+    "shelter": _l("Shelter"),
+    "legal": _l("Legal aid"),
+    "medical": _l("Medical"),
+    "psychosocial": _l("Psychosocial support"),
+    "other": _l("Other support"),
+}
+
+URGENCIES = ("immediate", "soon", "routine")
+URGENCY_LABELS = {
+    "immediate": _l("Immediate"),
+    "soon": _l("Soon (days)"),
+    "routine": _l("Routine"),
+}
+
+AGE_BANDS = ("under_18", "18_24", "25_34", "35_49", "50_64", "65_plus")
+AGE_BAND_LABELS = {
+    "under_18": _l("Under 18"),
+    "18_24": _l("18–24"),
+    "25_34": _l("25–34"),
+    "35_49": _l("35–49"),
+    "50_64": _l("50–64"),
+    "65_plus": _l("65 or older"),
+}
+
+GENDERS = ("female", "male", "nonbinary", "other")
+GENDER_LABELS = {
+    "female": _l("Woman"),
+    "male": _l("Man"),
+    "nonbinary": _l("Non-binary"),
+    "other": _l("Another gender"),
+}
+
+# Languages a survivor may speak (ISO 639-1). Interface languages are a subset (config LANGUAGES).
+SURVIVOR_LANGUAGES = ("en", "es", "fr", "ar", "pt", "ru", "uk", "zh", "vi", "tl", "hi", "sw")
+SURVIVOR_LANGUAGE_LABELS = {
+    "en": "English",
+    "es": "Español",
+    "fr": "Français",
+    "ar": "العربية",
+    "pt": "Português",
+    "ru": "Русский",
+    "uk": "Українська",
+    "zh": "中文",
+    "vi": "Tiếng Việt",
+    "tl": "Tagalog",
+    "hi": "हिन्दी",
+    "sw": "Kiswahili",
+}
