@@ -95,7 +95,7 @@ def database_url(databases: Databases) -> str:
     url = databases.fresh()
     app = create_app(make_config(url))
     with app.app_context():
-        upgrade("heads")
+        upgrade(revision="heads")
         db.engine.dispose()
     return url
 
