@@ -1,0 +1,35 @@
+"""Registry used by the endpoint walk (tests/test_authorization.py).
+
+For every URL variable that names an object (``<int:case_id>``...), a factory that makes
+such an object belonging to *another* organization than the signed-in user, and whether
+the object is organization-scoped (then every role that may use the endpoint must get 404)
+or shared (the directory: then the usual role rules apply).
+
+Adding an endpoint with a new variable name fails the walk until an entry is added here,
+so new endpoints join the authorization test automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.models import Organization
+from tests import factories
+
+
+@dataclass(frozen=True)
+class ObjectFactory:
+    make: Callable[[Organization], int]  # other organization -> id of a new object there
+    scoped: bool  # True: another organization's object answers 404
+
+
+def _user(org: Organization) -> int:
+    return factories.make_user("caseworker", organization=org).id
+
+
+OBJECT_FACTORIES: dict[str, ObjectFactory] = {
+    # Users and organizations are managed by the (global) admin role only.
+    "user_id": ObjectFactory(_user, scoped=False),
+    "organization_id": ObjectFactory(lambda org: org.id, scoped=False),
+}
