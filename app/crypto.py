@@ -98,6 +98,10 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
     text = (raw or "").strip().strip("\"'").strip()
     if not text or len(text) > 32:
         raise InvalidPhoneNumber("empty or too long")
+    if any(ch.isalpha() for ch in text):
+        # phonenumbers reads letters as vanity digits ("555-CALL", or an "O" typed for "0")
+        # and drops "ext ..." silently: either way a message could reach someone else.
+        raise InvalidPhoneNumber("letters in number")
     default_region = region or current_app.config.get("HAVEN_PHONE_REGION", "US")
     try:
         parsed = phonenumbers.parse(text, default_region)
