@@ -283,9 +283,12 @@ def test_totp_secret_is_not_stored_in_clear(app):
 def test_null_totp_secret_stays_null(app):
     user = factories.make_user("caseworker", totp=False)
     db.session.commit()
-    assert db.session.execute(
-        text("SELECT totp_secret FROM user_account WHERE id = :id"), {"id": user.id}
-    ).scalar_one() is None
+    assert (
+        db.session.execute(
+            text("SELECT totp_secret FROM user_account WHERE id = :id"), {"id": user.id}
+        ).scalar_one()
+        is None
+    )
 
 
 # --- MultiFernet rotation ----------------------------------------------------------------
@@ -338,4 +341,3 @@ def test_rotate_tokens_reseals_under_the_newest_key(app, app_factory):
     assert Fernet(new_key.encode()).decrypt(rotated) == b"payload"
     with pytest.raises(InvalidToken):
         Fernet(old_key.encode()).decrypt(rotated)
-
