@@ -55,3 +55,10 @@ SURVIVOR_LANGUAGE_LABELS = {
     "hi": "हिन्दी",
     "sw": "Kiswahili",
 }
+
+# Accessibility needs matching can weigh (services record whether they meet each one).
+ACCESSIBILITY_NEEDS = ("wheelchair", "hearing")
+ACCESSIBILITY_LABELS = {
+    "wheelchair": _l("Wheelchair access"),
+    "hearing": _l("Hearing support (induction loop or sign language)"),
+}

@@ -4,16 +4,33 @@ from app.models.accounts import ROLES, LoginAttempt, Organization, User
 from app.models.areas import Area
 from app.models.audit import AuditEvent, AuditHead
 from app.models.base import utcnow
+from app.models.cases import (
+    AnonymousContact,
+    Case,
+    CaseStatistic,
+    Consent,
+    ConsentSignature,
+    Need,
+)
+from app.models.directory import Service, service_area
 from app.models.keys import DataKey
 
 __all__ = [
     "ROLES",
+    "AnonymousContact",
     "Area",
     "AuditEvent",
     "AuditHead",
+    "Case",
+    "CaseStatistic",
+    "Consent",
+    "ConsentSignature",
     "DataKey",
     "LoginAttempt",
+    "Need",
     "Organization",
+    "Service",
     "User",
+    "service_area",
     "utcnow",
 ]

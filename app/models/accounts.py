@@ -24,6 +24,8 @@ class Organization(db.Model):  # type: ignore[name-defined,misc]
     # TOTP is always required for admins and supervisors; this switches it on for the others.
     totp_required: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Open Referral HSDS organization id (directory import/export, revision 0003_directory).
+    hsds_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
 
     users: Mapped[list[User]] = relationship(back_populates="organization")
 
