@@ -6,6 +6,7 @@ import secrets
 import sys
 
 import click
+from cryptography.fernet import InvalidToken
 from flask import Flask, current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm.attributes import flag_modified
@@ -135,7 +136,14 @@ def keys_rotate(batch: int | None) -> None:
         if not rows:
             break
         for row in rows:
-            row.wrapped = ring.multi.rotate(bytes(row.wrapped))
+            try:
+                row.wrapped = ring.multi.rotate(bytes(row.wrapped))
+            except InvalidToken as exc:
+                db.session.rollback()
+                raise click.ClickException(
+                    f"Record key #{row.id} cannot be unwrapped with HAVEN_DATA_KEYS: keep the "
+                    "old key in the list (after the new one) until rotation has finished."
+                ) from exc
             row.master_fp = ring.current_fp
         db.session.commit()
         rotated += len(rows)
