@@ -16,6 +16,8 @@ from datetime import datetime
 from flask import g, has_request_context
 from flask_login import current_user
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as lite_insert
 
 from app.extensions import db
 from app.models.audit import AuditEvent, AuditHead
@@ -51,8 +53,12 @@ def compute_hash(event: AuditEvent) -> str:
 
 def _ensure_head() -> None:
     if db.session.get(AuditHead, 1) is None:
-        db.session.add(AuditHead(id=1, seq=0, last_hash=GENESIS))
-        db.session.flush()
+        # ON CONFLICT DO NOTHING: two first-ever events racing on PostgreSQL must not fail
+        # on the primary key; the loser waits for the winner's row and then updates it.
+        insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else lite_insert
+        db.session.execute(
+            insert(AuditHead).values(id=1, seq=0, last_hash=GENESIS).on_conflict_do_nothing()
+        )
 
 
 def record(

@@ -1,0 +1,328 @@
+"""Tamper-evident audit trail (DESIGN §1.6, issue 2 §6): the hash chain verifies, every kind
+of tampering is caught by `flask audit verify` at the first broken event, no PII is ever
+recorded, and concurrent writers never fork the chain."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from app import audit
+from app.extensions import db
+from app.models import AuditEvent, AuditHead, LoginAttempt
+from tests import factories
+
+USERNAME = "zelda.quartermain"
+NEW_PASSWORD = "violet-harbor-seven-22"
+UNKNOWN_USERNAME = "wilhelmina.x"
+WRONG_PASSWORD = "quokka-wrong-guess-31"
+
+
+def _verify(app):
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    db.session.rollback()
+    return result
+
+
+def _events(n: int = 6) -> None:
+    """A chain of ``n`` events: a real user creation (user.create) and then other actions."""
+    factories.make_user("caseworker")
+    for i in range(n - 1):
+        audit.record("case.view" if i % 2 else "referral.send", "case", i + 1, actor_user_id=7)
+    db.session.commit()
+
+
+def _seqs() -> list[int]:
+    return list(db.session.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)))
+
+
+def test_chain_verifies_after_real_events(app, client, auth):
+    user = factories.make_user("caseworker", username=USERNAME)
+    admin = factories.make_user("admin")
+    db.session.commit()
+    assert auth.login(user).status_code == 302
+    auth.logout()
+    auth.login(admin)
+    client.post("/auth/login", data={"username": USERNAME, "password": WRONG_PASSWORD})
+    actions = list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.seq)))
+    assert actions[:2] == ["user.create", "user.create"]
+    assert {"auth.login", "auth.logout"} <= set(actions)
+    assert audit.verify_chain().ok
+    result = _verify(app)
+    assert result.exit_code == 0, result.output
+    assert f"Audit chain intact: {len(actions)} events verified." in result.output
+    # Links: each event names its predecessor's hash, starting from the genesis value.
+    events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    assert events[0].prev_hash == audit.GENESIS
+    for before, after in itertools.pairwise(events):
+        assert after.prev_hash == before.hash
+    head = db.session.get(AuditHead, 1)
+    assert (head.seq, head.last_hash) == (events[-1].seq, events[-1].hash)
+
+
+def test_empty_chain_verifies(app):
+    result = _verify(app)
+    assert result.exit_code == 0, result.output
+    assert "0 events verified" in result.output
+
+
+def _tamper_action(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET action = 'auth.logout' WHERE seq = 3")
+    return 3
+
+
+def _delete_middle(conn_sql) -> int:
+    conn_sql("DELETE FROM audit_event WHERE seq = 4")
+    return 4
+
+
+def _delete_last(conn_sql) -> int:
+    conn_sql("DELETE FROM audit_event WHERE seq = 6")
+    return 6
+
+
+def _delete_last_two_and_rewind_head(conn_sql) -> int:
+    # A careful attacker also rewinds the head row to the new tip's seq (but cannot forge the
+    # hash without recomputing it, and cannot recompute without being caught by the link).
+    conn_sql("DELETE FROM audit_event WHERE seq >= 5")
+    conn_sql("UPDATE audit_head SET seq = 4")
+    return 5
+
+
+def _swap_seq(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET seq = -2 WHERE seq = 2")
+    conn_sql("UPDATE audit_event SET seq = 2 WHERE seq = 3")
+    conn_sql("UPDATE audit_event SET seq = 3 WHERE seq = -2")
+    return 2
+
+
+def _change_prev_hash(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET prev_hash = '" + "a" * 64 + "' WHERE seq = 5")
+    return 5
+
+
+def _change_actor(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET actor_user_id = 999 WHERE seq = 2")
+    return 2
+
+
+def _change_object_id(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET object_id = '1' WHERE seq = 6")
+    return 6
+
+
+def _backdate(conn_sql) -> int:
+    # Through the column type, so the stored form is exactly what the app would write.
+    conn_sql(
+        update(AuditEvent.__table__)
+        .where(AuditEvent.__table__.c.seq == 2)
+        .values(at=datetime(2020, 1, 1, tzinfo=UTC))
+    )
+    return 2
+
+
+def _rehash_edited_row(conn_sql) -> int:
+    # Edit a row and recompute its own hash properly: the next row's link now breaks.
+    conn_sql("UPDATE audit_event SET action = 'auth.logout' WHERE seq = 3")
+    row = db.session.scalars(select(AuditEvent).where(AuditEvent.seq == 3)).one()
+    conn_sql(f"UPDATE audit_event SET hash = '{audit.compute_hash(row)}' WHERE seq = 3")
+    return 4
+
+
+def _insert_forged_row(conn_sql) -> int:
+    conn_sql("UPDATE audit_event SET seq = seq + 100 WHERE seq >= 4")
+    conn_sql("UPDATE audit_event SET seq = seq - 99 WHERE seq >= 100")
+    # seq 4 is now free and 5..7 hold the old 4..6: a forged row at 4 breaks the link.
+    conn_sql(
+        "INSERT INTO audit_event (seq, at, action, prev_hash, hash) VALUES "
+        "(4, '2026-01-01 00:00:00+00:00', 'auth.login', '" + "0" * 64 + "', '" + "1" * 64 + "')"
+    )
+    return 4
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        _tamper_action,
+        _delete_middle,
+        _delete_last,
+        _delete_last_two_and_rewind_head,
+        _swap_seq,
+        _change_prev_hash,
+        _change_actor,
+        _change_object_id,
+        _backdate,
+        _rehash_edited_row,
+        _insert_forged_row,
+    ],
+)
+def test_tampering_is_caught_at_the_first_broken_event(app, tamper):
+    _events(6)
+    assert _seqs() == [1, 2, 3, 4, 5, 6]
+    assert _verify(app).exit_code == 0
+
+    def sql(statement: Any) -> None:
+        db.session.execute(text(statement) if isinstance(statement, str) else statement)
+
+    broken = tamper(sql)
+    db.session.commit()
+    result = _verify(app)
+    assert result.exit_code == 1, result.output
+    assert f"Audit chain BROKEN at event #{broken}:" in result.stderr
+    assert not audit.verify_chain().ok
+
+
+def test_reordering_ids_is_caught(app):
+    """Same seqs and hashes, but the rows' insertion order (ids) swapped."""
+    _events(4)
+    ids = dict(db.session.execute(select(AuditEvent.seq, AuditEvent.id)).all())
+    db.session.execute(text("UPDATE audit_event SET id = -1 WHERE id = :i"), {"i": ids[2]})
+    db.session.execute(
+        text("UPDATE audit_event SET id = :a WHERE id = :b"), {"a": ids[2], "b": ids[3]}
+    )
+    db.session.execute(text("UPDATE audit_event SET id = :b WHERE id = -1"), {"b": ids[3]})
+    db.session.commit()
+    result = _verify(app)
+    assert result.exit_code == 1
+    assert "Audit chain BROKEN at event #3:" in result.stderr
+
+
+# --- no PII ----------------------------------------------------------------------------
+
+
+def _all_text(table: str) -> str:
+    rows = db.session.execute(text(f"SELECT * FROM {table}")).all()
+    return "\n".join(" ".join("" if v is None else str(v) for v in row) for row in rows)
+
+
+def test_audit_rows_hold_no_pii(app, client, auth):
+    org = factories.make_org("ngo", name="Secret Sisters Shelter Network")
+    user = factories.make_user("caseworker", organization=org, username=USERNAME)
+    db.session.commit()
+    # failed logins (known and unknown user), a login, a password change, a logout
+    client.post("/auth/login", data={"username": USERNAME, "password": WRONG_PASSWORD})
+    client.post("/auth/login", data={"username": UNKNOWN_USERNAME, "password": WRONG_PASSWORD})
+    assert auth.login(user).status_code == 302
+    response = client.post(
+        "/auth/password",
+        data={"current": factories.PASSWORD, "new": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+    )
+    assert response.status_code == 302
+    auth.logout()
+    for _ in range(6):  # up to the lockout
+        client.post("/auth/login", data={"username": USERNAME, "password": WRONG_PASSWORD})
+
+    actions = set(db.session.scalars(select(AuditEvent.action)))
+    assert {
+        "user.create",
+        "auth.login_failed",
+        "auth.login",
+        "user.password_change",
+        "auth.logout",
+        "auth.lockout",
+    } <= actions
+    forbidden = [
+        USERNAME,
+        UNKNOWN_USERNAME,
+        "zelda",
+        factories.PASSWORD,
+        NEW_PASSWORD,
+        WRONG_PASSWORD,
+        "Secret Sisters",
+        "127.0.0.1",
+    ]
+    for table in ("audit_event", "audit_head", "login_attempt"):
+        dump = _all_text(table).lower()
+        for needle in forbidden:
+            assert needle.lower() not in dump, (table, needle)
+    assert db.session.scalar(select(func.count(LoginAttempt.id))) >= 9
+    assert audit.verify_chain().ok
+
+
+@pytest.mark.parametrize(
+    ("object_type", "object_id"),
+    [
+        ("case", "Maria Lopez"),
+        ("case", "+14155550123"),
+        ("case", "maria@example.org"),
+        ("case", "a b"),
+        ("case", "x" * 65),
+        ("case", ""),
+        ("case", "K7Q-4MX\n"),
+        ("case", "Zoë"),
+        ("case", "1; DROP TABLE audit_event"),
+        ("Case Name", 1),
+        ("case-file", 1),
+    ],
+)
+def test_record_refuses_free_text(app, object_type, object_id):
+    with pytest.raises(audit.AuditError):
+        audit.record("case.view", object_type, object_id)
+    db.session.commit()
+    assert db.session.scalar(select(func.count(AuditEvent.id))) == 0
+
+
+@pytest.mark.parametrize("action", ["", "Case.View", "case view", "case.view;", "x" * 70, "1case"])
+def test_record_refuses_bad_action_names(app, action):
+    with pytest.raises(audit.AuditError):
+        audit.record(action, "case", 1)
+
+
+def test_record_accepts_ids_and_codes(app):
+    first = audit.record("case.view", "case", 42)
+    second = audit.record("referral.send", "referral", "K7Q-4MX")
+    db.session.commit()
+    assert (first.object_id, second.object_id) == ("42", "K7Q-4MX")
+    assert (first.seq, second.seq) == (1, 2) and second.prev_hash == first.hash
+    assert audit.verify_chain().ok
+
+
+def test_record_never_commits(app):
+    audit.record("case.view", "case", 1)
+    db.session.rollback()
+    assert db.session.scalar(select(func.count(AuditEvent.id))) == 0
+    assert audit.verify_chain().ok
+
+
+# --- concurrency -----------------------------------------------------------------------
+
+THREADS, EACH = 4, 10
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["existing-head", "first-event"])
+def test_concurrent_appends_never_fork_the_chain(app, warm):
+    """Several writers, each with its own app context, session and connection."""
+    if warm:
+        audit.record("test.start")
+    db.session.commit()
+    db.session.close()
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with app.app_context():
+                barrier.wait(timeout=10)
+                for i in range(EACH):
+                    audit.record("test.concurrent", "user", n * 100 + i)
+                    db.session.commit()
+                db.session.remove()
+        except BaseException as exc:  # reported below  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    expected = THREADS * EACH + (1 if warm else 0)
+    assert _seqs() == list(range(1, expected + 1))
+    result = audit.verify_chain()
+    assert result.ok, result
+    assert result.checked == expected
