@@ -21,6 +21,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(seed_demo_command)
     app.cli.add_command(keys_group)
     app.cli.add_command(audit_group)
+    app.cli.add_command(__import__("app.directory.cli", fromlist=["x"]).directory_group)
 
 
 def generate_password() -> str:

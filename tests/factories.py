@@ -49,3 +49,47 @@ def totp_code(user: User, at: datetime | None = None) -> str:
 def next_window_code(user: User) -> str:
     """A valid code from the next 30-second window (accepted: one step of drift is allowed)."""
     return totp_code(user, utcnow() + timedelta(seconds=30))
+
+
+# --- directory (issue 4) ---------------------------------------------------------------
+
+
+def make_area(name: str | None = None, **fields: Any) -> Any:
+    from app.models import Area
+
+    area = Area(name=name or f"Area {next(_seq)}", **fields)
+    db.session.add(area)
+    db.session.flush()
+    return area
+
+
+def make_service(
+    organization: Organization | None = None,
+    category: str = "shelter",
+    name: str | None = None,
+    areas: list[Any] | None = None,
+    genders: tuple[str, ...] | None = None,
+    age_bands: tuple[str, ...] | None = None,
+    intake_phone: str | None = None,
+    **fields: Any,
+) -> Any:
+    """A directory service (open around the clock unless ``hours`` is given)."""
+    from app.models import Service
+
+    fields.setdefault("hours", [[d, "00:00", "24:00"] for d in range(7)])
+    service = Service(
+        organization=organization or make_org("provider"),
+        category=category,
+        name=name or f"{category.title()} service {next(_seq)}",
+        areas=areas or [],
+        **fields,
+    )
+    if genders is not None:
+        service.genders = genders
+    if age_bands is not None:
+        service.age_bands = age_bands
+    if intake_phone is not None:
+        service.set_intake_phone(intake_phone)
+    db.session.add(service)
+    db.session.flush()
+    return service

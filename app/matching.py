@@ -1,0 +1,522 @@
+"""Explainable matching of a survivor's needs to directory services (issue 4).
+
+``match(criteria)`` returns, per need, the services of that category ranked best first,
+each with the reasons a caseworker can read ("speaks Arabic", "2 beds free", "serves this
+area", ...), and on request the services excluded by a hard filter with why.
+
+* Hard filters (a service failing one is excluded): category, active, eligibility — age
+  band, gender, children. An unknown age band or gender on the survivor's side filters
+  nothing (the restriction is then shown as a note to check).
+* Marks, not filters: shelters with no free bed rank last and are marked full; services
+  closed right now are marked closed; services in a category the survivor has not consented
+  to share with are *information only* (they cannot be referred).
+* Soft ranking: language, area (served area, or distance when both sides have coordinates),
+  accessibility, current load (free beds for shelters), open now.
+
+Speed: one indexed SQL query per need fetches plain column tuples of the eligible services of
+that category (``ix_service_category_active``, eligibility tested on bit masks), one indexed
+query finds which of them serve the survivor's area; scoring is then plain Python and the
+readable reasons are only built for the services returned.
+
+This module reads only; it never commits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import Select, and_, select
+
+from app import vocab
+from app.extensions import db
+from app.models.accounts import Organization
+from app.models.areas import Area
+from app.models.base import utcnow
+from app.models.directory import Service, age_bit, gender_bit, open_at, service_area
+
+# Weights of the soft criteria (bigger = more important). Kept in one place so the ranking
+# stays explainable: a service's score is the sum of the weights of its positive reasons.
+W_LANGUAGE = 40.0
+W_AREA = 30.0
+W_DISTANCE_MAX = 20.0  # at 0 km, falling linearly to 0 at DISTANCE_HORIZON_KM
+DISTANCE_HORIZON_KM = 100.0
+W_ACCESSIBILITY = 15.0  # per accessibility need met
+W_BEDS_MAX = 10.0  # shelters: scaled by the share of beds free (current load)
+W_OPEN_NOW = 5.0
+W_OPEN_NOW_IMMEDIATE = 15.0  # an immediate need favours services open right now
+
+DEFAULT_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class MatchCriteria:
+    """What matching needs to know about a survivor, and nothing more."""
+
+    needs: tuple[tuple[str, str], ...]  # (category, urgency)
+    language: str | None = None
+    age_band: str | None = None
+    gender: str | None = None
+    area_id: int | None = None
+    children: bool = False
+    accessibility: frozenset[str] = frozenset()
+    consented_share_categories: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        for category, urgency in self.needs:
+            if category not in vocab.SERVICE_CATEGORIES:
+                raise ValueError("unknown need category")
+            if urgency not in vocab.URGENCIES:
+                raise ValueError("unknown urgency")
+        if self.language is not None and self.language not in vocab.SURVIVOR_LANGUAGES:
+            raise ValueError("unknown language")
+        if self.age_band is not None and self.age_band not in vocab.AGE_BANDS:
+            raise ValueError("unknown age band")
+        if self.gender is not None and self.gender not in vocab.GENDERS:
+            raise ValueError("unknown gender")
+        if set(self.accessibility) - set(vocab.ACCESSIBILITY_NEEDS):
+            raise ValueError("unknown accessibility need")
+
+
+def criteria_from_form(data: dict[str, Any]) -> MatchCriteria:
+    """Anonymous mode: criteria typed by the caseworker, nothing stored. Without a case
+    there is no consent to share, so every result is information only."""
+    needs = tuple((c, data.get("urgency") or "routine") for c in data.get("categories") or ())
+    return MatchCriteria(
+        needs=needs,
+        language=data.get("language") or None,
+        age_band=data.get("age_band") or None,
+        gender=data.get("gender") or None,
+        area_id=data.get("area_id") or None,
+        children=bool(data.get("children")),
+        accessibility=frozenset(data.get("accessibility") or ()),
+        consented_share_categories=frozenset(),
+    )
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One readable reason. ``code`` is stable (tests, templates); ``str()`` translates."""
+
+    code: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        return str(_reason_text(self.code, dict(self.params)))
+
+    @property
+    def text(self) -> str:
+        return str(self)
+
+
+def _reason_text(code: str, p: dict[str, Any]) -> Any:
+    if code == "language":
+        return _l("speaks %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]])
+    if code == "no_language":
+        return _l("does not list %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]])
+    if code == "area":
+        return _l("serves this area")
+    if code == "distance":
+        return _l("about %(km)s km away", km=p["km"])
+    if code == "beds_free":
+        return _l("%(n)s beds free", n=p["n"]) if p["n"] != 1 else _l("1 bed free")
+    if code == "full":
+        return _l("full: no free bed")
+    if code == "children":
+        return _l("accepts children")
+    if code == "wheelchair":
+        return _l("wheelchair access")
+    if code == "hearing":
+        return _l("hearing support")
+    if code == "no_wheelchair":
+        return _l("no wheelchair access listed")
+    if code == "no_hearing":
+        return _l("no hearing support listed")
+    if code == "open_now":
+        return _l("open now")
+    if code == "closed_now":
+        return _l("closed now")
+    if code == "hours_unknown":
+        return _l("opening hours unknown")
+    if code == "information_only":
+        return _l("information only: no consent to share with this kind of service")
+    if code == "check_gender":
+        return _l("only for: %(who)s — check eligibility", who=p["who"])
+    if code == "check_age":
+        return _l("only for ages: %(who)s — check eligibility", who=p["who"])
+    # exclusions
+    if code == "excluded_gender":
+        return _l("not for this gender (only for: %(who)s)", who=p["who"])
+    if code == "excluded_age":
+        return _l("not for this age band (only for ages: %(who)s)", who=p["who"])
+    if code == "excluded_children":
+        return _l("does not accept children")
+    return code
+
+
+@dataclass
+class ServiceMatch:
+    service_id: int
+    name: str
+    organization_name: str
+    category: str
+    score: float
+    reasons: list[Reason] = field(default_factory=list)
+    notes: list[Reason] = field(default_factory=list)  # neutral/negative marks
+    full: bool = False
+    open_now: bool | None = None
+    information_only: bool = False
+    beds_available: int | None = None
+    distance_km: float | None = None
+
+    @property
+    def referable(self) -> bool:
+        return not self.information_only
+
+
+@dataclass
+class ExcludedService:
+    service_id: int
+    name: str
+    organization_name: str
+    reasons: list[Reason]
+
+
+@dataclass
+class NeedMatches:
+    category: str
+    urgency: str
+    matches: list[ServiceMatch]
+    total: int  # eligible services of the category (before the limit)
+    excluded: list[ExcludedService] | None = None  # None: not asked for
+
+
+# --- geometry ----------------------------------------------------------------------------
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    r = 6371.0088
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(min(1.0, math.sqrt(a)))
+
+
+# --- queries ----------------------------------------------------------------------------
+
+_COLUMNS = (
+    Service.id,
+    Service.name,
+    Organization.name,
+    Service.languages,
+    Service.latitude,
+    Service.longitude,
+    Service.gender_mask,
+    Service.age_mask,
+    Service.accepts_children,
+    Service.wheelchair_access,
+    Service.hearing_access,
+    Service.hours,
+    Service.timezone,
+    Service.beds_total,
+    Service.beds_available,
+)
+
+
+def eligibility_conditions(criteria: MatchCriteria) -> list[Any]:
+    conditions: list[Any] = []
+    if criteria.age_band is not None:
+        conditions.append(Service.age_mask.op("&")(age_bit(criteria.age_band)) != 0)
+    if criteria.gender is not None:
+        conditions.append(Service.gender_mask.op("&")(gender_bit(criteria.gender)) != 0)
+    if criteria.children:
+        conditions.append(Service.accepts_children.is_(True))
+    return conditions
+
+
+def prefilter_query(category: str, criteria: MatchCriteria) -> Select[Any]:
+    """The indexed pre-filter: active services of one category that pass eligibility."""
+    return (
+        select(*_COLUMNS)
+        .join(Organization, Organization.id == Service.organization_id)
+        .where(Service.category == category, Service.active.is_(True))
+        .where(*eligibility_conditions(criteria))
+    )
+
+
+def _area_context(area_id: int | None) -> tuple[list[int], tuple[float, float] | None]:
+    """The area and its ancestors (a service serving a region serves its towns), and the
+    area's centre when known."""
+    if area_id is None:
+        return [], None
+    ids: list[int] = []
+    centre: tuple[float, float] | None = None
+    current: int | None = area_id
+    while current is not None and current not in ids and len(ids) < 10:
+        row = db.session.execute(
+            select(Area.id, Area.parent_id, Area.latitude, Area.longitude).where(Area.id == current)
+        ).first()
+        if row is None:
+            break
+        ids.append(row.id)
+        if centre is None and row.latitude is not None and row.longitude is not None:
+            centre = (row.latitude, row.longitude)
+        current = row.parent_id
+    return ids, centre
+
+
+def _serving(area_ids: list[int], category: str) -> set[int]:
+    if not area_ids:
+        return set()
+    rows = db.session.execute(
+        select(service_area.c.service_id)
+        .join(Service, Service.id == service_area.c.service_id)
+        .where(service_area.c.area_id.in_(area_ids), Service.category == category)
+    )
+    return {r[0] for r in rows}
+
+
+# --- scoring ----------------------------------------------------------------------------
+
+
+def _labels(mask: int, universe: tuple[str, ...], labels: dict[str, Any]) -> str:
+    return ", ".join(str(labels[v]) for i, v in enumerate(universe) if mask & (1 << i))
+
+
+def _score_row(
+    row: Any,
+    criteria: MatchCriteria,
+    urgency: str,
+    serving: set[int],
+    centre: tuple[float, float] | None,
+    now: datetime,
+) -> tuple[float, bool, bool | None, float | None]:
+    """(score, full, open_now, distance) from plain numbers: cheap, for every candidate."""
+    score = 0.0
+    if criteria.language is not None and criteria.language in (row[3] or "").split(","):
+        score += W_LANGUAGE
+    distance = None
+    if row[0] in serving:
+        score += W_AREA
+    if centre is not None and row[4] is not None and row[5] is not None:
+        distance = haversine_km(centre[0], centre[1], row[4], row[5])
+        if row[0] not in serving:
+            score += max(0.0, W_DISTANCE_MAX * (1 - distance / DISTANCE_HORIZON_KM))
+    if "wheelchair" in criteria.accessibility and row[9]:
+        score += W_ACCESSIBILITY
+    if "hearing" in criteria.accessibility and row[10]:
+        score += W_ACCESSIBILITY
+    full = False
+    beds_total, beds_free = row[13], row[14]
+    if beds_free is not None:
+        if beds_free <= 0:
+            full = True
+        elif beds_total:
+            score += W_BEDS_MAX * min(1.0, beds_free / beds_total)
+        else:
+            score += W_BEDS_MAX / 2
+    is_open = open_at(row[11], row[12], now)
+    if is_open:
+        score += W_OPEN_NOW_IMMEDIATE if urgency == "immediate" else W_OPEN_NOW
+    return score, full, is_open, distance
+
+
+def _explain(
+    row: Any,
+    category: str,
+    criteria: MatchCriteria,
+    serving: set[int],
+    score: float,
+    full: bool,
+    is_open: bool | None,
+    distance: float | None,
+) -> ServiceMatch:
+    reasons: list[Reason] = []
+    notes: list[Reason] = []
+    languages = (row[3] or "").split(",")
+    if criteria.language is not None:
+        if criteria.language in languages:
+            reasons.append(Reason("language", (("language", criteria.language),)))
+        else:
+            notes.append(Reason("no_language", (("language", criteria.language),)))
+    if row[0] in serving:
+        reasons.append(Reason("area"))
+    if distance is not None:
+        km = round(distance) if distance >= 10 else round(distance, 1)
+        (reasons if row[0] not in serving else notes).append(Reason("distance", (("km", km),)))
+    if criteria.children and row[8]:
+        reasons.append(Reason("children"))
+    for need, column in (("wheelchair", 9), ("hearing", 10)):
+        if need in criteria.accessibility:
+            if row[column]:
+                reasons.append(Reason(need))
+            else:
+                notes.append(Reason("no_" + need))
+    if row[14] is not None:
+        if full:
+            notes.append(Reason("full"))
+        else:
+            reasons.append(Reason("beds_free", (("n", row[14]),)))
+    if is_open is True:
+        reasons.append(Reason("open_now"))
+    elif is_open is False:
+        notes.append(Reason("closed_now"))
+    else:
+        notes.append(Reason("hours_unknown"))
+    from app.models.directory import ALL_AGES_MASK, ALL_GENDERS_MASK
+
+    if criteria.gender is None and row[6] != ALL_GENDERS_MASK:
+        who = _labels(row[6], vocab.GENDERS, vocab.GENDER_LABELS)
+        notes.append(Reason("check_gender", (("who", who),)))
+    if criteria.age_band is None and row[7] != ALL_AGES_MASK:
+        who = _labels(row[7], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
+        notes.append(Reason("check_age", (("who", who),)))
+    info_only = category not in criteria.consented_share_categories
+    if info_only:
+        notes.append(Reason("information_only"))
+    return ServiceMatch(
+        service_id=row[0],
+        name=row[1],
+        organization_name=row[2],
+        category=category,
+        score=round(score, 2),
+        reasons=reasons,
+        notes=notes,
+        full=full,
+        open_now=is_open,
+        information_only=info_only,
+        beds_available=row[14],
+        distance_km=distance,
+    )
+
+
+def rank_key(score: float, full: bool, name: str, service_id: int) -> tuple[Any, ...]:
+    """Full shelters last, then best score first; ties broken by name and id (stable)."""
+    return (full, -score, name.casefold(), service_id)
+
+
+def _match_need(
+    category: str,
+    urgency: str,
+    criteria: MatchCriteria,
+    area_ids: list[int],
+    centre: tuple[float, float] | None,
+    now: datetime,
+    limit: int | None,
+    with_excluded: bool,
+) -> NeedMatches:
+    rows = db.session.execute(prefilter_query(category, criteria)).all()
+    serving = _serving(area_ids, category)
+    scored = []
+    for row in rows:
+        score, full, is_open, distance = _score_row(row, criteria, urgency, serving, centre, now)
+        scored.append((rank_key(score, full, row[1], row[0]), row, score, full, is_open, distance))
+    scored.sort(key=lambda item: item[0])
+    chosen = scored if limit is None else scored[:limit]
+    matches = [
+        _explain(row, category, criteria, serving, score, full, is_open, distance)
+        for _, row, score, full, is_open, distance in chosen
+    ]
+    excluded = _excluded(category, criteria) if with_excluded else None
+    return NeedMatches(category, urgency, matches, total=len(rows), excluded=excluded)
+
+
+def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
+    conditions = eligibility_conditions(criteria)
+    if not conditions:
+        return []
+    rows = db.session.execute(
+        select(*_COLUMNS)
+        .join(Organization, Organization.id == Service.organization_id)
+        .where(Service.category == category, Service.active.is_(True))
+        .where(~and_(*conditions) if len(conditions) > 1 else ~conditions[0])
+        .order_by(Service.name, Service.id)
+    ).all()
+    out = []
+    for row in rows:
+        why: list[Reason] = []
+        if criteria.gender is not None and not row[6] & gender_bit(criteria.gender):
+            who = _labels(row[6], vocab.GENDERS, vocab.GENDER_LABELS)
+            why.append(Reason("excluded_gender", (("who", who),)))
+        if criteria.age_band is not None and not row[7] & age_bit(criteria.age_band):
+            who = _labels(row[7], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
+            why.append(Reason("excluded_age", (("who", who),)))
+        if criteria.children and not row[8]:
+            why.append(Reason("excluded_children"))
+        out.append(ExcludedService(row[0], row[1], row[2], why))
+    return out
+
+
+def match(
+    criteria: MatchCriteria,
+    *,
+    now: datetime | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+    with_excluded: bool = False,
+) -> list[NeedMatches]:
+    """Ranked services for each need of ``criteria`` (in the order of the needs)."""
+    now = now or utcnow()
+    area_ids, centre = _area_context(criteria.area_id)
+    return [
+        _match_need(category, urgency, criteria, area_ids, centre, now, limit, with_excluded)
+        for category, urgency in criteria.needs
+    ]
+
+
+# --- the naive reference (benchmark and tests only) ---------------------------------------
+
+
+def naive_match(criteria: MatchCriteria, *, now: datetime | None = None,
+                limit: int | None = DEFAULT_LIMIT) -> list[NeedMatches]:
+    """Load every service as ORM objects and filter in Python: the slow, obviously correct
+    reference the benchmark compares with and tests check ``match`` against."""
+    now = now or utcnow()
+    area_ids, centre = _area_context(criteria.area_id)
+    services: Sequence[Service] = db.session.scalars(select(Service)).all()
+    results = []
+    for category, urgency in criteria.needs:
+        rows = []
+        for s in services:
+            if s.category != category or not s.active:
+                continue
+            if criteria.age_band is not None and criteria.age_band not in s.age_bands:
+                continue
+            if criteria.gender is not None and criteria.gender not in s.genders:
+                continue
+            if criteria.children and not s.accepts_children:
+                continue
+            rows.append(s)
+        serving = {s.id for s in rows if any(a.id in area_ids for a in s.areas)}
+        scored = []
+        for s in rows:
+            row = (s.id, s.name, s.organization.name, s.languages, s.latitude, s.longitude,
+                   s.gender_mask, s.age_mask, s.accepts_children, s.wheelchair_access,
+                   s.hearing_access, s.hours, s.timezone, s.beds_total, s.beds_available)
+            score, full, is_open, distance = _score_row(row, criteria, urgency, serving, centre, now)
+            scored.append((rank_key(score, full, s.name, s.id), row, score, full, is_open, distance))
+        scored.sort(key=lambda item: item[0])
+        chosen = scored if limit is None else scored[:limit]
+        matches = [_explain(r, category, criteria, serving, sc, f, o, d) for _, r, sc, f, o, d in chosen]
+        results.append(NeedMatches(category, urgency, matches, total=len(rows)))
+    return results
+
+
+def service_ids(results: Iterable[NeedMatches]) -> list[list[int]]:
+    return [[m.service_id for m in need.matches] for need in results]
+
+
+__all__ = [
+    "ExcludedService",
+    "MatchCriteria",
+    "NeedMatches",
+    "Reason",
+    "ServiceMatch",
+    "criteria_from_form",
+    "haversine_km",
+    "match",
+    "naive_match",
+]

@@ -1,0 +1,287 @@
+"""Open Referral HSDS 3.0 import/export (issue 4): our own fixtures written from the
+specification (tests/fixtures/hsds/, every kind of bad row), the examples shipped with the
+specification (../shared/hsds-3.0/examples), idempotent re-import and the export round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app.crypto import blind_index
+from app.extensions import db
+from app.models import Area, AuditEvent, Organization, Service
+from tests import factories
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures", "hsds")
+REPO = os.path.dirname(HERE)
+SHIPPED = os.path.join(os.path.dirname(REPO), "shared", "hsds-3.0", "examples")
+
+
+def run_import(app: Any, path: str) -> Any:
+    result = app.test_cli_runner().invoke(args=["directory", "import-hsds", path])
+    db.session.expire_all()
+    return result
+
+
+def errors_of(result: Any) -> str:
+    return str(result.stderr)
+
+
+def service(hsds_id: str) -> Service:
+    found = db.session.scalar(select(Service).where(Service.hsds_id == hsds_id))
+    assert found is not None, hsds_id
+    return found
+
+
+def count(model: Any) -> int:
+    return db.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+# --- JSON fixtures ---------------------------------------------------------------------------
+
+
+def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> None:
+    result = run_import(app, os.path.join(FIXTURES, "json"))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    expected = [
+        "not-json.json: not readable JSON",
+        "organizations.json, row 3: organization without a name (row skipped)",
+        "organizations.json, row 1: numeric timezone offset '2': read as fixed UTC+2",
+        "services.json, row 1: unknown language code 'xx'",
+        "services.json, row 1: phone number had stray quotes: normalised",
+        "services.json, row 2: organization 99999999-0000-4000-8000-00000000dead not found (row skipped)",
+        "services.json, row 3: latitude 95.5 out of range",
+        "services.json, row 4: phone number is not a valid number",
+        "services.json, row 4: numeric timezone offset '5.5' is not a whole hour",
+        "services.json, row 4: minimum_age 'adult' is not a number",
+        "services.json, row 5: service 33333333-0000-4000-8000-000000000005 has no name (row skipped)",
+        "services.json, row 6: schedule opening times are not HH:MM",
+        "services.json, row 6: unknown timezone 'Mars/Olympus'",
+        "services.json, row 7: not an object (row skipped)",
+    ]
+    for line in expected:
+        assert line in err, line
+    assert "organizations: 2 created, 0 updated; services: 6 created" in result.output
+    # No phone number in the report: it names files, rows and reasons only.
+    assert "555" not in err
+
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    assert refuge.category == "shelter"  # from the taxonomy term
+    assert refuge.organization.name == "Harbour Women's Refuge"
+    assert refuge.organization.hsds_id == "11111111-0000-4000-8000-000000000001"
+    assert refuge.language_list == ("en", "es", "ar")  # en, ara -> ar, es-MX -> es
+    assert refuge.intake_phone == "+14155550101"
+    assert refuge.intake_phone_index == blind_index("+14155550101")
+    assert (refuge.latitude, refuge.longitude) == (37.77, -122.42)
+    assert refuge.wheelchair_access and not refuge.hearing_access
+    assert refuge.timezone == "America/Los_Angeles"
+    assert len(refuge.hours) == 7
+    assert sorted(a.name for a in refuge.areas) == ["Bay County", "Harbour District"]
+
+    night = service("22222222-0000-4000-8000-000000000002")
+    assert night.category == "psychosocial"
+    assert night.language_list == ("fr",)  # from the language name
+    assert night.timezone == "Etc/GMT-2"  # UTC+2
+    assert night.hours == [[4, "20:00", "06:00"], [5, "20:00", "06:00"]]
+    assert "under_18" not in night.age_bands and "18_24" in night.age_bands
+
+    legal = service("33333333-0000-4000-8000-000000000001")
+    assert legal.category == "legal"
+    assert legal.language_list == ("es",)
+    assert legal.intake_phone == "+14155550102"
+    court = service("33333333-0000-4000-8000-000000000003")
+    assert court.latitude is None and court.longitude is None
+    order = service("33333333-0000-4000-8000-000000000004")
+    assert order.intake_phone is None and order.intake_phone_index is None
+    assert order.timezone == "UTC"
+    assert order.hours == [[0, "09:00", "12:00"]]
+    assert set(order.age_bands) == {"under_18", "18_24", "25_34", "35_49", "50_64", "65_plus"}
+    assert service("33333333-0000-4000-8000-000000000006").active is False
+    assert db.session.scalar(
+        select(Service).where(Service.hsds_id == "33333333-0000-4000-8000-000000000002")) is None
+    assert count(Area) == 2
+
+
+def test_tabular_package_import(app: Any) -> None:
+    result = run_import(app, os.path.join(FIXTURES, "tabular"))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    expected = [
+        "organizations.csv, row 3: organization without a name (row skipped)",
+        "languages.csv, row 3: unknown language code 'tlh'",
+        "languages.csv, row 4: refers to service 55555555-0000-4000-8000-00000000cafe",
+        "phones.csv, row 2: phone number had stray quotes: normalised",
+        "phones.csv, row 3: phone number is not a valid number",
+        "schedules.csv, row 2: numeric timezone offset '-8'",
+        "schedules.csv, row 3: schedule frequency 'MONTHLY' not supported",
+        "locations.csv, row 3: latitude -91 out of range",
+        "service_areas.csv, row 4: service area without a name",
+        "service_at_location.csv, row 4: location aaaaaaaa-0000-4000-8000-00000000ffff is not in locations",
+        # the multi-line description of row 2 moves the next rows down one line
+        "services.csv, row 5: organization 44444444-0000-4000-8000-00000000beef not found (row skipped)",
+    ]
+    for line in expected:
+        assert line in err, line
+    assert "services: 3 created" in result.output
+    clinic = service("55555555-0000-4000-8000-000000000001")
+    assert clinic.category == "medical"
+    assert clinic.language_list == ("uk",)
+    assert clinic.intake_phone == "+14155550103"
+    assert clinic.timezone == "Etc/GMT+8"  # UTC-8
+    assert clinic.hearing_access is True
+    assert clinic.latitude == pytest.approx(37.76)
+    youth = service("55555555-0000-4000-8000-000000000002")
+    assert youth.category == "psychosocial"
+    assert youth.age_bands == ("under_18",)
+    assert youth.hours == []
+    assert [a.name for a in youth.areas] == ["Eastside"]
+    assert service("55555555-0000-4000-8000-000000000004").category == "other"
+    assert count(Area) == 1  # "Eastside" once, shared
+
+
+def test_reimport_is_idempotent(app: Any) -> None:
+    for folder in ("json", "tabular"):
+        assert run_import(app, os.path.join(FIXTURES, folder)).exit_code == 0
+    before = (count(Organization), count(Service), count(Area))
+    snapshot = {s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
+                for s in db.session.scalars(select(Service))}
+    for folder in ("json", "tabular"):
+        again = run_import(app, os.path.join(FIXTURES, folder))
+        assert again.exit_code == 0
+        assert " 0 created" in again.output and "services: 0 created" in again.output
+    assert (count(Organization), count(Service), count(Area)) == before
+    assert snapshot == {s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
+                        for s in db.session.scalars(select(Service))}
+
+
+def test_reimport_keeps_provider_managed_fields(app: Any) -> None:
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    refuge.beds_total, refuge.beds_available = 10, 3
+    refuge.genders = ["female"]
+    db.session.commit()
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    assert (refuge.beds_total, refuge.beds_available, refuge.genders) == (10, 3, ("female",))
+
+
+def test_hand_made_organization_is_linked_not_duplicated(app: Any) -> None:
+    factories.make_org("provider", name="Bayview Legal Clinic")
+    db.session.commit()
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    orgs = db.session.scalars(select(Organization).where(Organization.name == "Bayview Legal Clinic")).all()
+    assert len(orgs) == 1 and orgs[0].hsds_id == "11111111-0000-4000-8000-000000000002"
+
+
+def test_nothing_usable_exits_non_zero_and_changes_nothing(app: Any) -> None:
+    result = run_import(app, os.path.join(FIXTURES, "broken"))
+    assert result.exit_code == 1
+    err = errors_of(result)
+    assert "garbage.json: not readable JSON" in err
+    assert "orphans.json, row 1: organization nowhere not found" in err
+    assert "Nothing usable" in err
+    assert count(Service) == 0 and count(Organization) == 0 and count(AuditEvent) == 0
+    missing = run_import(app, os.path.join(FIXTURES, "no-such-folder"))
+    assert missing.exit_code == 1
+
+
+def test_import_is_audited(app: Any) -> None:
+    assert run_import(app, os.path.join(FIXTURES, "tabular")).exit_code == 0
+    actions = [e.action for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    assert actions.count("service.import") == 3
+    assert "organization.import" in actions and actions[-1] == "directory.import_hsds"
+
+
+def test_category_mapping_is_configurable(app_factory: Any) -> None:
+    app = app_factory(HSDS_CATEGORY_KEYWORDS={"legal": ["food"], "medical": ["clinic"]})
+    with app.app_context():
+        try:
+            assert run_import(app, os.path.join(FIXTURES, "tabular")).exit_code == 0
+            assert service("55555555-0000-4000-8000-000000000004").category == "legal"
+            assert service("55555555-0000-4000-8000-000000000002").category == "other"
+        finally:
+            from tests.conftest import _empty_all_tables
+
+            db.session.remove()
+            _empty_all_tables()
+            db.session.remove()
+
+
+# --- the examples shipped with the specification ------------------------------------------
+
+
+def test_shipped_tabular_package(app: Any) -> None:
+    result = run_import(app, os.path.join(SHIPPED, "csv"))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    # Its datapackage.json is a dangling link stored as text: reported, standard names read.
+    assert "datapackage.json: not a valid data package descriptor" in err
+    assert "phones.csv, row 2: phone number had stray quotes: normalised" in err
+    assert "locations.csv, row 2: latitude 100 out of range" in err
+    assert "languages.csv, row 2: unknown language code 'ur'" in err
+    assert "schedules.csv, row 2: numeric timezone offset '3'" in err
+    counselling = service("ac148810-d857-441c-9679-408f346de14b")
+    assert counselling.category == "psychosocial"
+    assert counselling.organization.name == "Example Organization Inc."
+    assert counselling.intake_phone == "+441234234567"
+    assert counselling.timezone == "Etc/GMT-3"
+    assert counselling.hours == [[3, "10:00", "18:00"], [4, "10:00", "18:00"]]
+    assert counselling.latitude is None
+
+
+def test_shipped_json_examples_then_tabular_update_the_same_rows(app: Any) -> None:
+    result = run_import(app, SHIPPED)
+    assert result.exit_code == 0, result.output
+    assert "organizations: 1 created" in result.output and "services: 1 created" in result.output
+    again = run_import(app, os.path.join(SHIPPED, "csv"))
+    assert again.exit_code == 0
+    assert "services: 0 created, 1 updated" in again.output
+    assert count(Service) == 1 and count(Organization) == 1
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def test_export_round_trip(app: Any, tmp_path: Any) -> None:
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    assert run_import(app, os.path.join(FIXTURES, "tabular")).exit_code == 0
+    hand_made = factories.make_service(
+        factories.make_org("provider", name="Hand Made Org"), category="legal",
+        name="Hand made", languages="ar,en", intake_phone="+14155550199",
+        latitude=1.5, longitude=2.5, age_bands=("18_24", "25_34"),
+        hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]], timezone="Europe/Paris",
+        areas=[factories.make_area("Old Town")], hearing_access=True)
+    db.session.commit()
+
+    def state() -> dict[str, tuple[Any, ...]]:
+        db.session.expire_all()
+        return {
+            s.hsds_id: (s.organization.name, s.name, s.description, s.category, sorted(s.language_list),
+                        s.intake_phone, s.latitude, s.longitude, s.age_mask, s.hours, s.timezone,
+                        s.active, s.wheelchair_access, s.hearing_access,
+                        sorted(a.name for a in s.areas))
+            for s in db.session.scalars(select(Service))
+        }
+
+    before = state()
+    assert hand_made.hsds_id in before
+    target = tmp_path / "export.json"
+    out = app.test_cli_runner().invoke(args=["directory", "export-hsds", str(target)])
+    assert out.exit_code == 0, out.output
+    data = json.loads(target.read_text())
+    assert {o["name"] for o in data} >= {"Harbour Women's Refuge", "Hand Made Org"}
+
+    from tests.conftest import _empty_all_tables
+
+    db.session.remove()
+    _empty_all_tables()
+    result = run_import(app, str(target))
+    assert result.exit_code == 0, result.output
+    assert errors_of(result).strip() == ""
+    assert state() == before
