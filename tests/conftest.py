@@ -144,6 +144,12 @@ def app_factory(database_url: str) -> Iterator[Any]:
     for app in made:
         with app.app_context():
             db.session.remove()
+    if made:
+        with made[0].app_context():
+            _empty_all_tables()
+            db.session.remove()
+    for app in made:
+        with app.app_context():
             db.engine.dispose()
 
 
@@ -152,8 +158,6 @@ def app(app_factory: Any) -> Iterator[Flask]:
     app = app_factory()
     with app.app_context():
         yield app
-        db.session.remove()
-        _empty_all_tables()
         db.session.remove()
 
 
