@@ -135,7 +135,11 @@ class BaseConfig:
         found: list[str] = []
         if not self.SECRET_KEY:
             found.append("SECRET_KEY is not set")
-        elif self.SECRET_KEY.lower() in WEAK_SECRETS or len(self.SECRET_KEY) < 32:
+        elif (
+            self.SECRET_KEY.lower() in WEAK_SECRETS
+            or len(self.SECRET_KEY) < 32
+            or _placeholder(self.SECRET_KEY)
+        ):
             found.append("SECRET_KEY is weak: use at least 32 random characters")
         if not self.SQLALCHEMY_DATABASE_URI:
             found.append("DATABASE_URL is not set")
@@ -144,6 +148,12 @@ class BaseConfig:
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
         return found
+
+
+def _placeholder(value: str | bytes) -> bool:
+    """A pattern, not random material (``aaaa...``, ``0000...``, ``abcabc...``): 32 random
+    bytes or characters practically never use fewer than 8 distinct values."""
+    return len(set(value)) < 8
 
 
 def data_key_problems(raw: str) -> list[str]:
@@ -155,6 +165,9 @@ def data_key_problems(raw: str) -> list[str]:
             Fernet(key.encode())
         except (ValueError, binascii.Error):
             found.append(f"HAVEN_DATA_KEYS entry {position + 1} is not a valid Fernet key")
+            continue
+        if _placeholder(base64.urlsafe_b64decode(key.encode())):
+            found.append(f"HAVEN_DATA_KEYS entry {position + 1} is weak: generate a random key")
     return found
 
 
@@ -165,8 +178,8 @@ def index_key_problems(raw: str) -> list[str]:
         decoded = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4))
     except (ValueError, binascii.Error):
         return ["HAVEN_INDEX_KEY is not valid urlsafe base64"]
-    if len(decoded) < 32:
-        return ["HAVEN_INDEX_KEY is weak: it must decode to at least 32 bytes"]
+    if len(decoded) < 32 or _placeholder(decoded):
+        return ["HAVEN_INDEX_KEY is weak: it must decode to at least 32 random bytes"]
     return []
 
 

@@ -1,0 +1,239 @@
+"""Configuration (DESIGN §7, issue 2 §1): production refuses to start without strong secrets,
+with a clear message that names the variable and never echoes a secret; no environment has
+fallback secrets; a complete production configuration runs with Secure cookies and HSTS."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+from cryptography.fernet import Fernet
+
+import config
+from app import create_app
+from config import ConfigError, DevelopmentConfig, ProductionConfig
+from tests.conftest import TEST_ENV
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _prod_env(database_url: str = "postgresql://haven@db.internal/haven", **changes: str | None):
+    env = {
+        "HAVEN_ENV": "production",
+        "SECRET_KEY": TEST_ENV["SECRET_KEY"],
+        "DATABASE_URL": database_url,
+        "HAVEN_DATA_KEYS": TEST_ENV["HAVEN_DATA_KEYS"],
+        "HAVEN_INDEX_KEY": TEST_ENV["HAVEN_INDEX_KEY"],
+        "SMS_BACKEND": "console",
+    }
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def _refusal(env: dict[str, str], cls: type[config.BaseConfig] = ProductionConfig) -> str:
+    with pytest.raises(ConfigError) as caught:
+        create_app(cls(env))
+    message = str(caught.value.code)
+    assert message.startswith("Haven refuses to start")
+    # Whatever was wrong, no value of the environment is echoed back.
+    for name, value in env.items():
+        if name in {"SECRET_KEY", "HAVEN_DATA_KEYS", "HAVEN_INDEX_KEY", "DATABASE_URL"} and value:
+            for part in value.split(","):
+                if len(part.strip()) >= 6:
+                    assert part.strip() not in message, name
+    return message
+
+
+WEAK_FERNET = base64.urlsafe_b64encode(b"\0" * 32).decode()  # a valid key of 32 zero bytes
+ANOTHER_KEY = Fernet.generate_key().decode()
+
+REFUSALS = [
+    # (variable, value or None for missing, text expected in the message)
+    ("SECRET_KEY", None, "SECRET_KEY is not set"),
+    ("SECRET_KEY", "", "SECRET_KEY is not set"),
+    ("SECRET_KEY", "   ", "SECRET_KEY is not set"),
+    ("SECRET_KEY", "changeme", "SECRET_KEY is weak"),
+    ("SECRET_KEY", "s3cr3t-but-only-24-chars", "SECRET_KEY is weak"),
+    ("SECRET_KEY", "a" * 64, "SECRET_KEY is weak"),
+    ("SECRET_KEY", "changemechangemechangemechangeme", "SECRET_KEY is weak"),
+    ("DATABASE_URL", None, "DATABASE_URL is not set"),
+    ("DATABASE_URL", "", "DATABASE_URL is not set"),
+    ("HAVEN_DATA_KEYS", None, "HAVEN_DATA_KEYS is not set"),
+    ("HAVEN_DATA_KEYS", "not-a-fernet-key-at-all", "HAVEN_DATA_KEYS entry 1 is not a valid"),
+    ("HAVEN_DATA_KEYS", f"{ANOTHER_KEY},short", "HAVEN_DATA_KEYS entry 2 is not a valid"),
+    ("HAVEN_DATA_KEYS", WEAK_FERNET, "HAVEN_DATA_KEYS entry 1 is weak"),
+    ("HAVEN_INDEX_KEY", None, "HAVEN_INDEX_KEY is not set"),
+    (
+        "HAVEN_INDEX_KEY",
+        base64.urlsafe_b64encode(os.urandom(16)).decode(),
+        "HAVEN_INDEX_KEY is weak",
+    ),
+    ("HAVEN_INDEX_KEY", "!!!!not base64 at all!!!!", "HAVEN_INDEX_KEY is"),
+    ("HAVEN_INDEX_KEY", base64.urlsafe_b64encode(b"\1" * 32).decode(), "HAVEN_INDEX_KEY is weak"),
+    ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND must be"),
+    ("PUBLIC_BASE_URL", "http://haven.example.org", "PUBLIC_BASE_URL must be an https://"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), REFUSALS)
+def test_production_refuses_to_start(name, value, expected):
+    message = _refusal(_prod_env(**{name: value}))
+    assert expected in message
+    if value and len(value.strip()) >= 6 and name != "PUBLIC_BASE_URL":
+        assert value.strip() not in message
+
+
+def test_every_problem_is_reported_at_once():
+    message = _refusal({"HAVEN_ENV": "production"})
+    for name in ("SECRET_KEY", "DATABASE_URL", "HAVEN_DATA_KEYS", "HAVEN_INDEX_KEY"):
+        assert f"{name} is not set" in message
+
+
+def test_refusal_is_a_nonzero_system_exit():
+    with pytest.raises(SystemExit) as caught:
+        create_app(ProductionConfig(_prod_env(SECRET_KEY=None)))
+    # SystemExit with a text code: Python prints it to stderr and exits with status 1.
+    assert isinstance(caught.value.code, str)
+
+
+def test_twilio_backend_needs_its_credentials_in_production():
+    message = _refusal(_prod_env(SMS_BACKEND="twilio"))
+    assert "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN" in message
+    assert "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID" in message
+    token = "f" * 8 + "0123456789abcdef" * 2
+    message = _refusal(
+        _prod_env(SMS_BACKEND="twilio", TWILIO_ACCOUNT_SID="AC" + "1" * 32, TWILIO_AUTH_TOKEN=token)
+    )
+    assert token not in message and "TWILIO_ACCOUNT_SID" not in message
+
+
+@pytest.mark.parametrize("cls", [DevelopmentConfig, config.TestingConfig])
+def test_no_environment_has_fallback_secrets(cls):
+    bare = cls({})
+    assert bare.SECRET_KEY == "" and bare.HAVEN_DATA_KEYS == "" and bare.HAVEN_INDEX_KEY == ""
+    message = _refusal({}, cls)
+    for name in ("SECRET_KEY", "HAVEN_DATA_KEYS", "HAVEN_INDEX_KEY"):
+        assert f"{name} is not set" in message
+
+
+def test_development_has_a_default_sqlite_database_but_no_keys():
+    assert DevelopmentConfig({}).SQLALCHEMY_DATABASE_URI.startswith("sqlite:///")
+    assert "DATABASE_URL" not in "".join(DevelopmentConfig({}).problems())
+    assert ProductionConfig({}).SQLALCHEMY_DATABASE_URI == ""
+
+
+def test_unknown_haven_env_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        config.config_from_env({"HAVEN_ENV": "staging"})
+    assert "HAVEN_ENV must be one of" in str(caught.value.code)
+
+
+def test_bad_integer_setting_is_a_config_error():
+    with pytest.raises(ConfigError) as caught:
+        ProductionConfig(_prod_env(HAVEN_IDLE_MINUTES="fifteen"))
+    assert "HAVEN_IDLE_MINUTES must be an integer" in str(caught.value.code)
+    assert "fifteen" not in str(caught.value.code)
+
+
+def test_config_from_env_picks_the_class():
+    assert isinstance(config.config_from_env(_prod_env()), ProductionConfig)
+    assert isinstance(config.config_from_env({"HAVEN_ENV": "TESTING"}), config.TestingConfig)
+    assert isinstance(config.config_from_env({}), DevelopmentConfig)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
+    ],
+)
+def test_database_url_uses_psycopg3(url, expected):
+    assert config.normalize_database_url(url) == expected
+
+
+def test_complete_production_config_starts_with_secure_cookies_and_hsts(database_url):
+    app = create_app(ProductionConfig(_prod_env(database_url)))
+    try:
+        assert app.config["HAVEN_ENV"] == "production"
+        assert app.config["SESSION_COOKIE_SECURE"] is True
+        assert app.config["DEBUG"] is False and app.config["TESTING"] is False
+        client = app.test_client()
+        health = client.get("/healthz", base_url="https://haven.example.org")
+        assert health.status_code == 200
+        assert health.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert int(health.headers["Strict-Transport-Security"].split("=")[1].split(";")[0]) >= (
+            180 * 24 * 3600
+        )
+        page = client.get("/auth/login", base_url="https://haven.example.org")
+        assert page.status_code == 200
+        assert "Strict-Transport-Security" in page.headers
+        cookie = page.headers["Set-Cookie"]
+        assert cookie.startswith("haven_session=")
+        attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+        assert {"secure", "httponly"} <= attributes
+        assert "samesite=strict" in cookie.lower()
+    finally:
+        with app.app_context():
+            from app.extensions import db
+
+            db.engine.dispose()
+
+
+def test_development_sends_no_hsts(app, client):
+    assert "Strict-Transport-Security" not in client.get("/healthz").headers
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": REPO,
+        "FLASK_SKIP_DOTENV": "1",
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra)
+    return env
+
+
+def test_flask_cli_refuses_to_start_in_production_without_keys(tmp_path):
+    secret = TEST_ENV["SECRET_KEY"]
+    env = _clean_env(HAVEN_ENV="production", SECRET_KEY=secret, DATABASE_URL="sqlite:///x.db")
+    completed = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "routes"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert "Haven refuses to start" in completed.stderr
+    assert "HAVEN_DATA_KEYS is not set" in completed.stderr
+    assert "HAVEN_INDEX_KEY is not set" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert secret not in completed.stderr + completed.stdout
+    assert not (tmp_path / "x.db").exists()  # refused before touching any database
+
+
+def test_flask_cli_starts_with_a_complete_production_config(tmp_path):
+    env = _clean_env(**_prod_env(f"sqlite:///{tmp_path / 'prod.sqlite'}"))
+    completed = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "routes"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "main.healthz" in completed.stdout
