@@ -37,7 +37,15 @@ from app.extensions import db
 from app.models.accounts import Organization
 from app.models.areas import Area
 from app.models.base import utcnow
-from app.models.directory import Service, age_bit, gender_bit, open_at, service_area
+from app.models.directory import (
+    ALL_AGES_MASK,
+    ALL_GENDERS_MASK,
+    Service,
+    age_bit,
+    gender_bit,
+    open_at,
+    service_area,
+)
 
 # Weights of the soft criteria (bigger = more important). Kept in one place so the ranking
 # stays explainable: a service's score is the sum of the weights of its positive reasons.
@@ -145,14 +153,18 @@ def _reason_text(code: str, p: dict[str, Any]) -> Any:
     if code == "information_only":
         return _l("information only: no consent to share with this kind of service")
     if code == "check_gender":
-        return _l("only for: %(who)s — check eligibility", who=p["who"])
+        who = _labels(p["mask"], vocab.GENDERS, vocab.GENDER_LABELS)
+        return _l("only for: %(who)s — check eligibility", who=who)
     if code == "check_age":
-        return _l("only for ages: %(who)s — check eligibility", who=p["who"])
+        who = _labels(p["mask"], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
+        return _l("only for ages: %(who)s — check eligibility", who=who)
     # exclusions
     if code == "excluded_gender":
-        return _l("not for this gender (only for: %(who)s)", who=p["who"])
+        who = _labels(p["mask"], vocab.GENDERS, vocab.GENDER_LABELS)
+        return _l("not for this gender (only for: %(who)s)", who=who)
     if code == "excluded_age":
-        return _l("not for this age band (only for ages: %(who)s)", who=p["who"])
+        who = _labels(p["mask"], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
+        return _l("not for this age band (only for ages: %(who)s)", who=who)
     if code == "excluded_children":
         return _l("does not accept children")
     return code
@@ -367,14 +379,10 @@ def _explain(
         notes.append(Reason("closed_now"))
     else:
         notes.append(Reason("hours_unknown"))
-    from app.models.directory import ALL_AGES_MASK, ALL_GENDERS_MASK
-
     if criteria.gender is None and row[6] != ALL_GENDERS_MASK:
-        who = _labels(row[6], vocab.GENDERS, vocab.GENDER_LABELS)
-        notes.append(Reason("check_gender", (("who", who),)))
+        notes.append(Reason("check_gender", (("mask", row[6]),)))
     if criteria.age_band is None and row[7] != ALL_AGES_MASK:
-        who = _labels(row[7], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
-        notes.append(Reason("check_age", (("who", who),)))
+        notes.append(Reason("check_age", (("mask", row[7]),)))
     info_only = category not in criteria.consented_share_categories
     if info_only:
         notes.append(Reason("information_only"))
@@ -440,11 +448,9 @@ def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
     for row in rows:
         why: list[Reason] = []
         if criteria.gender is not None and not row[6] & gender_bit(criteria.gender):
-            who = _labels(row[6], vocab.GENDERS, vocab.GENDER_LABELS)
-            why.append(Reason("excluded_gender", (("who", who),)))
+            why.append(Reason("excluded_gender", (("mask", row[6]),)))
         if criteria.age_band is not None and not row[7] & age_bit(criteria.age_band):
-            who = _labels(row[7], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
-            why.append(Reason("excluded_age", (("who", who),)))
+            why.append(Reason("excluded_age", (("mask", row[7]),)))
         if criteria.children and not row[8]:
             why.append(Reason("excluded_children"))
         out.append(ExcludedService(row[0], row[1], row[2], why))
