@@ -54,15 +54,6 @@ def next_window_code(user: User) -> str:
 # --- directory (issue 4) ---------------------------------------------------------------
 
 
-def make_area(name: str | None = None, **fields: Any) -> Any:
-    from app.models import Area
-
-    area = Area(name=name or f"Area {next(_seq)}", **fields)
-    db.session.add(area)
-    db.session.flush()
-    return area
-
-
 def make_service(
     organization: Organization | None = None,
     category: str = "shelter",
