@@ -256,7 +256,7 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
         name="Hand made", languages="ar,en", intake_phone="+14155550199",
         latitude=1.5, longitude=2.5, age_bands=("18_24", "25_34"),
         hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]], timezone="Europe/Paris",
-        areas=[factories.make_area("Old Town")], hearing_access=True)
+        areas=[Area(name="Old Town")], hearing_access=True)
     db.session.commit()
 
     def state() -> dict[str, tuple[Any, ...]]:

@@ -3,6 +3,7 @@ only), readable reasons, and ranking properties checked with hypothesis."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,8 @@ from app.matching import MatchCriteria, criteria_from_form, haversine_km, match,
 from app.models.directory import open_at
 from tests import factories
 
+_areas = itertools.count(1)
+
 # A Wednesday, 15:00 UTC (08:00 in Los Angeles, summer time).
 WEDNESDAY = datetime(2026, 7, 15, 15, 0, tzinfo=UTC)
 
@@ -28,10 +31,11 @@ def _request(app: Any) -> Any:
 
 
 def make_area(name: str | None = None, **fields: Any) -> Any:
-    """An area with optional parent and centre (factories.make_area takes a name only)."""
-    area = factories.make_area(name)
-    for key, value in fields.items():
-        setattr(area, key, value)
+    """An area with optional parent and centre."""
+    from app.models import Area
+
+    area = Area(name=name or f"Area {next(_areas)}", **fields)
+    db.session.add(area)
     db.session.flush()
     return area
 
