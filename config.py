@@ -122,6 +122,10 @@ class BaseConfig:
         )
         self.LANGUAGES = ["en", "es", "fr", "ar"]
 
+        # Consent expires (DESIGN §3) and expired consent counts as withdrawn.
+        self.CONSENT_VALIDITY = timedelta(days=_int(env, "HAVEN_CONSENT_DAYS", 365))
+        # Closed cases keep identifying data this long (DESIGN §5); retention erases after.
+        self.CASE_RETENTION_AFTER_CLOSE = timedelta(days=_int(env, "HAVEN_CASE_RETENTION_DAYS", 90))
         self.KEY_ROTATION_BATCH = _int(env, "HAVEN_KEY_ROTATION_BATCH", 500)
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
         for key, value in overrides.items():

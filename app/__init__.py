@@ -116,11 +116,13 @@ def _load_user(session_id: str):  # type: ignore[no-untyped-def]
 def register_blueprints(app: Flask) -> None:
     from app.admin import bp as admin_bp
     from app.auth import bp as auth_bp
+    from app.intake import bp as intake_bp
     from app.main import bp as main_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(intake_bp, url_prefix="/cases")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -14,6 +14,8 @@ LANGUAGE_NAMES = {"en": "English", "es": "Español", "fr": "Français", "ar": "�
 # (endpoint, label, roles) — the gate enforces access; this only hides links a role can't use.
 NAVIGATION: list[tuple[str, Any, tuple[str, ...]]] = [
     ("main.index", _l("Home"), ("admin", "supervisor", "caseworker", "provider")),
+    ("intake.case_list", _l("Cases"), ("supervisor", "caseworker")),
+    ("intake.start", _l("New intake"), ("supervisor", "caseworker")),
     ("admin.users", _l("Users"), ("admin",)),
     ("admin.organizations", _l("Organizations"), ("admin",)),
     ("admin.audit_log", _l("Audit trail"), ("admin", "supervisor")),

@@ -84,3 +84,76 @@ def make_service(
     db.session.add(service)
     db.session.flush()
     return service
+
+
+# --- cases (issue 3) -------------------------------------------------------------------
+
+ALL_CONSENT_SCOPES = (
+    "store", "contact_sms", "share_shelter", "share_legal", "share_medical",
+    "share_psychosocial", "share_other", "share_identity", "explicit_wording",
+)
+
+
+def make_area(name: str | None = None) -> Any:
+    from app.models import Area
+
+    area = Area(name=name or f"Area {next(_seq)}")
+    db.session.add(area)
+    db.session.flush()
+    return area
+
+
+def make_case(
+    organization: Organization | None = None,
+    *,
+    consents: dict[str, bool] | None = None,
+    alias: str | None = "Rosa",
+    phone: str | None = "+14155550123",
+    note: str | None = "Prefers mornings",
+    needs: dict[str, str] | None = None,
+    area: Any = None,
+    channel: str = "tablet",
+    at: datetime | None = None,
+    **fields: Any,
+) -> Any:
+    """An open case with a recorded profile. ``consents`` maps scope -> granted (default:
+    every scope granted, verbally, now); a scope given as None is left unrecorded."""
+    from app import cases, consent
+    from app.crypto import blind_index
+    from app.models import Case, Consent
+
+    if organization is None:
+        organization = make_org("ngo")
+    at = at or utcnow()
+    fields.setdefault("status", "open")
+    case = Case(
+        reference=cases.new_reference(), organization_id=organization.id, channel=channel,
+        language="en", age_band="25_34", created_at=at,
+        area_id=(area or make_area()).id, profile_completed_at=at, **fields,
+    )
+    case.data_key = cases._new_key()
+    case.alias = alias
+    case.phone = phone
+    case.phone_index = blind_index(phone) if phone else None
+    case.note = note
+    db.session.add(case)
+    db.session.flush()
+    chosen = {s: True for s in ALL_CONSENT_SCOPES} if consents is None else consents
+    from flask import current_app
+
+    validity = current_app.config["CONSENT_VALIDITY"]
+    for scope, granted in chosen.items():
+        if granted is None:
+            continue
+        db.session.add(Consent(
+            case_id=case.id, scope=scope, granted=granted, method="verbal",
+            text_version=consent.CURRENT_VERSION, language="en", recorded_at=at,
+            expires_at=at + validity if granted else None,
+        ))
+    for category, urgency in (needs if needs is not None else {"shelter": "immediate"}).items():
+        from app.models import Need
+
+        db.session.add(Need(case_id=case.id, category=category, urgency=urgency))
+    db.session.flush()
+    db.session.expire(case, ["needs", "consents"])
+    return case

@@ -28,7 +28,13 @@ def _user(org: Organization) -> int:
     return factories.make_user("caseworker", organization=org).id
 
 
+def _case(org: Organization) -> int:
+    return factories.make_case(org).id
+
+
 OBJECT_FACTORIES: dict[str, ObjectFactory] = {
+    # Survivor cases belong to one NGO: any other organization gets 404.
+    "case_id": ObjectFactory(_case, scoped=True),
     # Users and organizations are managed by the (global) admin role only.
     "user_id": ObjectFactory(_user, scoped=False),
     "organization_id": ObjectFactory(lambda org: org.id, scoped=False),

@@ -1,0 +1,293 @@
+"""Consent: versioned texts, the current state of a case's consent, and the ONE function that
+changes it (DESIGN §3).
+
+Texts. Each scope's wording lives in the gettext catalogs under a version id
+(``CONSENT_TEXTS[version][scope]``). Changing a wording means adding a new version here
+(never editing an old one), so that every record's ``text_version`` + ``language`` still
+names exactly what the survivor was shown.
+
+State. ``current_consents(case, at)``: the newest record per scope decides; a grant past its
+``expires_at`` counts as withdrawn. ``has_consent`` and ``permits`` answer from that.
+
+Changes. ``change_consent(...)`` appends the record, audits it, and applies the effects at
+once, in the same transaction:
+
+* every withdrawal (explicit, not expiry) runs the registered *withdrawal effects* —
+  ``@on_withdrawal`` handlers with the signature ``handler(case, scope, actor_id, at)``.
+  The SMS outbox registers "cancel queued SMS to the survivor" for ``contact_sms``; referrals
+  register "cancel open referrals of that category, tell the provider by code" for
+  ``share_<category>``. Handlers must not commit; they may raise to abort the whole change.
+* withdrawing ``store`` then erases the case (``app.cases.erase_case``), which runs the
+  *erasure hooks* of ``app.cases`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+
+from app import audit
+from app.extensions import db
+from app.models.base import utcnow
+from app.models.cases import CONSENT_METHODS, CONSENT_SCOPES, Case, Consent, ConsentSignature
+from app.vocab import SERVICE_CATEGORIES
+
+CURRENT_VERSION = "2026-11"
+
+# version -> scope -> wording. Read aloud or handed to the survivor in their language.
+CONSENT_TEXTS = {
+    "2026-11": {
+        "store": _l(
+            "May we keep a record about you in Haven, so that we can help you and follow "
+            "up? It holds a name you choose (not your legal name), an age range, your area, "
+            "language and what help you need, and a phone number if you want. You can ask "
+            "us to see it or to delete it at any time. If you say no, we will still help you "
+            "today and keep no record about you."
+        ),
+        "contact_sms": _l(
+            "May we send you text messages? They will never name the kind of help unless "
+            "you say so below, and only say a reference code. You can stop them at any time "
+            "by sending STOP."
+        ),
+        "share_shelter": _l(
+            "May we ask shelters on your behalf to take you in? They receive your needs, "
+            "age range and language, and a reference code."
+        ),
+        "share_legal": _l(
+            "May we ask legal aid services to help you? They receive your needs, age range "
+            "and language, and a reference code."
+        ),
+        "share_medical": _l(
+            "May we ask medical services to help you? They receive your needs, age range "
+            "and language, and a reference code."
+        ),
+        "share_psychosocial": _l(
+            "May we ask counselling and psychosocial services to help you? They receive "
+            "your needs, age range and language, and a reference code."
+        ),
+        "share_other": _l(
+            "May we ask other support services to help you? They receive your needs, age "
+            "range and language, and a reference code."
+        ),
+        "share_identity": _l(
+            "May we give the service your chosen name and phone number, so that they can "
+            "contact you directly? Without this they only receive a reference code. Each "
+            "service is named to you before anything is sent."
+        ),
+        "explicit_wording": _l(
+            "May our text messages say what kind of service they are about (for example "
+            "'shelter')? If someone else may read your phone, say no."
+        ),
+    },
+}
+
+SCOPE_LABELS = {
+    "store": _l("Keep a record"),
+    "contact_sms": _l("Text messages"),
+    "share_shelter": _l("Share with shelters"),
+    "share_legal": _l("Share with legal aid"),
+    "share_medical": _l("Share with medical services"),
+    "share_psychosocial": _l("Share with psychosocial support"),
+    "share_other": _l("Share with other services"),
+    "share_identity": _l("Share name and phone"),
+    "explicit_wording": _l("Name the service in texts"),
+}
+
+METHOD_LABELS = {
+    "verbal": _l("Verbal (read aloud, answered out loud)"),
+    "written": _l("Written (signed on this tablet)"),
+    "sms": _l("By text message reply"),
+}
+
+ACTIONS = (
+    "store",
+    "sms",
+    "sms_explicit",
+    *(f"share:{c}" for c in SERVICE_CATEGORIES),
+    "share_identity",
+    "export",
+)
+
+
+def consent_text(scope: str, language: str, version: str = CURRENT_VERSION) -> tuple[str, str]:
+    """The wording of ``scope`` in ``language`` and the language actually shown: a language
+    without a translation falls back to English, and the record must say so."""
+    source = CONSENT_TEXTS[version][scope]
+    english = _render(source, "en")
+    if language == "en":
+        return english, "en"
+    text = _render(source, language)
+    return (text, language) if text != english else (english, "en")
+
+
+def texts_for(language: str, version: str = CURRENT_VERSION) -> tuple[dict[str, str], str]:
+    """All scopes' wording and the language shown (one language for the whole step)."""
+    shown = {s: consent_text(s, language, version) for s in CONSENT_SCOPES}
+    languages = {lang for _, lang in shown.values()}
+    if languages == {language}:
+        return {s: t for s, (t, _) in shown.items()}, language
+    english = {s: consent_text(s, "en", version)[0] for s in CONSENT_SCOPES}
+    return english, "en"
+
+
+def _render(text: object, language: str) -> str:
+    try:
+        with force_locale(language):
+            return str(text)
+    except Exception:  # noqa: BLE001 - an unknown locale means no translation
+        return str(text)
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    scope: str
+    granted: bool  # in force now: newest record grants and has not expired
+    record: Consent | None
+    expired: bool = False
+
+
+def current_consents(case: Case, at: datetime | None = None) -> dict[str, ConsentState]:
+    at = at or utcnow()
+    newest: dict[str, Consent] = {}
+    rows = db.session.scalars(
+        select(Consent)
+        .where(Consent.case_id == case.id, Consent.recorded_at <= at)
+        .order_by(Consent.recorded_at, Consent.id)
+    ).all() if case.id is not None else []
+    for row in rows:
+        newest[row.scope] = row
+    states = {}
+    for scope in CONSENT_SCOPES:
+        row = newest.get(scope)
+        if row is None:
+            states[scope] = ConsentState(scope, False, None)
+            continue
+        expired = bool(row.granted and row.expires_at is not None and row.expires_at <= at)
+        states[scope] = ConsentState(scope, bool(row.granted) and not expired, row, expired)
+    return states
+
+
+def has_consent(case: Case, scope: str, at: datetime | None = None) -> bool:
+    if scope not in CONSENT_SCOPES:
+        raise ValueError(f"unknown consent scope {scope!r}")
+    if case.status == "erased":
+        return False
+    return current_consents(case, at)[scope].granted
+
+
+def permits(
+    case: Case, action: str, at: datetime | None = None,
+    states: dict[str, ConsentState] | None = None,
+) -> bool:
+    """Whether consent allows ``action`` on ``case`` at ``at`` (default now).
+
+    store / export: ``store`` in force (an export is of a kept record; without ``store``
+    there is nothing kept). sms: ``store`` + ``contact_sms``, and the survivor did not ask
+    not to be texted. sms_explicit: sms + ``explicit_wording``. share:<category>: ``store``
+    + ``share_<category>``. share_identity: ``store`` + ``share_identity``."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    if case.status == "erased":
+        return False
+    states = states if states is not None else current_consents(case, at)
+
+    def ok(scope: str) -> bool:
+        return states[scope].granted
+
+    if not ok("store"):
+        return False
+    if action in ("store", "export"):
+        return True
+    if action == "sms":
+        return ok("contact_sms") and not case.do_not_text
+    if action == "sms_explicit":
+        return ok("contact_sms") and not case.do_not_text and ok("explicit_wording")
+    if action == "share_identity":
+        return ok("share_identity")
+    category = action.split(":", 1)[1]
+    return ok(f"share_{category}")
+
+
+# --- changes --------------------------------------------------------------------------
+
+WithdrawalEffect = Callable[[Case, str, int | None, datetime], None]
+WITHDRAWAL_EFFECTS: list[WithdrawalEffect] = []
+
+
+def on_withdrawal(handler: WithdrawalEffect) -> WithdrawalEffect:
+    """Register ``handler(case, scope, actor_id, at)``, run inside ``change_consent`` for
+    every withdrawal, before a ``store`` withdrawal erases the case. Idempotent."""
+    if handler not in WITHDRAWAL_EFFECTS:
+        WITHDRAWAL_EFFECTS.append(handler)
+    return handler
+
+
+class ConsentError(ValueError):
+    pass
+
+
+def change_consent(
+    case: Case,
+    scope: str,
+    granted: bool,
+    method: str,
+    actor_id: int | None,
+    *,
+    language: str,
+    text_version: str = CURRENT_VERSION,
+    signature: ConsentSignature | None = None,
+    at: datetime | None = None,
+) -> Consent:
+    """Record a grant or withdrawal of ``scope`` and apply its effects now (DESIGN §3).
+    Flushes, never commits. ``actor_id`` is the staff user (None for the SMS hotline)."""
+    if scope not in CONSENT_SCOPES:
+        raise ConsentError("unknown scope")
+    if method not in CONSENT_METHODS:
+        raise ConsentError("unknown method")
+    if text_version not in CONSENT_TEXTS:
+        raise ConsentError("unknown consent text version")
+    if case.status == "erased":
+        raise ConsentError("the case was erased")
+    at = at or utcnow()
+    validity = current_app.config["CONSENT_VALIDITY"]
+    record = Consent(
+        case=case,
+        scope=scope,
+        granted=granted,
+        method=method,
+        text_version=text_version,
+        language=language,
+        recorded_by_id=actor_id,
+        recorded_at=at,
+        expires_at=at + validity if granted else None,
+        signature=signature,
+    )
+    db.session.add(record)
+    db.session.flush()
+    audit.record(
+        "consent.grant" if granted else "consent.withdraw", "case", case.id,
+        **_actor(actor_id, case),
+    )
+    if not granted:
+        for effect in list(WITHDRAWAL_EFFECTS):
+            effect(case, scope, actor_id, at)
+        if scope == "store":
+            from app.cases import erase_case
+
+            erase_case(case, actor_id, reason="consent_withdrawn", at=at)
+    return record
+
+
+def _actor(actor_id: int | None, case: Case) -> dict[str, int | None]:
+    if actor_id is None:
+        return {}
+    return {"actor_user_id": actor_id, "actor_org_id": case.organization_id}
