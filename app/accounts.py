@@ -6,8 +6,10 @@ style). Nothing here commits: callers own the transaction.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
 from argon2 import PasswordHasher
@@ -91,10 +93,8 @@ def hash_password(password: str) -> str:
 
 def check_password(user: User | None, password: str) -> bool:
     if user is None:
-        try:
+        with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
         return False
     try:
         ok = _hasher.verify(user.password_hash, password)
@@ -129,7 +129,7 @@ def create_user(
         role=role,
         active=active,
         session_token=secrets.token_hex(16),
-        password_hash="!",
+        password_hash="!",  # noqa: S106 - placeholder, replaced by set_password below
     )
     set_password(user, password)
     db.session.add(user)
@@ -149,7 +149,7 @@ def _keys(username: str, client_addr: str) -> tuple[str, str]:
     )
 
 
-def _failures_since(column: object, key: str, since: datetime) -> int:
+def _failures_since(column: Any, key: str, since: datetime) -> int:
     return int(
         db.session.scalar(
             select(func.count(LoginAttempt.id)).where(
@@ -237,7 +237,9 @@ def _matching_counter(secret: str, code: str, at: datetime) -> int | None:
     return None
 
 
-def verify_totp(user: User, code: str, secret: str | None = None, at: datetime | None = None) -> None:
+def verify_totp(
+    user: User, code: str, secret: str | None = None, at: datetime | None = None
+) -> None:
     """Accept a code once: a code (or an older one) that was already used is refused."""
     secret = secret or user.totp_secret
     if not secret:

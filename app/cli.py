@@ -35,7 +35,9 @@ def generate_password() -> str:
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--organization", "organization_name", required=True, help="Organization name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
-def create_user_command(username: str, role: str, organization_name: str, password_stdin: bool) -> None:
+def create_user_command(
+    username: str, role: str, organization_name: str, password_stdin: bool
+) -> None:
     """Create a staff account. Without --password-stdin a strong password is generated and
     printed once."""
     org = db.session.scalar(
@@ -154,8 +156,10 @@ def keys_rotate(batch: int | None) -> None:
         flag_modified(user, "totp_secret")  # re-sealed under the newest key on flush
     audit.record("keys.rotate", actor_user_id=None)
     db.session.commit()
-    click.echo(f"Done: {rotated} record keys re-wrapped, {len(users)} staff secrets re-sealed. "
-               "Older keys can be removed from HAVEN_DATA_KEYS once every process has the new list.")
+    click.echo(
+        f"Done: {rotated} record keys re-wrapped, {len(users)} staff secrets re-sealed. "
+        "Older keys can be removed from HAVEN_DATA_KEYS once every process has the new list."
+    )
 
 
 @click.group("audit")

@@ -30,7 +30,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:
         return render_error(
-            400, _("This form has expired or was already sent. Please reload the page and try again.")
+            400,
+            _("This form has expired or was already sent. Please reload the page and try again."),
         )
 
     @app.errorhandler(HTTPException)
@@ -51,6 +52,5 @@ def register(app: Flask) -> None:
         while tb is not None:
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
             tb = tb.tb_next
-        app.logger.error("unhandled %s at %s on %s", type(error).__name__, where,
-                         request.endpoint)
+        app.logger.error("unhandled %s at %s on %s", type(error).__name__, where, request.endpoint)
         return render_error(500)

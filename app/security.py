@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 from flask import (
     Flask,
-    Response,
     abort,
     current_app,
     flash,
@@ -33,6 +32,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user, logout_user
+from werkzeug.wrappers import Response
 
 from app.models import ROLES
 

@@ -24,7 +24,10 @@ class UserForm(FlaskForm):
         validators=[
             DataRequired(),
             Length(min=3, max=64),
-            Regexp(r"^[A-Za-z0-9._-]+$", message=_l("Use letters, digits, dots, dashes or underscores.")),
+            Regexp(
+                r"^[A-Za-z0-9._-]+$",
+                message=_l("Use letters, digits, dots, dashes or underscores."),
+            ),
         ],
         render_kw={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"},
     )
@@ -53,6 +56,8 @@ class UserEditForm(FlaskForm):
 
 class OrganizationForm(FlaskForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=200)])
-    kind = SelectField(_l("Kind"), choices=list(ORG_KIND_LABELS.items()), validators=[DataRequired()])
+    kind = SelectField(
+        _l("Kind"), choices=list(ORG_KIND_LABELS.items()), validators=[DataRequired()]
+    )
     totp_required = BooleanField(_l("Require two-step sign-in for every user"))
     submit = SubmitField(_l("Save"))

@@ -16,7 +16,9 @@ from app.security import roles
 
 
 def _org_choices() -> list[tuple[int, str]]:
-    return [(o.id, o.name) for o in db.session.scalars(select(Organization).order_by(Organization.name))]
+    return [
+        (o.id, o.name) for o in db.session.scalars(select(Organization).order_by(Organization.name))
+    ]
 
 
 @bp.get("/users")
@@ -40,8 +42,9 @@ def user_new() -> Response | str | tuple[str, int]:
             form.password.errors = [password_problem_message(problem)]
         else:
             try:
-                user = accounts.create_user(org, form.username.data or "", form.password.data or "",
-                                            form.role.data or "")
+                user = accounts.create_user(
+                    org, form.username.data or "", form.password.data or "", form.role.data or ""
+                )
             except accounts.UsernameTaken:
                 db.session.rollback()
                 form.username.errors = [_("This username is taken.")]
@@ -127,7 +130,9 @@ def _organization_form(org: Organization | None) -> Response | str | tuple[str, 
             form.name.errors = [_("An organization with this name exists.")]
             return render_template("admin/organization_form.html", form=form, org=org), 400
         if org is None:
-            org = Organization(name=name, kind=form.kind.data, totp_required=form.totp_required.data)
+            org = Organization(
+                name=name, kind=form.kind.data, totp_required=form.totp_required.data
+            )
             db.session.add(org)
             db.session.flush()
             audit.record("organization.create", "organization", org.id)

@@ -56,14 +56,15 @@ def _complete_login(user: User, target: str | None) -> Response:
     session["started"] = now
     session["seen"] = now
     user.last_login_at = utcnow()
-    audit.record("auth.login", "user", user.id, actor_user_id=user.id,
-                 actor_org_id=user.organization_id)
+    audit.record(
+        "auth.login", "user", user.id, actor_user_id=user.id, actor_org_id=user.organization_id
+    )
     db.session.commit()
-    return redirect(target if is_safe_next(target) else url_for("main.index"))
+    return redirect(target if target and is_safe_next(target) else url_for("main.index"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | str:
+def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
     form = LoginForm()
@@ -71,11 +72,18 @@ def login() -> Response | str:
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
         try:
-            user = accounts.authenticate(form.username.data or "", form.password.data or "", _client())
+            user = accounts.authenticate(
+                form.username.data or "", form.password.data or "", _client()
+            )
         except accounts.LoginThrottledException:
             db.session.commit()
-            flash(_("Too many failed sign-in attempts. Wait 15 minutes and try again, "
-                    "or ask an administrator."), "error")
+            flash(
+                _(
+                    "Too many failed sign-in attempts. Wait 15 minutes and try again, "
+                    "or ask an administrator."
+                ),
+                "error",
+            )
             return render_template("auth/login.html", form=form), 429
         except accounts.InvalidCredentials:
             db.session.commit()
@@ -84,8 +92,12 @@ def login() -> Response | str:
         target = form.next.data if is_safe_next(form.next.data) else None
         if user.totp_required or user.totp_enrolled:
             session.clear()
-            session["pending"] = {"uid": user.id, "token": user.session_token,
-                                  "at": time.time(), "next": target}
+            session["pending"] = {
+                "uid": user.id,
+                "token": user.session_token,
+                "at": time.time(),
+                "next": target,
+            }
             db.session.commit()
             if user.totp_enrolled:
                 return redirect(url_for("auth.second_factor"))
@@ -104,8 +116,13 @@ def second_factor() -> Response | str | tuple[str, int]:
     form = TotpForm()
     if form.validate_on_submit():
         if accounts.is_throttled(user.username, _client()):
-            flash(_("Too many failed sign-in attempts. Wait 15 minutes and try again, "
-                    "or ask an administrator."), "error")
+            flash(
+                _(
+                    "Too many failed sign-in attempts. Wait 15 minutes and try again, "
+                    "or ask an administrator."
+                ),
+                "error",
+            )
             return render_template("auth/totp.html", form=form), 429
         try:
             accounts.verify_totp(user, form.code.data or "")
@@ -156,8 +173,13 @@ def enroll_totp() -> Response | str | tuple[str, int]:
         else:
             user.totp_secret = secret
             session.pop("enroll_secret", None)
-            audit.record("user.totp_enrolled", "user", user.id, actor_user_id=user.id,
-                         actor_org_id=user.organization_id)
+            audit.record(
+                "user.totp_enrolled",
+                "user",
+                user.id,
+                actor_user_id=user.id,
+                actor_org_id=user.organization_id,
+            )
             if current_user.is_authenticated:
                 db.session.commit()
                 flash(_("Two-step sign-in is set up."), "success")

@@ -1,0 +1,60 @@
+# Haven — developer commands. `make demo` runs the app with demo data; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+FLASK  := $(BIN)/flask --app app
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+
+.PHONY: demo run test test-sqlite test-postgresql lint bench translations translations-check deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: requirements.txt tests/requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+deps: $(VENV)/.deps
+
+.env: | $(VENV)/.deps
+	$(BIN)/python -m app.devenv .env
+
+# Compiled catalogs are build output (not committed).
+translations-compile: $(VENV)/.deps
+	$(BIN)/pybabel compile -q -d translations -D messages
+
+## Install, migrate a SQLite database, load demo data and serve on http://127.0.0.1:5000
+demo: $(VENV)/.deps .env translations-compile
+	mkdir -p instance
+	$(FLASK) db upgrade
+	$(FLASK) seed-demo
+	$(FLASK) run --host 127.0.0.1 --port 5000
+
+run: $(VENV)/.deps .env translations-compile
+	$(FLASK) run --host 127.0.0.1 --port 5000
+
+## Every test, on SQLite and then on PostgreSQL (each on a fresh database)
+test: test-sqlite test-postgresql
+
+test-sqlite: $(VENV)/.deps translations-compile
+	HAVEN_TEST_DATABASE=sqlite $(BIN)/pytest -q -p no:cacheprovider
+
+test-postgresql: $(VENV)/.deps translations-compile
+	HAVEN_TEST_DATABASE=postgresql HAVEN_TEST_PG_URL=$(PG_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(VENV)/.deps
+	$(BIN)/ruff check app config.py tests bench
+	$(BIN)/mypy
+
+bench: $(VENV)/.deps translations-compile
+	@for b in bench/bench_*.py; do \
+	  mod=$$(echo $$b | sed 's#/#.#; s#\.py$$##'); echo "== $$mod"; $(BIN)/python -m $$mod || exit 1; done
+
+## Extract, update and compile the gettext catalogs
+translations: $(VENV)/.deps
+	$(BIN)/pybabel extract -F translations/babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 -o translations/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --no-location --omit-header --ignore-obsolete
+	$(BIN)/pybabel compile -d translations -D messages
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
