@@ -6,12 +6,12 @@ import secrets
 import sys
 
 import click
-from cryptography.fernet import InvalidToken
+from cryptography.fernet import Fernet, InvalidToken
 from flask import Flask, current_app
-from sqlalchemy import func, select
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy import LargeBinary, bindparam, func, select, type_coerce, update
 
 from app import accounts, audit
+from app.crypto import KeyRing, MasterEncrypted
 from app.extensions import db
 from app.models import ROLES, DataKey, Organization, User
 
@@ -151,15 +151,67 @@ def keys_rotate(batch: int | None) -> None:
         db.session.commit()
         rotated += len(rows)
         click.echo(f"re-wrapped {rotated} record keys so far")
-    users = db.session.scalars(select(User).where(User.totp_secret.is_not(None))).all()
-    for user in users:
-        flag_modified(user, "totp_secret")  # re-sealed under the newest key on flush
+    resealed = _reseal_master_columns(ring, size)
     audit.record("keys.rotate", actor_user_id=None)
     db.session.commit()
+    for name, count in resealed.items():
+        click.echo(f"re-sealed {count} values of {name}")
     click.echo(
-        f"Done: {rotated} record keys re-wrapped, {len(users)} staff secrets re-sealed. "
-        "Older keys can be removed from HAVEN_DATA_KEYS once every process has the new list."
+        f"Done: {rotated} record keys re-wrapped, {sum(resealed.values())} master-sealed "
+        "values re-sealed. Older keys can be removed from HAVEN_DATA_KEYS once every process "
+        "has the new list."
     )
+
+
+def _reseal_master_columns(ring: KeyRing, size: int) -> dict[str, int]:
+    """Re-seal every ``MasterEncrypted`` column of every model (found in the metadata, so
+    new ones are included) under the newest master key, ``size`` rows per transaction.
+    Values the newest key already opens are skipped: an interrupted run resumes."""
+    newest = Fernet(ring.master_keys[0])
+    counts: dict[str, int] = {}
+    for table in db.metadata.sorted_tables:
+        for column in table.columns:
+            if not isinstance(column.type, MasterEncrypted):
+                continue
+            (pk,) = table.primary_key.columns
+            name = f"{table.name}.{column.name}"
+            counts[name] = 0
+            raw = type_coerce(column, LargeBinary)  # the stored token, not the plaintext
+            reseal = (
+                update(table)
+                .where(pk == bindparam("row_pk"))
+                .values({column.name: bindparam("token", type_=LargeBinary)})
+            )
+            last = None
+            while True:
+                query = select(pk, raw).where(column.is_not(None)).order_by(pk).limit(size)
+                if last is not None:
+                    query = query.where(pk > last)
+                rows = db.session.execute(query).all()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                changes = []
+                for row_pk, token in rows:
+                    try:
+                        newest.decrypt(bytes(token))
+                        continue  # already under the newest key
+                    except InvalidToken:
+                        pass
+                    try:
+                        changes.append({"row_pk": row_pk, "token": ring.multi.rotate(bytes(token))})
+                    except InvalidToken as exc:
+                        db.session.rollback()
+                        raise click.ClickException(
+                            f"{name} of row #{row_pk} cannot be opened with HAVEN_DATA_KEYS: "
+                            "keep the old key in the list (after the new one) until rotation "
+                            "has finished."
+                        ) from exc
+                if changes:
+                    db.session.execute(reseal, changes)
+                db.session.commit()
+                counts[name] += len(changes)
+    return counts
 
 
 @click.group("audit")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from app import audit, crypto
 from app.extensions import db
-from app.models import AuditEvent, DataKey, User
+from app.models import AuditEvent, DataKey, Service, User
 from tests import factories
 from tests.conftest import TEST_ENV
 
@@ -22,14 +22,20 @@ def key_b() -> str:
     return Fernet.generate_key().decode()
 
 
+PHONES = ("+14155550101", "+14155550102", "+14155550103")
+
+
 def _seed(count: int = 5) -> tuple[dict[int, bytes], dict[int, bytes], int, str]:
-    """``count`` record keys under key A, each sealing a token; a user with a TOTP secret.
+    """``count`` record keys under key A, each sealing a token; a user with a TOTP secret;
+    three directory services with master-sealed intake phones.
     Returns {key id: token}, {key id: plaintext record key}, user id, TOTP secret."""
     tokens: dict[int, bytes] = {}
     plain: dict[int, bytes] = {}
     keys = [crypto.new_data_key() for _ in range(count)]
     db.session.add_all(keys)
     user = factories.make_user("supervisor")
+    for phone in PHONES:
+        factories.make_service(intake_phone=phone)
     db.session.commit()
     for key in keys:
         assert key.master_fp == FP_A
@@ -60,6 +66,8 @@ def _assert_everything_reads(tokens: dict[int, bytes], user_id: int, secret: str
     for key in db.session.scalars(select(DataKey)):
         assert crypto.unwrap(key).decrypt(tokens[key.id]) == f"record {key.id}".encode()
     assert db.session.get(User, user_id).totp_secret == secret
+    phones = db.session.scalars(select(Service.intake_phone).order_by(Service.id)).all()
+    assert tuple(phones) == PHONES
     db.session.rollback()
 
 
@@ -80,7 +88,14 @@ def test_rotate_rewraps_every_key_under_the_newest_master_key(app, app_factory, 
     assert result.exit_code == 0, result.output
     assert "re-wrapped 2 record keys so far" in result.output
     assert "re-wrapped 4 record keys so far" in result.output
-    assert "Done: 5 record keys re-wrapped, 1 staff secrets re-sealed" in result.output
+    assert "re-sealed 1 values of user_account.totp_secret" in result.output
+    assert "re-sealed 3 values of service.intake_phone" in result.output
+    assert "Done: 5 record keys re-wrapped, 4 master-sealed values re-sealed" in result.output
+    # Every master-sealed column of every model is covered, including ones added later.
+    for table in db.metadata.sorted_tables:
+        for column in table.columns:
+            if isinstance(column.type, crypto.MasterEncrypted):
+                assert f"values of {table.name}.{column.name}" in result.output
 
     assert set(_fingerprints().values()) == {fp_b}
     for key in db.session.scalars(select(DataKey)):
@@ -141,7 +156,7 @@ def test_rotate_is_resumable_after_an_interruption(app, app_factory, key_b, monk
 
     rerun = _rotate(rotating, "--batch", "2")
     assert rerun.exit_code == 0, rerun.output
-    assert "Done: 3 record keys re-wrapped" in rerun.output
+    assert "Done: 3 record keys re-wrapped, 4 master-sealed values re-sealed" in rerun.output
     assert set(_fingerprints().values()) == {fp_b}
     db.session.close()
 
@@ -159,7 +174,7 @@ def test_rotate_twice_is_a_no_op_the_second_time(app, app_factory, key_b):
     db.session.close()
     second = _rotate(rotating)
     assert second.exit_code == 0, second.output
-    assert "Done: 0 record keys re-wrapped" in second.output
+    assert "Done: 0 record keys re-wrapped, 0 master-sealed values re-sealed" in second.output
     after = {row.id: bytes(row.wrapped) for row in db.session.scalars(select(DataKey))}
     assert after == before
     db.session.close()
