@@ -145,6 +145,16 @@ def _insert_forged_row(conn_sql) -> int:
     return 4
 
 
+def _insert_before_the_chain(conn_sql) -> int:
+    # A forged event placed before the chain's first seq, where a walk from seq 1 would
+    # never look, but the admin audit log would show it.
+    conn_sql(
+        "INSERT INTO audit_event (seq, at, action, prev_hash, hash) VALUES "
+        "(0, '2026-01-01 00:00:00+00:00', 'auth.login', '" + "0" * 64 + "', '" + "1" * 64 + "')"
+    )
+    return 0
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -159,6 +169,7 @@ def _insert_forged_row(conn_sql) -> int:
         _backdate,
         _rehash_edited_row,
         _insert_forged_row,
+        _insert_before_the_chain,
     ],
 )
 def test_tampering_is_caught_at_the_first_broken_event(app, tamper):
