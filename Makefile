@@ -21,7 +21,7 @@ deps: $(VENV)/.deps
 
 # Compiled catalogs are build output (not committed).
 translations-compile: $(VENV)/.deps
-	$(BIN)/pybabel compile -q -d translations -D messages
+	$(BIN)/pybabel compile -d translations -D messages
 
 ## Install, migrate a SQLite database, load demo data and serve on http://127.0.0.1:5000
 demo: $(VENV)/.deps .env translations-compile
