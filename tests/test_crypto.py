@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -44,7 +45,7 @@ def test_blind_index_of_a_typed_number_matches_its_e164_form(app):
 
 
 def test_blind_index_depends_on_the_index_key(app, app_factory):
-    other_key = base64.urlsafe_b64encode(b"k" * 32).decode()
+    other_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
     other = app_factory(HAVEN_INDEX_KEY=other_key)
     with other.app_context():
         assert crypto.blind_index("+14155550123") != _expected_index("+14155550123")
