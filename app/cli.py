@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 
@@ -22,6 +23,11 @@ def register(app: Flask) -> None:
     app.cli.add_command(keys_group)
     app.cli.add_command(audit_group)
     app.cli.add_command(__import__("app.directory.cli", fromlist=["x"]).directory_group)
+    app.cli.add_command(__import__("app.sms.cli", fromlist=["x"]).sms_group)
+
+
+# The admin form's rule (app/admin/forms.py), so both ways of creating accounts agree.
+USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")
 
 
 def generate_password() -> str:
@@ -40,6 +46,11 @@ def create_user_command(
 ) -> None:
     """Create a staff account. Without --password-stdin a strong password is generated and
     printed once."""
+    username = username.strip()
+    if not USERNAME.fullmatch(username):
+        raise click.ClickException(
+            "Usernames are 3 to 64 letters, digits, dots, dashes or underscores."
+        )
     org = db.session.scalar(
         select(Organization).where(func.lower(Organization.name) == organization_name.lower())
     )

@@ -172,6 +172,19 @@ def test_create_user_refuses_a_duplicate_username(app, org, username):
     assert _counts() == before
 
 
+@pytest.mark.parametrize(
+    "username", ["", "  ", "ab", "x" * 65, "bad name", "zoë", "a/b", "ann\nbob"]
+)
+def test_create_user_refuses_malformed_usernames(app, org, username):
+    before = _counts()
+    result = _create_user(
+        app, "--username", username, "--role", "caseworker", "--organization", org.name
+    )
+    assert result.exit_code == 1, result.output
+    assert "Usernames are 3 to 64 letters" in result.output
+    assert _counts() == before
+
+
 def test_create_user_refuses_an_unknown_role(app, org):
     before = _counts()
     result = _create_user(
