@@ -23,14 +23,17 @@ This module reads only; it never commits.
 
 from __future__ import annotations
 
+import heapq
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, Text, and_, bindparam, cast, select
 
 from app import vocab
 from app.extensions import db
@@ -220,10 +223,12 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 # --- queries ----------------------------------------------------------------------------
 
+# Plain column tuples, read with Core (no ORM loading). The hours come as their JSON text:
+# many services share a schedule, so "open now" is worked out once per distinct text.
 _COLUMNS = (
     Service.id,
     Service.name,
-    Organization.name,
+    Service.organization_id,
     Service.languages,
     Service.latitude,
     Service.longitude,
@@ -232,7 +237,22 @@ _COLUMNS = (
     Service.accepts_children,
     Service.wheelchair_access,
     Service.hearing_access,
-    Service.hours,
+    cast(Service.hours, Text),
+    Service.timezone,
+    Service.beds_total,
+    Service.beds_available,
+)
+
+
+# What scoring reads for every candidate (the rest is fetched for the services returned).
+_SCORE_COLUMNS = (
+    Service.id,
+    Service.languages,
+    Service.latitude,
+    Service.longitude,
+    Service.wheelchair_access,
+    Service.hearing_access,
+    cast(Service.hours, Text),
     Service.timezone,
     Service.beds_total,
     Service.beds_available,
@@ -242,22 +262,43 @@ _COLUMNS = (
 def eligibility_conditions(criteria: MatchCriteria) -> list[Any]:
     conditions: list[Any] = []
     if criteria.age_band is not None:
-        conditions.append(Service.age_mask.op("&")(age_bit(criteria.age_band)) != 0)
+        conditions.append(Service.age_mask.op("&")(bindparam("age_bit")) != 0)
     if criteria.gender is not None:
-        conditions.append(Service.gender_mask.op("&")(gender_bit(criteria.gender)) != 0)
+        conditions.append(Service.gender_mask.op("&")(bindparam("gender_bit")) != 0)
     if criteria.children:
         conditions.append(Service.accepts_children.is_(True))
     return conditions
 
 
-def prefilter_query(category: str, criteria: MatchCriteria) -> Select[Any]:
-    """The indexed pre-filter: active services of one category that pass eligibility."""
+def eligibility_params(criteria: MatchCriteria) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if criteria.age_band is not None:
+        params["age_bit"] = age_bit(criteria.age_band)
+    if criteria.gender is not None:
+        params["gender_bit"] = gender_bit(criteria.gender)
+    return params
+
+
+@lru_cache(maxsize=16)
+def _prefilter(has_age: bool, has_gender: bool, children: bool) -> Select[Any]:
+    probe = MatchCriteria(needs=(), age_band="18_24" if has_age else None,
+                          gender="female" if has_gender else None, children=children)
     return (
-        select(*_COLUMNS)
-        .join(Organization, Organization.id == Service.organization_id)
-        .where(Service.category == category, Service.active.is_(True))
-        .where(*eligibility_conditions(criteria))
+        select(*_SCORE_COLUMNS)
+        .where(Service.category == bindparam("category"), Service.active.is_(True))
+        .where(*eligibility_conditions(probe))
     )
+
+
+def prefilter_query(category: str, criteria: MatchCriteria) -> Select[Any]:
+    """The indexed pre-filter: active services of one category that pass eligibility
+    (values bound: see ``prefilter_params``). Built once per shape."""
+    return _prefilter(criteria.age_band is not None, criteria.gender is not None,
+                      criteria.children)
+
+
+def prefilter_params(category: str, criteria: MatchCriteria) -> dict[str, Any]:
+    return {"category": category, **eligibility_params(criteria)}
 
 
 def _area_context(area_id: int | None) -> tuple[list[int], tuple[float, float] | None]:
@@ -281,13 +322,13 @@ def _area_context(area_id: int | None) -> tuple[list[int], tuple[float, float] |
     return ids, centre
 
 
-def _serving(area_ids: list[int], category: str) -> set[int]:
+def _serving(area_ids: list[int]) -> set[int]:
+    """Ids of the services serving the area or one of its ancestors (any category: the set
+    is only used to test candidates), from the covering (area_id, service_id) index."""
     if not area_ids:
         return set()
-    rows = db.session.execute(
-        select(service_area.c.service_id)
-        .join(Service, Service.id == service_area.c.service_id)
-        .where(service_area.c.area_id.in_(area_ids), Service.category == category)
+    rows = db.session.connection().execute(
+        select(service_area.c.service_id).where(service_area.c.area_id.in_(area_ids))
     )
     return {r[0] for r in rows}
 
@@ -299,31 +340,62 @@ def _labels(mask: int, universe: tuple[str, ...], labels: dict[str, Any]) -> str
     return ", ".join(str(labels[v]) for i, v in enumerate(universe) if mask & (1 << i))
 
 
+class _Clock:
+    """"Open now" for one match call: the local weekday and minute once per timezone, the
+    verdict once per distinct (schedule, timezone)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.verdicts: dict[tuple[str | None, str | None], bool | None] = {}
+
+    def open(self, hours_text: str | None, tz_name: str | None) -> bool | None:
+        key = (hours_text, tz_name)
+        verdict = self.verdicts.get(key, _MISSING)
+        if verdict is _MISSING:
+            try:
+                hours = json.loads(hours_text) if hours_text else None
+            except ValueError:
+                hours = None
+            verdict = open_at(hours, tz_name, self.now)
+            self.verdicts[key] = verdict
+        return verdict  # type: ignore[return-value]
+
+
+_MISSING: Any = object()
+_KM_PER_DEGREE = 111.2
+
+
 def _score_row(
     row: Any,
     criteria: MatchCriteria,
     urgency: str,
     serving: set[int],
     centre: tuple[float, float] | None,
-    now: datetime,
+    clock: _Clock,
 ) -> tuple[float, bool, bool | None, float | None]:
-    """(score, full, open_now, distance) from plain numbers: cheap, for every candidate."""
+    """(score, full, open_now, distance) of one ``_SCORE_COLUMNS`` row: plain numbers, cheap,
+    for every candidate."""
     score = 0.0
-    if criteria.language is not None and criteria.language in (row[3] or "").split(","):
+    # Codes are two letters joined by commas, so a substring test is an exact code test.
+    if criteria.language is not None and criteria.language in (row[1] or ""):
         score += W_LANGUAGE
     distance = None
-    if row[0] in serving:
+    serves = row[0] in serving
+    if serves:
         score += W_AREA
-    if centre is not None and row[4] is not None and row[5] is not None:
-        distance = haversine_km(centre[0], centre[1], row[4], row[5])
-        if row[0] not in serving:
-            score += max(0.0, W_DISTANCE_MAX * (1 - distance / DISTANCE_HORIZON_KM))
-    if "wheelchair" in criteria.accessibility and row[9]:
+    if centre is not None and row[2] is not None and row[3] is not None:
+        # Only services within reach earn distance points; a latitude gap alone rules most
+        # out without trigonometry (the exact distance is shown for the services returned).
+        if abs(row[2] - centre[0]) * _KM_PER_DEGREE < DISTANCE_HORIZON_KM:
+            distance = haversine_km(centre[0], centre[1], row[2], row[3])
+            if not serves:
+                score += max(0.0, W_DISTANCE_MAX * (1 - distance / DISTANCE_HORIZON_KM))
+    if row[4] and "wheelchair" in criteria.accessibility:
         score += W_ACCESSIBILITY
-    if "hearing" in criteria.accessibility and row[10]:
+    if row[5] and "hearing" in criteria.accessibility:
         score += W_ACCESSIBILITY
     full = False
-    beds_total, beds_free = row[13], row[14]
+    beds_total, beds_free = row[8], row[9]
     if beds_free is not None:
         if beds_free <= 0:
             full = True
@@ -331,7 +403,7 @@ def _score_row(
             score += W_BEDS_MAX * min(1.0, beds_free / beds_total)
         else:
             score += W_BEDS_MAX / 2
-    is_open = open_at(row[11], row[12], now)
+    is_open = clock.open(row[6], row[7])
     if is_open:
         score += W_OPEN_NOW_IMMEDIATE if urgency == "immediate" else W_OPEN_NOW
     return score, full, is_open, distance
@@ -339,9 +411,11 @@ def _score_row(
 
 def _explain(
     row: Any,
+    organization_name: str,
     category: str,
     criteria: MatchCriteria,
     serving: set[int],
+    centre: tuple[float, float] | None,
     score: float,
     full: bool,
     is_open: bool | None,
@@ -357,6 +431,8 @@ def _explain(
             notes.append(Reason("no_language", (("language", criteria.language),)))
     if row[0] in serving:
         reasons.append(Reason("area"))
+    if distance is None and centre is not None and row[4] is not None and row[5] is not None:
+        distance = haversine_km(centre[0], centre[1], row[4], row[5])
     if distance is not None:
         km = round(distance) if distance >= 10 else round(distance, 1)
         (reasons if row[0] not in serving else notes).append(Reason("distance", (("km", km),)))
@@ -389,7 +465,7 @@ def _explain(
     return ServiceMatch(
         service_id=row[0],
         name=row[1],
-        organization_name=row[2],
+        organization_name=organization_name,
         category=category,
         score=round(score, 2),
         reasons=reasons,
@@ -402,9 +478,49 @@ def _explain(
     )
 
 
-def rank_key(score: float, full: bool, name: str, service_id: int) -> tuple[Any, ...]:
-    """Full shelters last, then best score first; ties broken by name and id (stable)."""
-    return (full, -score, name.casefold(), service_id)
+def rank_key(score: float, full: bool, service_id: int) -> tuple[Any, ...]:
+    """Full shelters last, then best score first; ties broken by id (stable)."""
+    return (full, -score, service_id)
+
+
+def _org_names(ids: Iterable[int]) -> dict[int, str]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = db.session.connection().execute(
+        select(Organization.id, Organization.name).where(Organization.id.in_(wanted)))
+    return {r[0]: r[1] for r in rows}
+
+
+def _rank(
+    rows: Iterable[Any],
+    category: str,
+    urgency: str,
+    criteria: MatchCriteria,
+    serving: set[int],
+    centre: tuple[float, float] | None,
+    clock: _Clock,
+    limit: int | None,
+) -> list[ServiceMatch]:
+    scored = []
+    for row in rows:
+        score, full, is_open, distance = _score_row(row, criteria, urgency, serving, centre, clock)
+        scored.append((full, -score, row[0], is_open, distance))
+    chosen = heapq.nsmallest(limit, scored) if limit is not None else sorted(scored)
+    if not chosen:
+        return []
+    details = {
+        r[0]: r
+        for r in db.session.connection().execute(
+            select(*_COLUMNS).where(Service.id.in_([item[2] for item in chosen]))
+        )
+    }
+    names = _org_names(r[2] for r in details.values())
+    return [
+        _explain(details[sid], names.get(details[sid][2], ""), category, criteria, serving,
+                 centre, -neg_score, full, is_open, distance)
+        for full, neg_score, sid, is_open, distance in chosen
+    ]
 
 
 def _match_need(
@@ -413,22 +529,15 @@ def _match_need(
     criteria: MatchCriteria,
     area_ids: list[int],
     centre: tuple[float, float] | None,
-    now: datetime,
+    clock: _Clock,
     limit: int | None,
     with_excluded: bool,
 ) -> NeedMatches:
-    rows = db.session.execute(prefilter_query(category, criteria)).all()
-    serving = _serving(area_ids, category)
-    scored = []
-    for row in rows:
-        score, full, is_open, distance = _score_row(row, criteria, urgency, serving, centre, now)
-        scored.append((rank_key(score, full, row[1], row[0]), row, score, full, is_open, distance))
-    scored.sort(key=lambda item: item[0])
-    chosen = scored if limit is None else scored[:limit]
-    matches = [
-        _explain(row, category, criteria, serving, score, full, is_open, distance)
-        for _, row, score, full, is_open, distance in chosen
-    ]
+    rows = db.session.connection().execute(
+        prefilter_query(category, criteria), prefilter_params(category, criteria)
+    ).all()
+    serving = _serving(area_ids)
+    matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
     excluded = _excluded(category, criteria) if with_excluded else None
     return NeedMatches(category, urgency, matches, total=len(rows), excluded=excluded)
 
@@ -437,14 +546,14 @@ def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
     conditions = eligibility_conditions(criteria)
     if not conditions:
         return []
-    rows = db.session.execute(
+    rows = db.session.connection().execute(
         select(*_COLUMNS)
-        .join(Organization, Organization.id == Service.organization_id)
         .where(Service.category == category, Service.active.is_(True))
         .where(~and_(*conditions) if len(conditions) > 1 else ~conditions[0])
-        .order_by(Service.name, Service.id)
+        .order_by(Service.name, Service.id),
+        eligibility_params(criteria),
     ).all()
-    out = []
+    out: list[tuple[Any, list[Reason]]] = []
     for row in rows:
         why: list[Reason] = []
         if criteria.gender is not None and not row[6] & gender_bit(criteria.gender):
@@ -453,8 +562,9 @@ def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
             why.append(Reason("excluded_age", (("mask", row[7]),)))
         if criteria.children and not row[8]:
             why.append(Reason("excluded_children"))
-        out.append(ExcludedService(row[0], row[1], row[2], why))
-    return out
+        out.append((row, why))
+    names = _org_names(row[2] for row, _ in out)
+    return [ExcludedService(row[0], row[1], names.get(row[2], ""), why) for row, why in out]
 
 
 def match(
@@ -465,10 +575,10 @@ def match(
     with_excluded: bool = False,
 ) -> list[NeedMatches]:
     """Ranked services for each need of ``criteria`` (in the order of the needs)."""
-    now = now or utcnow()
+    clock = _Clock(now or utcnow())
     area_ids, centre = _area_context(criteria.area_id)
     return [
-        _match_need(category, urgency, criteria, area_ids, centre, now, limit, with_excluded)
+        _match_need(category, urgency, criteria, area_ids, centre, clock, limit, with_excluded)
         for category, urgency in criteria.needs
     ]
 
@@ -480,12 +590,12 @@ def naive_match(criteria: MatchCriteria, *, now: datetime | None = None,
                 limit: int | None = DEFAULT_LIMIT) -> list[NeedMatches]:
     """Load every service as ORM objects and filter in Python: the slow, obviously correct
     reference the benchmark compares with and tests check ``match`` against."""
-    now = now or utcnow()
+    clock = _Clock(now or utcnow())
     area_ids, centre = _area_context(criteria.area_id)
     services: Sequence[Service] = db.session.scalars(select(Service)).all()
     results = []
     for category, urgency in criteria.needs:
-        rows = []
+        candidates = []
         for s in services:
             if s.category != category or not s.active:
                 continue
@@ -495,18 +605,12 @@ def naive_match(criteria: MatchCriteria, *, now: datetime | None = None,
                 continue
             if criteria.children and not s.accepts_children:
                 continue
-            rows.append(s)
-        serving = {s.id for s in rows if any(a.id in area_ids for a in s.areas)}
-        scored = []
-        for s in rows:
-            row = (s.id, s.name, s.organization.name, s.languages, s.latitude, s.longitude,
-                   s.gender_mask, s.age_mask, s.accepts_children, s.wheelchair_access,
-                   s.hearing_access, s.hours, s.timezone, s.beds_total, s.beds_available)
-            score, full, is_open, distance = _score_row(row, criteria, urgency, serving, centre, now)
-            scored.append((rank_key(score, full, s.name, s.id), row, score, full, is_open, distance))
-        scored.sort(key=lambda item: item[0])
-        chosen = scored if limit is None else scored[:limit]
-        matches = [_explain(r, category, criteria, serving, sc, f, o, d) for _, r, sc, f, o, d in chosen]
+            candidates.append(s)
+        serving = {s.id for s in candidates if any(a.id in area_ids for a in s.areas)}
+        rows = [(s.id, s.languages, s.latitude, s.longitude, s.wheelchair_access,
+                 s.hearing_access, json.dumps(s.hours), s.timezone, s.beds_total,
+                 s.beds_available) for s in candidates]
+        matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
         results.append(NeedMatches(category, urgency, matches, total=len(rows)))
     return results
 
