@@ -66,14 +66,27 @@ def catalog(request: pytest.FixtureRequest) -> Catalog:
 
 def test_template_is_not_stale(tmp_path: Path, template: Catalog) -> None:
     fresh = tmp_path / "fresh.pot"
-    CommandLineInterface().run([
-        "pybabel", "-q", "extract",
-        "-F", str(TRANSLATIONS / "babel.cfg"),
-        "-k", "_l", "-k", "lazy_gettext", "-k", "ngettext:1,2",
-        "-o", str(fresh),
-        "--no-location", "--omit-header", "--sort-output",
-        str(ROOT),
-    ])
+    CommandLineInterface().run(
+        [
+            "pybabel",
+            "-q",
+            "extract",
+            "-F",
+            str(TRANSLATIONS / "babel.cfg"),
+            "-k",
+            "_l",
+            "-k",
+            "lazy_gettext",
+            "-k",
+            "ngettext:1,2",
+            "-o",
+            str(fresh),
+            "--no-location",
+            "--omit-header",
+            "--sort-output",
+            str(ROOT),
+        ]
+    )
     extracted = _ids(_read(fresh))
     committed = _ids(template)
     assert extracted, "extraction found no strings: is babel.cfg right?"
@@ -91,7 +104,8 @@ def test_catalog_is_complete(template: Catalog, catalog: Catalog) -> None:
     absent = sorted(map(str, _ids(template) - ids))
     assert not absent, f"{lang}: msgids of the template missing from the catalog: {absent}"
     untranslated = sorted(
-        str(m.id) for m in catalog
+        str(m.id)
+        for m in catalog
         if m.id and (not m.string if isinstance(m.string, str) else not all(m.string))
     )
     assert not untranslated, f"{lang}: untranslated entries: {untranslated}"
