@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from cryptography.fernet import Fernet
 
 import config
 from app import create_app
@@ -52,7 +51,8 @@ def _refusal(env: dict[str, str], cls: type[config.BaseConfig] = ProductionConfi
 
 
 WEAK_FERNET = base64.urlsafe_b64encode(b"\0" * 32).decode()  # a valid key of 32 zero bytes
-ANOTHER_KEY = Fernet.generate_key().decode()
+# Fixed values, so that parameter ids are the same in every pytest-xdist worker.
+ANOTHER_KEY = base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
 
 REFUSALS = [
     # (variable, value or None for missing, text expected in the message)
@@ -72,7 +72,7 @@ REFUSALS = [
     ("HAVEN_INDEX_KEY", None, "HAVEN_INDEX_KEY is not set"),
     (
         "HAVEN_INDEX_KEY",
-        base64.urlsafe_b64encode(os.urandom(16)).decode(),
+        base64.urlsafe_b64encode(bytes(range(40, 56))).decode(),
         "HAVEN_INDEX_KEY is weak",
     ),
     ("HAVEN_INDEX_KEY", "!!!!not base64 at all!!!!", "HAVEN_INDEX_KEY is"),
