@@ -62,6 +62,17 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError([f"{name} must be an integer"]) from exc
 
 
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = _env(environ, name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError as exc:
+        raise ConfigError([f"{name} must be a number"]) from exc
+    if not value > 0:
+        raise ConfigError([f"{name} must be positive"])
+    return value
+
+
 def normalize_database_url(url: str) -> str:
     """Use psycopg 3 for PostgreSQL URLs written the usual way."""
     if url.startswith("postgres://"):
@@ -96,6 +107,17 @@ class BaseConfig:
         self.PROXY_COUNT = _int(env, "PROXY_COUNT", 0)
         self.HAVEN_PHONE_REGION = _env(env, "HAVEN_PHONE_REGION", "US").upper()
         self.HAVEN_EMERGENCY_NUMBER = _env(env, "HAVEN_EMERGENCY_NUMBER", "911")
+        # SMS outbox worker (app/sms/worker.py): messages per second per worker (Twilio long
+        # codes take 1/s), tries before a message fails, backoff base/cap, claim lease.
+        self.SMS_RATE_PER_SECOND = _float(env, "SMS_RATE_PER_SECOND", 1.0)
+        self.SMS_MAX_ATTEMPTS = _int(env, "SMS_MAX_ATTEMPTS", 6)
+        self.SMS_BACKOFF_BASE_SECONDS = _int(env, "SMS_BACKOFF_BASE_SECONDS", 30)
+        self.SMS_BACKOFF_CAP_SECONDS = _int(env, "SMS_BACKOFF_CAP_SECONDS", 3600)
+        self.SMS_LEASE_SECONDS = _int(env, "SMS_LEASE_SECONDS", 60)
+        self.SMS_HTTP_TIMEOUT_SECONDS = _int(env, "SMS_HTTP_TIMEOUT_SECONDS", 15)
+        # The NGO (by name) that owns cases opened through the SMS hotline; empty: the first
+        # NGO organization.
+        self.HAVEN_HOTLINE_ORG = _env(env, "HAVEN_HOTLINE_ORG")
 
         # Sessions: shared tablets lock after 15 idle minutes; no session lives past 12 h.
         self.IDLE_TIMEOUT = timedelta(minutes=_int(env, "HAVEN_IDLE_MINUTES", 15))

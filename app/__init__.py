@@ -118,10 +118,12 @@ def register_blueprints(app: Flask) -> None:
     from app.auth import bp as auth_bp
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
+    from app.sms import bp as sms_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(sms_bp, url_prefix="/sms")
     app.register_blueprint(intake_bp, url_prefix="/cases")
 
 

@@ -14,6 +14,7 @@ from app.models.cases import (
 )
 from app.models.directory import Service, service_area
 from app.models.keys import DataKey
+from app.models.messages import HotlineSession, Message, SmsOptOut
 
 __all__ = [
     "ROLES",
@@ -26,10 +27,13 @@ __all__ = [
     "Consent",
     "ConsentSignature",
     "DataKey",
+    "HotlineSession",
     "LoginAttempt",
+    "Message",
     "Need",
     "Organization",
     "Service",
+    "SmsOptOut",
     "User",
     "service_area",
     "utcnow",

@@ -1,0 +1,729 @@
+"""The SMS hotline (DESIGN §4): a state machine per phone blind index, and the providers'
+commands. Called by the ``/sms/inbound`` webhook; flushes, never commits.
+
+Conversation: language → consent (``store`` + ``contact_sms``, method ``sms``) → needs
+(numbered menu) → area (numbered menu from the Area list, paged to fit 2 SMS segments) →
+confirmation with the case's reference code. The case is created when the survivor says
+YES to the consent question (nothing is kept before that beyond the session's step and
+language, keyed by the blind index), with channel ``sms``, so it appears in the
+caseworkers' SMS queue. A number that texts again after finishing resumes its case (a
+closed case is reopened) instead of creating a second one.
+
+Unclear answers re-ask with the options; from the third unclear answer in a row the reply
+offers a human callback (CALL). Keywords work at any step, in every shipped language
+(``KEYWORDS``): STOP, START, HELP, FORGET, LANG, CALL. A message meaning immediate danger
+(the needs menu's 0, or a danger word at any step) gets the emergency number first.
+
+Inbound text is normalised, matched against keywords and menus, and dropped: it is never
+stored and never logged.
+
+Providers text ``ACCEPT <code>``, ``DECLINE <code> <reason>`` and ``BEDS <n>`` from a
+service's registered intake phone (found by ``Service.intake_phone_index``). BEDS is
+handled here (audited). ACCEPT/DECLINE call the responders registered with
+``on_referral_response`` (the referrals module); while none answers, and for any number
+that is not a registered intake phone, the reply is the same neutral "no open request
+matches", which reveals nothing about codes.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import current_app
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app import audit, messaging
+from app.crypto import blind_index
+from app.extensions import db
+from app.models.accounts import Organization
+from app.models.areas import Area
+from app.models.base import utcnow
+from app.models.cases import Case
+from app.models.directory import Service
+from app.models.messages import HotlineSession, Message
+
+# --- text normalisation and keywords ---------------------------------------------------
+
+_ARABIC_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
+_ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ى": "ي", "ة": "ه", "ـ": None})
+
+
+def normalize(text: str) -> str:
+    """Case-folded, accents removed (Latin), Arabic letter variants folded, Eastern Arabic
+    digits as ASCII, punctuation and emoji turned into spaces, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text or "")[: messaging_limit()]
+    text = text.translate(_ARABIC_DIGITS).translate(_ARABIC_FOLD).casefold()
+    decomposed = unicodedata.normalize("NFD", text)
+    kept = []
+    for ch in decomposed:
+        category = unicodedata.category(ch)
+        if category == "Mn":  # accents and Arabic diacritics
+            continue
+        kept.append(ch if category[0] in "LN" else " ")
+    return " ".join("".join(kept).split())
+
+
+def messaging_limit() -> int:
+    return 1600
+
+
+# Whole-message keywords per language (normalised form). Every language's words work in
+# every conversation: someone may switch languages mid-way.
+KEYWORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "stop": {
+        "en": ("stop", "stopall", "unsubscribe", "cancel", "end", "quit", "optout"),
+        "es": ("parar", "alto", "baja", "detener"),
+        "fr": ("arret", "arreter", "stop"),
+        "ar": ("توقف", "ايقاف", "قف"),
+    },
+    "start": {
+        "en": ("start", "unstop", "resume"),
+        "es": ("iniciar", "comenzar", "reanudar"),
+        "fr": ("demarrer", "reprendre"),
+        "ar": ("ابدا", "استئناف"),
+    },
+    "help": {
+        "en": ("help", "info"),
+        "es": ("ayuda", "informacion"),
+        "fr": ("aide",),
+        "ar": ("مساعده", "معلومات"),
+    },
+    "forget": {
+        "en": ("forget", "forget me", "delete", "erase"),
+        "es": ("olvidar", "olvidame", "borrar"),
+        "fr": ("oublier", "oubliez moi", "effacer"),
+        "ar": ("انسى", "انسني", "احذف", "امسح"),
+    },
+    "lang": {
+        "en": ("lang", "language"),
+        "es": ("idioma", "lengua"),
+        "fr": ("langue",),
+        "ar": ("لغه", "اللغه"),
+    },
+    "call": {
+        "en": ("call", "call me", "callback"),
+        "es": ("llamar", "llamame", "llamada"),
+        "fr": ("appeler", "appelez moi", "appel"),
+        "ar": ("اتصل", "اتصلوا", "اتصال"),
+    },
+}
+# Words meaning immediate danger, anywhere in a message.
+DANGER_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("danger", "emergency", "sos", "unsafe"),
+    "es": ("peligro", "emergencia", "auxilio", "socorro"),
+    "fr": ("danger", "urgence", "secours"),
+    "ar": ("خطر", "طوارئ", "النجده", "نجده"),
+}
+YES_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("yes", "y", "ok", "okay", "agree", "i agree"),
+    "es": ("si", "s", "acepto", "de acuerdo", "vale"),
+    "fr": ("oui", "o", "d accord", "j accepte", "accepte"),
+    "ar": ("نعم", "اجل", "موافق", "موافقه"),
+}
+NO_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("no", "n", "nope"),
+    "es": ("no",),
+    "fr": ("non",),
+    "ar": ("لا", "كلا"),
+}
+LANGUAGE_CHOICES: dict[str, tuple[str, ...]] = {
+    "en": ("1", "en", "english", "ingles", "anglais", "انجليزي", "الانجليزيه"),
+    "es": ("2", "es", "espanol", "spanish", "castellano", "espagnol", "اسباني", "الاسبانيه"),
+    "fr": ("3", "fr", "francais", "french", "frances", "فرنسي", "الفرنسيه"),
+    "ar": ("4", "ar", "arabic", "arabe", "عربي", "العربيه"),
+}
+NEED_OPTIONS = {"1": "shelter", "2": "legal", "3": "medical", "4": "psychosocial", "5": "other"}
+DANGER_OPTION = "0"
+
+
+def _all(words: dict[str, tuple[str, ...]]) -> frozenset[str]:
+    return frozenset(w for group in words.values() for w in group)
+
+
+_KEYWORD_INDEX = {kind: _all(words) for kind, words in KEYWORDS.items()}
+_DANGER = _all(DANGER_WORDS)
+_YES = _all(YES_WORDS)
+_NO = _all(NO_WORDS)
+
+
+def keyword(norm: str) -> str | None:
+    for kind, words in _KEYWORD_INDEX.items():
+        if norm in words:
+            return kind
+    return None
+
+
+def keyword_language(norm: str) -> str | None:
+    """The language a keyword belongs to (the first one listing it)."""
+    for words in KEYWORDS.values():
+        for language, group in words.items():
+            if norm in group:
+                return language
+    return None
+
+
+def means_danger(norm: str) -> bool:
+    tokens = norm.split()
+    return any(t in _DANGER for t in tokens)
+
+
+def choose_language(norm: str) -> str | None:
+    for language, words in LANGUAGE_CHOICES.items():
+        if norm in words:
+            return language
+    return None
+
+
+# --- provider commands -----------------------------------------------------------------
+
+PROVIDER_COMMANDS: dict[str, tuple[str, ...]] = {
+    "accept": ("accept", "aceptar", "accepter", "قبول"),
+    "decline": ("decline", "rechazar", "refuser", "رفض"),
+    "beds": ("beds", "camas", "lits", "اسره"),
+}
+DECLINE_REASONS: dict[str, tuple[str, ...]] = {
+    "full": ("full", "no space", "no beds", "lleno", "completo", "sin cupo", "complet",
+             "plein", "ممتلئ", "لا مكان"),
+    "ineligible": ("ineligible", "not eligible", "no elegible", "inelegible", "non eligible",
+                   "غير مؤهل"),
+    "unreachable": ("unreachable", "no answer", "no contact", "sin respuesta",
+                    "injoignable", "pas de reponse", "لا رد"),
+}
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,15}$")
+
+
+@dataclass(frozen=True)
+class ProviderCommand:
+    action: str  # accept / decline / beds
+    code: str | None = None
+    reason: str | None = None  # a reason code, never the provider's words
+    beds: int | None = None
+    valid: bool = True
+
+
+def parse_provider_command(norm: str) -> ProviderCommand | None:
+    tokens = norm.split()
+    if not tokens:
+        return None
+    action = next((a for a, words in PROVIDER_COMMANDS.items() if tokens[0] in words), None)
+    if action is None:
+        return None
+    if action == "beds":
+        if len(tokens) == 2 and tokens[1].isascii() and tokens[1].isdigit() and len(tokens[1]) <= 5:
+            return ProviderCommand("beds", beds=int(tokens[1]))
+        return ProviderCommand("beds", valid=False)
+    if len(tokens) < 2 or not CODE_RE.match(tokens[1]):
+        return ProviderCommand(action, valid=False)
+    code = tokens[1].upper()
+    reason = None
+    if action == "decline":
+        rest = " ".join(tokens[2:])
+        reason = next(
+            (key for key, words in DECLINE_REASONS.items() if any(w in rest for w in words)),
+            "other",
+        )
+    return ProviderCommand(action, code=code, reason=reason)
+
+
+# ACCEPT/DECLINE: responder(services, action, code, reason_code, at) -> "accepted" /
+# "declined" when a pending referral of one of these services has this code (and was
+# changed), None otherwise. Registered by the referrals module; must flush, not commit.
+ReferralResponder = Callable[[list[Service], str, str, str | None, datetime], str | None]
+REFERRAL_RESPONDERS: list[ReferralResponder] = []
+
+
+def on_referral_response(responder: ReferralResponder) -> ReferralResponder:
+    if responder not in REFERRAL_RESPONDERS:
+        REFERRAL_RESPONDERS.append(responder)
+    return responder
+
+
+def _provider_reply(
+    services: list[Service], command: ProviderCommand, language: str, at: datetime
+) -> list[str]:
+    def say(key: str, **params: object) -> list[str]:
+        return [messaging.render(key, language, params)]
+
+    if not command.valid:
+        return say("provider.help") if services else say("provider.not_found")
+    if command.action in ("accept", "decline"):
+        outcome = None
+        if services and command.code:
+            for responder in list(REFERRAL_RESPONDERS):
+                outcome = responder(services, command.action, command.code, command.reason, at)
+                if outcome:
+                    break
+        if outcome == "accepted":
+            return say("provider.accepted", code=command.code)
+        if outcome == "declined":
+            return say("provider.declined", code=command.code)
+        return say("provider.not_found")
+    # BEDS
+    shelters = [s for s in services if s.category == "shelter"]
+    if not shelters:
+        return say("provider.no_beds")
+    beds = command.beds if command.beds is not None else -1
+    limits = [s.beds_total for s in shelters if s.beds_total is not None]
+    top = min(limits) if limits else 99999
+    if beds < 0 or beds > top:
+        return say("provider.beds_invalid", total=top)
+    for service in shelters:
+        service.beds_available = beds
+        db.session.flush()
+        audit.record(
+            "service.beds_update", "service", service.id, actor_org_id=service.organization_id
+        )
+    return say("provider.beds_updated", beds=beds)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def record_inbound(sid: str, phone_index: str, at: datetime) -> Message | None:
+    """The inbound row (no text). None when this MessageSid was already handled (a Twilio
+    retry): the unique SID makes that race-safe on both databases."""
+    message = Message(
+        direction="in", audience="survivor", status="received", twilio_sid=sid,
+        counterpart_index=phone_index, final_at=at, created_at=at, attempts=0, params={},
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(message)
+            db.session.flush()
+    except IntegrityError:
+        return None
+    return message
+
+
+def handle_inbound(sid: str, e164: str, text: str, at: datetime | None = None) -> list[str]:
+    """Handle one inbound SMS; return the reply texts (rendered, never stored)."""
+    at = at or utcnow()
+    index = blind_index(e164)
+    inbound = record_inbound(sid, index, at)
+    if inbound is None:
+        return []
+    norm = normalize(text)
+    command = parse_provider_command(norm)
+    services = list(
+        db.session.scalars(
+            select(Service).where(Service.intake_phone_index == index, Service.active.is_(True))
+            .order_by(Service.id)
+        )
+    )
+    if services or (command is not None and command.action in ("accept", "decline")):
+        inbound.audience = "provider"
+        language = _provider_language(norm) or "en"
+        if command is None:
+            return [messaging.render("provider.help", language)]
+        return _provider_reply(services, command, language, at)
+    replies = Conversation(index, e164, at).answer(norm)
+    return replies
+
+
+def _provider_language(norm: str) -> str | None:
+    first = norm.split()[0] if norm else ""
+    for language_index, language in enumerate(("en", "es", "fr", "ar")):
+        for words in PROVIDER_COMMANDS.values():
+            if len(words) > language_index and words[language_index] == first:
+                return language
+    return None
+
+
+# --- the survivor conversation ---------------------------------------------------------
+
+
+def hotline_organization() -> Organization | None:
+    name = current_app.config.get("HAVEN_HOTLINE_ORG") or ""
+    query = select(Organization)
+    if name:
+        query = query.where(func.lower(Organization.name) == name.lower())
+    else:
+        query = query.where(Organization.kind == "ngo").order_by(Organization.id)
+    return db.session.scalars(query.limit(1)).first()
+
+
+def find_case(phone_index: str) -> Case | None:
+    return db.session.scalars(
+        select(Case)
+        .where(Case.phone_index == phone_index, Case.status.in_(("open", "closed")))
+        .order_by(Case.created_at.desc(), Case.id.desc())
+        .limit(1)
+    ).first()
+
+
+class Conversation:
+    def __init__(self, phone_index: str, e164: str, at: datetime) -> None:
+        self.index = phone_index
+        self.e164 = e164
+        self.at = at
+        self.replies: list[str] = []
+        self.session = db.session.scalar(
+            select(HotlineSession).where(HotlineSession.phone_index == phone_index)
+        )
+
+    # -- helpers --
+
+    @property
+    def language(self) -> str:
+        return (self.session.language if self.session else None) or "en"
+
+    def say(self, key: str, language: str | None = None, **params: object) -> None:
+        self.replies.append(messaging.render(key, language or self.language, params))
+
+    def case(self) -> Case | None:
+        if self.session is None or self.session.case_id is None:
+            return None
+        case = db.session.get(Case, self.session.case_id)
+        if case is None or case.is_erased:
+            return None
+        return case
+
+    def start_session(self) -> HotlineSession:
+        session = HotlineSession(
+            phone_index=self.index, step="language", failures=0, menu_page=0, urgent=False,
+            created_at=self.at, last_message_at=self.at,
+        )
+        existing = find_case(self.index)
+        if existing is not None:
+            session.case_id = existing.id
+            session.language = existing.language
+            session.step = "done"
+        try:
+            with db.session.begin_nested():
+                db.session.add(session)
+                db.session.flush()
+        except IntegrityError:  # two first messages at once: use the winner's session
+            found = db.session.scalar(
+                select(HotlineSession).where(HotlineSession.phone_index == self.index)
+            )
+            assert found is not None
+            return found
+        return session
+
+    # -- dispatch --
+
+    def answer(self, norm: str) -> list[str]:
+        fresh = self.session is None
+        if self.session is None:
+            self.session = self.start_session()
+        session = self.session
+        session.last_message_at = self.at
+        kind = keyword(norm)
+        if session.language is None and kind is not None:
+            session.language = keyword_language(norm)
+        if means_danger(norm) or (session.step == "needs" and DANGER_OPTION in norm.split()):
+            self.say("hotline.danger")
+            session.urgent = True
+        if kind is not None:
+            getattr(self, f"keyword_{kind}")()
+        elif fresh and session.step == "language":
+            chosen = choose_language(norm)
+            if chosen:
+                self.set_language(chosen)
+            else:
+                self.say("hotline.language_menu", "en")
+        else:
+            getattr(self, f"step_{session.step}")(norm)
+        db.session.flush()
+        return self.replies
+
+    def prompt(self) -> None:
+        """Ask the question of the current step."""
+        step = self.session.step if self.session else "language"
+        if step == "language":
+            self.say("hotline.language_menu", "en")
+        elif step == "consent":
+            self.say("hotline.consent")
+        elif step == "needs":
+            self.say("hotline.needs_menu")
+        elif step == "area":
+            self.area_menu()
+        else:
+            case = self.case()
+            if case is not None:
+                self.say("hotline.resume", reference=case.reference)
+            else:
+                self.say("hotline.help")
+
+    def unclear(self) -> None:
+        assert self.session is not None
+        self.session.failures += 1
+        if self.session.failures >= 3:
+            self.say("hotline.offer_callback")
+        else:
+            self.say("hotline.unclear")
+        self.prompt()
+
+    def advance(self, step: str) -> None:
+        assert self.session is not None
+        self.session.step = step
+        self.session.failures = 0
+        self.session.menu_page = 0
+        self.prompt()
+
+    # -- steps --
+
+    def set_language(self, language: str) -> None:
+        assert self.session is not None
+        self.session.language = language
+        case = self.case()
+        if case is not None:
+            case.language = language
+        next_step = self.session.return_step or ("done" if case is not None else "consent")
+        self.session.return_step = None
+        self.advance(next_step)
+
+    def step_language(self, norm: str) -> None:
+        chosen = choose_language(norm)
+        if chosen is None:
+            self.unclear()
+            return
+        self.set_language(chosen)
+
+    def step_consent(self, norm: str) -> None:
+        assert self.session is not None
+        if norm in _YES:
+            case = self.case() or self.open_case()
+            if case is None:
+                self.say("hotline.unavailable")
+                db.session.delete(self.session)
+                self.session = None
+                return
+            self.advance("needs")
+        elif norm in _NO:
+            # Nothing is kept: the session goes too.
+            language = self.language
+            db.session.delete(self.session)
+            self.session = None
+            self.say("hotline.declined", language)
+        else:
+            self.unclear()
+
+    def open_case(self) -> Case | None:
+        from app.cases import create_case
+        from app.consent import change_consent
+
+        assert self.session is not None
+        org = hotline_organization()
+        if org is None:
+            current_app.logger.warning("sms hotline: no organization to own hotline cases")
+            return None
+        case, _created = create_case(
+            org.id, None, idempotency_key=None, language=self.language, channel="sms", at=self.at
+        )
+        for scope in ("store", "contact_sms"):
+            change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
+        case.phone = self.e164
+        case.phone_index = self.index
+        db.session.flush()
+        self.session.case_id = case.id
+        return case
+
+    def step_needs(self, norm: str) -> None:
+        assert self.session is not None
+        digits = set(norm.replace(" ", "")) if re.fullmatch(r"[0-9 ]+", norm) else set()
+        chosen = [NEED_OPTIONS[d] for d in sorted(digits) if d in NEED_OPTIONS]
+        if not chosen or digits - set(NEED_OPTIONS) - {DANGER_OPTION}:
+            if digits == {DANGER_OPTION}:
+                self.prompt()  # the emergency number was given first; now the needs
+            else:
+                self.unclear()
+            return
+        case = self.case()
+        if case is None:
+            self.restart()
+            return
+        from app.cases import set_needs
+
+        urgency = "immediate" if self.session.urgent else "soon"
+        set_needs(case, dict.fromkeys(chosen, urgency))
+        if self.areas():
+            self.advance("area")
+        else:
+            self.finish(case)
+
+    def areas(self) -> list[Area]:
+        return list(db.session.scalars(select(Area).order_by(Area.name, Area.id)))
+
+    def area_pages(self) -> list[list[Area]]:
+        """Menu pages that fit in 2 segments in the conversation's language."""
+        areas = self.areas()
+        pages: list[list[Area]] = []
+        page: list[Area] = []
+        for area in areas:
+            trial = [*page, area]
+            if page and messaging.segments(self.area_text(trial, more=True)).segments > 2:
+                pages.append(page)
+                page = [area]
+            else:
+                page = trial
+        if page:
+            pages.append(page)
+        return pages
+
+    def area_text(self, page: list[Area], more: bool) -> str:
+        options = ", ".join(f"{i} {area.name}" for i, area in enumerate(page, start=1))
+        if more:
+            options += ", " + messaging.render("hotline.area_more", self.language)
+        return messaging.render("hotline.area_menu", self.language, {"options": options})
+
+    def area_menu(self) -> None:
+        assert self.session is not None
+        pages = self.area_pages()
+        if not pages:
+            return
+        number = self.session.menu_page % len(pages)
+        self.replies.append(self.area_text(pages[number], more=len(pages) > 1))
+
+    def step_area(self, norm: str) -> None:
+        assert self.session is not None
+        pages = self.area_pages()
+        case = self.case()
+        if case is None:
+            self.restart()
+            return
+        if not pages:
+            self.finish(case)
+            return
+        page = pages[self.session.menu_page % len(pages)]
+        if norm == "0" and len(pages) > 1:
+            self.session.menu_page = (self.session.menu_page + 1) % len(pages)
+            self.area_menu()
+            return
+        if norm.isascii() and norm.isdigit() and 1 <= int(norm) <= len(page):
+            case.area_id = page[int(norm) - 1].id
+            db.session.flush()
+            audit.record("case.profile_update", "case", case.id)
+            self.finish(case)
+            return
+        self.unclear()
+
+    def finish(self, case: Case) -> None:
+        assert self.session is not None
+        self.session.step = "done"
+        self.session.failures = 0
+        self.say("hotline.confirm", reference=case.reference)
+
+    def step_done(self, norm: str) -> None:
+        case = self.case() or self.resume_case()
+        if case is None:
+            self.restart()
+            return
+        self.say("hotline.resume", reference=case.reference)
+
+    def step_callback(self, norm: str) -> None:
+        self.step_done(norm)
+
+    def resume_case(self) -> Case | None:
+        assert self.session is not None
+        case = find_case(self.index)
+        if case is None:
+            return None
+        if case.status == "closed":
+            from app.cases import reopen_case
+
+            reopen_case(case)
+        self.session.case_id = case.id
+        return case
+
+    def restart(self) -> None:
+        """The case is gone (erased elsewhere): start again from consent."""
+        assert self.session is not None
+        self.session.case_id = None
+        self.advance("consent" if self.session.language else "language")
+
+    # -- keywords --
+
+    def keyword_help(self) -> None:
+        self.say("hotline.help")
+
+    def keyword_lang(self) -> None:
+        assert self.session is not None
+        if self.session.step != "language":
+            self.session.return_step = self.session.step
+        self.session.step = "language"
+        self.session.failures = 0
+        self.say("hotline.language_menu", "en")
+
+    def keyword_stop(self) -> None:
+        from app.consent import change_consent, has_consent
+
+        messaging.opt_out(self.index, "keyword")
+        for case in self._cases():
+            if has_consent(case, "contact_sms"):
+                change_consent(
+                    case, "contact_sms", False, "sms", None, language=self.language, at=self.at
+                )
+        self.say("hotline.stopped")
+
+    def keyword_start(self) -> None:
+        from app.consent import change_consent, has_consent
+
+        messaging.opt_in(self.index)
+        for case in self._cases():
+            if has_consent(case, "store") and not has_consent(case, "contact_sms"):
+                change_consent(
+                    case, "contact_sms", True, "sms", None, language=self.language, at=self.at
+                )
+        self.say("hotline.started")
+
+    def keyword_call(self) -> None:
+        assert self.session is not None
+        case = self.case() or self.resume_case()
+        if case is None:
+            # A call back needs the number kept: that is the consent question.
+            self.advance("consent")
+            return
+        if case.status == "closed":
+            from app.cases import reopen_case
+
+            reopen_case(case)
+        if self.session.step == "callback":
+            self.session.step = "done"
+        self.session.failures = 0
+        self.say("hotline.callback_ok", reference=case.reference)
+
+    def keyword_forget(self) -> None:
+        language = self.language
+        forget_number(self.index, self.at)
+        self.session = None
+        self.say("hotline.forgotten", language)
+
+    def _cases(self) -> list[Case]:
+        return list(
+            db.session.scalars(
+                select(Case).where(
+                    Case.phone_index == self.index, Case.status.in_(("open", "closed"))
+                )
+            )
+        )
+
+
+def forget_number(phone_index: str, at: datetime | None = None) -> None:
+    """FORGET: erase every case with this number (``erase_case``), cancel and unlink every
+    message, delete the session and the opt-out. Flush only."""
+    from app.cases import erase_case
+    from app.models.messages import SmsOptOut
+
+    at = at or utcnow()
+    cases = db.session.scalars(
+        select(Case).where(Case.phone_index == phone_index, Case.status != "erased")
+    ).all()
+    for case in cases:
+        erase_case(case, None, reason="survivor_request", at=at)
+    messaging.cancel_queued(phone_index=phone_index)
+    db.session.execute(
+        update(Message)
+        .where(Message.counterpart_index == phone_index)
+        .values(counterpart_index=None, recipient=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(delete(HotlineSession).where(HotlineSession.phone_index == phone_index))
+    db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_index == phone_index))
+    db.session.expire_all()
+    audit.record("sms.forget")

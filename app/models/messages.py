@@ -1,0 +1,142 @@
+"""SMS: the outbox / message log, hotline conversations and opt-outs (DESIGN §2, §4, §5).
+
+What is kept, and what never is:
+
+* A ``Message`` row holds no body. Outbound bodies are rendered from a translated template
+  (``template_key`` + ``language`` + ``params``) at send time; ``params`` are non-PII codes
+  and ids only (a reference code, a referral code, vocabulary keys).
+* The counterpart's number is kept only as its blind index (``counterpart_index``). When a
+  message goes to a number that is not read from a case or a service at send time, the
+  number is sealed with the master keys (``recipient``) and cleared as soon as the worker no
+  longer needs it (accepted by Twilio, failed for good, or cancelled).
+* Inbound messages get a row (direction ``in``, the Twilio ``MessageSid``) so that a Twilio
+  retry of the same webhook is handled once (``twilio_sid`` is unique), and so that the
+  worker can delete the inbound text at Twilio too. Their text is never stored.
+* ``HotlineSession``: one per phone blind index; step, language, failure count, case id.
+* ``SmsOptOut``: numbers (blind index) that said STOP or that Twilio reported as opted out
+  (error 21610); nothing is sent to them until they say START.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.crypto import MasterEncrypted
+from app.extensions import db
+from app.models.base import UTCDateTime, utcnow
+
+DIRECTIONS = ("in", "out")
+AUDIENCES = ("survivor", "provider", "staff")
+# queued: in the outbox. submitted: accepted by Twilio (queued/accepted/sending there).
+# sent: handed to the carrier. Final: delivered, undelivered, failed, cancelled, received.
+MESSAGE_STATUSES = (
+    "queued",
+    "submitted",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "cancelled",
+    "received",
+)
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "cancelled", "received"})
+HOTLINE_STEPS = ("language", "consent", "needs", "area", "done", "callback")
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+class Message(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "sms_message"
+    __table_args__ = (
+        CheckConstraint(f"direction IN {_in(DIRECTIONS)}", name="direction"),
+        CheckConstraint(f"status IN {_in(MESSAGE_STATUSES)}", name="status"),
+        CheckConstraint(f"audience IN {_in(AUDIENCES)}", name="audience"),
+        # The worker's claim query: due rows of the outbox.
+        Index("ix_sms_message_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    audience: Mapped[str] = mapped_column(String(10), default="survivor")
+    template_key: Mapped[str | None] = mapped_column(String(48))
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    twilio_sid: Mapped[str | None] = mapped_column(String(40), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    counterpart_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Sealed with the master keys; only for messages whose number is not read from their
+    # case or service at send time. Cleared once the worker is done with the message.
+    recipient: Mapped[str | None] = mapped_column(MasterEncrypted(), default=None)
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("survivor_case.id", ondelete="SET NULL"), index=True
+    )
+    service_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service.id", ondelete="SET NULL"), index=True
+    )
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Deleting the text at Twilio once final (TWILIO_DELETE_AFTER_DELIVERY).
+    remote_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    remote_delete_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class HotlineSession(db.Model):  # type: ignore[name-defined,misc]
+    """The state of one SMS conversation, keyed by the phone's blind index only."""
+
+    __tablename__ = "hotline_session"
+    __table_args__ = (CheckConstraint(f"step IN {_in(HOTLINE_STEPS)}", name="step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_index: Mapped[str] = mapped_column(String(64), unique=True)
+    step: Mapped[str] = mapped_column(String(12), default="language")
+    # Where LANG returns to once a language is chosen again.
+    return_step: Mapped[str | None] = mapped_column(String(12))
+    language: Mapped[str | None] = mapped_column(String(8))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # An immediate-danger answer was given: the needs are recorded as urgent.
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Paging through a long area list (0-based page of the numbered menu).
+    menu_page: Mapped[int] = mapped_column(Integer, default=0)
+    # Need categories chosen before the case exists are not kept: the case is created at
+    # consent, so the needs go straight onto it.
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("survivor_case.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class SmsOptOut(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "sms_opt_out"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_index: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(12))  # "keyword" or "twilio_21610"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,80 @@
+"""Twilio webhooks. Thin: check the signature and the fields, call the domain module,
+commit, answer TwiML. The inbound text lives only in this request's memory: it is parsed
+and dropped, never stored and never logged."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Response, abort, current_app, request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from app import hotline, messaging
+from app.crypto import InvalidPhoneNumber, normalize_phone
+from app.extensions import db
+from app.sms import bp
+
+SID_RE = re.compile(r"^(SM|MM)[0-9a-fA-F]{32}$")
+TWILIO_STATUSES = frozenset(messaging.TWILIO_STATUS) | {"receiving", "received"}
+# Twilio accepts up to 1,600 characters; only so much is ever looked at.
+MAX_BODY = 1600
+
+
+def _signed_url() -> str:
+    base = current_app.config.get("PUBLIC_BASE_URL") or ""
+    if not base:
+        return request.url
+    query = request.query_string.decode("latin-1")
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def check_signature() -> None:
+    token = current_app.config.get("TWILIO_AUTH_TOKEN") or ""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not token or not signature:
+        abort(403)
+    if not RequestValidator(token).validate(_signed_url(), request.form, signature):
+        abort(403)
+
+
+def twiml(replies: list[str]) -> Response:
+    response = MessagingResponse()
+    for text in replies:
+        response.message(text)
+    return Response(str(response), status=200, content_type="text/xml; charset=utf-8")
+
+
+@bp.post("/inbound")
+def inbound() -> Response:
+    check_signature()
+    form = request.form
+    sid = form.get("MessageSid", "")
+    sender = form.get("From", "")
+    body = form.get("Body")
+    if not SID_RE.match(sid) or body is None or not sender.startswith("+"):
+        abort(400)
+    try:
+        e164 = normalize_phone(sender)
+    except InvalidPhoneNumber:
+        abort(400)
+    replies = hotline.handle_inbound(sid, e164, body[:MAX_BODY])
+    del body
+    db.session.commit()
+    return twiml(replies)
+
+
+@bp.post("/status")
+def status() -> Response:
+    check_signature()
+    form = request.form
+    sid = form.get("MessageSid", "")
+    twilio_status = form.get("MessageStatus", "")
+    raw_code = form.get("ErrorCode", "") or ""
+    if not SID_RE.match(sid) or twilio_status not in TWILIO_STATUSES:
+        abort(400)
+    if raw_code and not re.fullmatch(r"[0-9]{1,6}", raw_code):
+        abort(400)
+    messaging.apply_status(sid, twilio_status, int(raw_code) if raw_code else None)
+    db.session.commit()
+    return twiml([])
