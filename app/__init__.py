@@ -116,6 +116,7 @@ def _load_user(session_id: str):  # type: ignore[no-untyped-def]
 def register_blueprints(app: Flask) -> None:
     from app.admin import bp as admin_bp
     from app.auth import bp as auth_bp
+    from app.directory import bp as directory_bp
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
     from app.sms import bp as sms_bp
@@ -123,6 +124,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    app.register_blueprint(directory_bp, url_prefix="/directory")
     app.register_blueprint(sms_bp, url_prefix="/sms")
     app.register_blueprint(intake_bp, url_prefix="/cases")
 
