@@ -32,10 +32,33 @@ def _case(org: Organization) -> int:
     return factories.make_case(org).id
 
 
+def _service(org: Organization) -> int:
+    return factories.make_service(organization=org).id
+
+
+def _area(org: Organization) -> int:
+    import uuid
+
+    from app.extensions import db
+    from app.models import Area
+
+    area = Area(name=f"Walk area {uuid.uuid4().hex[:12]}")
+    db.session.add(area)
+    db.session.flush()
+    return area.id
+
+
 OBJECT_FACTORIES: dict[str, ObjectFactory] = {
     # Survivor cases belong to one NGO: any other organization gets 404.
     "case_id": ObjectFactory(_case, scoped=True),
     # Users and organizations are managed by the (global) admin role only.
     "user_id": ObjectFactory(_user, scoped=False),
     "organization_id": ObjectFactory(lambda org: org.id, scoped=False),
+    # Directory services are shared for reading by every staff role (caseworkers must see
+    # every provider's services), so not scoped here. They ARE scoped for the provider role:
+    # a provider reading or editing another organization's service gets 404 (checked in
+    # tests/test_directory.py, since this registry has one flag per variable, not per role).
+    "service_id": ObjectFactory(_service, scoped=False),
+    # Areas are one global list managed by admins.
+    "area_id": ObjectFactory(_area, scoped=False),
 }
