@@ -46,43 +46,110 @@ from app.models.directory import ALL_AGES_MASK, Service, zone
 # this order (psychosocial before medical: "mental health" must not read as "health").
 # Override with the HSDS_CATEGORY_KEYWORDS setting (same shape).
 DEFAULT_CATEGORY_KEYWORDS: dict[str, list[str]] = {
-    "shelter": ["shelter", "refuge", "safe house", "emergency housing", "housing",
-                "accommodation", "hostel"],
-    "legal": ["legal", "lawyer", "attorney", "immigration", "asylum", "law ", "court",
-              "visa"],
-    "psychosocial": ["counselling", "counseling", "mental health", "psycholog",
-                     "psychosocial", "therapy", "trauma", "support group", "peer support"],
-    "medical": ["medical", "health", "clinic", "doctor", "hospital", "nurse", "dental",
-                "pharmacy"],
+    "shelter": [
+        "shelter",
+        "refuge",
+        "safe house",
+        "emergency housing",
+        "housing",
+        "accommodation",
+        "hostel",
+    ],
+    "legal": ["legal", "lawyer", "attorney", "immigration", "asylum", "law ", "court", "visa"],
+    "psychosocial": [
+        "counselling",
+        "counseling",
+        "mental health",
+        "psycholog",
+        "psychosocial",
+        "therapy",
+        "trauma",
+        "support group",
+        "peer support",
+    ],
+    "medical": ["medical", "health", "clinic", "doctor", "hospital", "nurse", "dental", "pharmacy"],
 }
 
 # ISO 639-2/3 and common forms of the languages Haven knows.
 LANGUAGE_ALIASES = {
-    "eng": "en", "spa": "es", "fra": "fr", "fre": "fr", "ara": "ar", "por": "pt",
-    "rus": "ru", "ukr": "uk", "zho": "zh", "chi": "zh", "cmn": "zh", "vie": "vi",
-    "tgl": "tl", "fil": "tl", "hin": "hi", "swa": "sw", "swh": "sw",
+    "eng": "en",
+    "spa": "es",
+    "fra": "fr",
+    "fre": "fr",
+    "ara": "ar",
+    "por": "pt",
+    "rus": "ru",
+    "ukr": "uk",
+    "zho": "zh",
+    "chi": "zh",
+    "cmn": "zh",
+    "vie": "vi",
+    "tgl": "tl",
+    "fil": "tl",
+    "hin": "hi",
+    "swa": "sw",
+    "swh": "sw",
 }
 ENGLISH_LANGUAGE_NAMES = {
-    "english": "en", "spanish": "es", "french": "fr", "arabic": "ar", "portuguese": "pt",
-    "russian": "ru", "ukrainian": "uk", "chinese": "zh", "mandarin": "zh",
-    "vietnamese": "vi", "tagalog": "tl", "filipino": "tl", "hindi": "hi", "swahili": "sw",
+    "english": "en",
+    "spanish": "es",
+    "french": "fr",
+    "arabic": "ar",
+    "portuguese": "pt",
+    "russian": "ru",
+    "ukrainian": "uk",
+    "chinese": "zh",
+    "mandarin": "zh",
+    "vietnamese": "vi",
+    "tagalog": "tl",
+    "filipino": "tl",
+    "hindi": "hi",
+    "swahili": "sw",
 }
 BYDAY = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
 AGE_BAND_RANGES = {
-    "under_18": (0, 17), "18_24": (18, 24), "25_34": (25, 34), "35_49": (35, 49),
-    "50_64": (50, 64), "65_plus": (65, 200),
+    "under_18": (0, 17),
+    "18_24": (18, 24),
+    "25_34": (25, 34),
+    "35_49": (35, 49),
+    "50_64": (50, 64),
+    "65_plus": (65, 200),
 }
-STATUS_ACTIVE = {"active": True, "inactive": False, "defunct": False,
-                 "temporarily closed": False}
+STATUS_ACTIVE = {"active": True, "inactive": False, "defunct": False, "temporarily closed": False}
 TABLES = (
-    "organizations", "services", "phones", "languages", "schedules", "service_areas",
-    "service_at_location", "locations", "accessibility", "attributes", "taxonomy_terms",
+    "organizations",
+    "services",
+    "phones",
+    "languages",
+    "schedules",
+    "service_areas",
+    "service_at_location",
+    "locations",
+    "accessibility",
+    "attributes",
+    "taxonomy_terms",
 )
-ORG_ONLY_KEYS = {"website", "tax_status", "tax_id", "year_incorporated", "legal_status",
-                 "logo", "parent_organization_id", "services", "organization_identifiers",
-                 "funding"}
-SERVICE_KEYS = {"organization_id", "organization", "service_at_locations", "service_areas",
-                "status", "eligibility_description", "interpretation_services"}
+ORG_ONLY_KEYS = {
+    "website",
+    "tax_status",
+    "tax_id",
+    "year_incorporated",
+    "legal_status",
+    "logo",
+    "parent_organization_id",
+    "services",
+    "organization_identifiers",
+    "funding",
+}
+SERVICE_KEYS = {
+    "organization_id",
+    "organization",
+    "service_at_locations",
+    "service_areas",
+    "status",
+    "eligibility_description",
+    "interpretation_services",
+}
 HSDS_NAMESPACE = uuid.UUID("6c1f2f0e-4d57-4a8e-9a77-2f6d1f0e5a11")
 
 
@@ -146,8 +213,12 @@ class ImportResult:
 
     @property
     def usable(self) -> bool:
-        return bool(self.organizations_created + self.organizations_updated
-                    + self.services_created + self.services_updated)
+        return bool(
+            self.organizations_created
+            + self.organizations_updated
+            + self.services_created
+            + self.services_updated
+        )
 
     def summary(self) -> str:
         return (
@@ -202,12 +273,16 @@ def _read_json_file(path: str, parsed: Parsed) -> None:
         with open(path, encoding="utf-8-sig") as fh:
             data = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        parsed.problems.append(Problem(name, None, f"not readable JSON ({exc.__class__.__name__})",
-                                       skipped=True))
+        parsed.problems.append(
+            Problem(name, None, f"not readable JSON ({exc.__class__.__name__})", skipped=True)
+        )
         return
     if isinstance(data, dict) and data and all(str(k).endswith(".csv") for k in data):
-        tables = {k[:-4]: [(i + 2, r) for i, r in enumerate(v or []) if isinstance(r, dict)]
-                  for k, v in data.items() if isinstance(v, list)}
+        tables = {
+            k[:-4]: [(i + 2, r) for i, r in enumerate(v or []) if isinstance(r, dict)]
+            for k, v in data.items()
+            if isinstance(v, list)
+        }
         _read_tables(tables, {k: f"{name} [{k}.csv]" for k in tables}, parsed)
         return
     if isinstance(data, dict) and isinstance(data.get("contents"), list):
@@ -260,7 +335,9 @@ def _read_object(obj: Any, src: Source, parsed: Parsed) -> None:
             parsed.problems.append(src.problem("service_at_location without a service", True))
             return
         service = dict(service)
-        service.setdefault("service_at_locations", [{k: v for k, v in obj.items() if k != "service"}])
+        service.setdefault(
+            "service_at_locations", [{k: v for k, v in obj.items() if k != "service"}]
+        )
         _read_object(service, src, parsed)
     elif kind in ("location", "other"):
         # Locations, taxonomies and metadata on their own carry no service to import.
@@ -287,8 +364,9 @@ def _items(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _service_record(obj: dict[str, Any], src: Source, parsed: Parsed,
-                    org_hsds_id: str | None) -> None:
+def _service_record(
+    obj: dict[str, Any], src: Source, parsed: Parsed, org_hsds_id: str | None
+) -> None:
     hsds_id, name = _text(obj.get("id")), _text(obj.get("name"))
     if not hsds_id or len(hsds_id) > 64:
         parsed.problems.append(src.problem("service without a usable id", True))
@@ -297,10 +375,15 @@ def _service_record(obj: dict[str, Any], src: Source, parsed: Parsed,
         parsed.problems.append(src.problem(f"service {hsds_id} has no name", True))
         return
     rec = ServiceRecord(
-        hsds_id=hsds_id, org_hsds_id=org_hsds_id, name=name, source=src,
+        hsds_id=hsds_id,
+        org_hsds_id=org_hsds_id,
+        name=name,
+        source=src,
         alternate_name=_text(obj.get("alternate_name")),
-        description=_text(obj.get("description")), status=_text(obj.get("status")) or None,
-        minimum_age=obj.get("minimum_age"), maximum_age=obj.get("maximum_age"),
+        description=_text(obj.get("description")),
+        status=_text(obj.get("status")) or None,
+        minimum_age=obj.get("minimum_age"),
+        maximum_age=obj.get("maximum_age"),
     )
     for attr in _items(obj.get("attributes")):
         term = attr.get("taxonomy_term")
@@ -320,7 +403,9 @@ def _service_record(obj: dict[str, Any], src: Source, parsed: Parsed,
             rec.locations.append((location, src))
             rec.phones += [(p, src) for p in _items(location.get("phones"))]
             for acc in _items(location.get("accessibility")):
-                rec.accessibility.append(_text(acc.get("description")) + " " + _text(acc.get("details")))
+                rec.accessibility.append(
+                    _text(acc.get("description")) + " " + _text(acc.get("details"))
+                )
     for location in _items(obj.get("locations")):
         rec.locations.append((location, src))
     parsed.services.append(rec)
@@ -339,12 +424,21 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
             resources = package["resources"]
             for res in resources:
                 name, rel = res.get("name"), res.get("path")
-                if name in files and isinstance(rel, str) and not os.path.isabs(rel) and ".." not in rel:
+                if (
+                    name in files
+                    and isinstance(rel, str)
+                    and not os.path.isabs(rel)
+                    and ".." not in rel
+                ):
                     files[name] = rel
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            parsed.problems.append(Problem(
-                "datapackage.json", None,
-                "not a valid data package descriptor; reading the standard HSDS file names"))
+            parsed.problems.append(
+                Problem(
+                    "datapackage.json",
+                    None,
+                    "not a valid data package descriptor; reading the standard HSDS file names",
+                )
+            )
     tables: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for table, rel in files.items():
         full = os.path.join(path, rel)
@@ -359,8 +453,9 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
                     rows.append((line + 1, row))
                     line = reader.line_num
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            parsed.problems.append(Problem(rel, None, f"not readable CSV ({exc.__class__.__name__})",
-                                           skipped=True))
+            parsed.problems.append(
+                Problem(rel, None, f"not readable CSV ({exc.__class__.__name__})", skipped=True)
+            )
             continue
         tables[table] = rows
     if "services" not in tables and "organizations" not in tables:
@@ -368,8 +463,9 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     _read_tables(tables, {t: files[t] for t in tables}, parsed)
 
 
-def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
-                 names: dict[str, str], parsed: Parsed) -> None:
+def _read_tables(
+    tables: dict[str, list[tuple[int, dict[str, Any]]]], names: dict[str, str], parsed: Parsed
+) -> None:
     def src(table: str, line: int) -> Source:
         return Source(names.get(table, f"{table}.csv"), line)
 
@@ -378,8 +474,12 @@ def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
     by_id: dict[str, ServiceRecord] = {}
     for line, row in tables.get("services", []):
         before = len(parsed.services)
-        _service_record(row, src("services", line), parsed,
-                        org_hsds_id=_text(row.get("organization_id")) or None)
+        _service_record(
+            row,
+            src("services", line),
+            parsed,
+            org_hsds_id=_text(row.get("organization_id")) or None,
+        )
         if len(parsed.services) > before:
             by_id[parsed.services[-1].hsds_id] = parsed.services[-1]
 
@@ -390,8 +490,11 @@ def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
                 continue  # belongs to a location or organization, not a service
             rec = by_id.get(sid)
             if rec is None:
-                parsed.problems.append(src(table, line).problem(
-                    f"refers to service {sid}, which is not in services", True))
+                parsed.problems.append(
+                    src(table, line).problem(
+                        f"refers to service {sid}, which is not in services", True
+                    )
+                )
                 continue
             getattr(rec, target).append((row, src(table, line)))
 
@@ -403,12 +506,17 @@ def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
     accessibility: dict[str, list[str]] = {}
     for _, row in tables.get("accessibility", []):
         accessibility.setdefault(_text(row.get("location_id")), []).append(
-            _text(row.get("description")) + " " + _text(row.get("details")))
+            _text(row.get("description")) + " " + _text(row.get("details"))
+        )
     for line, row in tables.get("service_at_location", []):
         rec = by_id.get(_text(row.get("service_id")))
         if rec is None:
-            parsed.problems.append(src("service_at_location", line).problem(
-                f"refers to service {_text(row.get('service_id'))}, which is not in services", True))
+            parsed.problems.append(
+                src("service_at_location", line).problem(
+                    f"refers to service {_text(row.get('service_id'))}, which is not in services",
+                    True,
+                )
+            )
             continue
         loc_id = _text(row.get("location_id"))
         if loc_id in locations:
@@ -416,8 +524,9 @@ def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
             rec.locations.append((loc, src("locations", loc_line)))
             rec.accessibility += accessibility.get(loc_id, [])
         elif loc_id:
-            parsed.problems.append(src("service_at_location", line).problem(
-                f"location {loc_id} is not in locations"))
+            parsed.problems.append(
+                src("service_at_location", line).problem(f"location {loc_id} is not in locations")
+            )
     terms = {_text(r.get("id")): r for _, r in tables.get("taxonomy_terms", [])}
     for _, row in tables.get("attributes", []):
         rec = by_id.get(_text(row.get("link_id")))
@@ -431,11 +540,14 @@ def _read_tables(tables: dict[str, list[tuple[int, dict[str, Any]]]],
 
 def category_for(rec: ServiceRecord) -> str:
     mapping: dict[str, list[str]] = current_app.config.get(
-        "HSDS_CATEGORY_KEYWORDS", DEFAULT_CATEGORY_KEYWORDS)
+        "HSDS_CATEGORY_KEYWORDS", DEFAULT_CATEGORY_KEYWORDS
+    )
     for texts in (rec.terms, [rec.name, rec.alternate_name], [rec.description]):
         haystack = " " + " ".join(t.casefold() for t in texts if t) + " "
         for category, words in mapping.items():
-            if category in vocab.SERVICE_CATEGORIES and any(w.casefold() in haystack for w in words):
+            if category in vocab.SERVICE_CATEGORIES and any(
+                w.casefold() in haystack for w in words
+            ):
                 return category
     return "other"
 
@@ -469,9 +581,12 @@ def timezone_name(raw: Any, src: Source, problems: list[Problem]) -> str | None:
     if offset.is_integer() and -12 <= offset <= 14:
         hours = int(offset)
         name = "UTC" if hours == 0 else f"Etc/GMT{'-' if hours > 0 else '+'}{abs(hours)}"
-        problems.append(src.problem(
-            f"numeric timezone offset '{text}': read as fixed UTC{hours:+d} without daylight "
-            "saving; set the service's timezone by name"))
+        problems.append(
+            src.problem(
+                f"numeric timezone offset '{text}': read as fixed UTC{hours:+d} without daylight "
+                "saving; set the service's timezone by name"
+            )
+        )
         return name
     problems.append(src.problem(f"numeric timezone offset '{text}' is not a whole hour: ignored"))
     return None
@@ -539,7 +654,9 @@ def age_mask(min_age: Any, max_age: Any, src: Source, problems: list[Problem]) -
     return mask or ALL_AGES_MASK
 
 
-def coordinates(raw: dict[str, Any], src: Source, problems: list[Problem]) -> tuple[float, float] | None:
+def coordinates(
+    raw: dict[str, Any], src: Source, problems: list[Problem]
+) -> tuple[float, float] | None:
     lat_raw, lon_raw = raw.get("latitude"), raw.get("longitude")
     if lat_raw in (None, "") and lon_raw in (None, ""):
         return None
@@ -549,10 +666,14 @@ def coordinates(raw: dict[str, Any], src: Source, problems: list[Problem]) -> tu
         problems.append(src.problem("latitude/longitude not numbers: coordinates ignored"))
         return None
     if not -90 <= lat <= 90:
-        problems.append(src.problem(f"latitude {lat:g} out of range (-90..90): coordinates ignored"))
+        problems.append(
+            src.problem(f"latitude {lat:g} out of range (-90..90): coordinates ignored")
+        )
         return None
     if not -180 <= lon <= 180:
-        problems.append(src.problem(f"longitude {lon:g} out of range (-180..180): coordinates ignored"))
+        problems.append(
+            src.problem(f"longitude {lon:g} out of range (-180..180): coordinates ignored")
+        )
         return None
     return lat, lon
 
@@ -577,8 +698,11 @@ def import_path(path: str) -> ImportResult:
     seen_services: set[str] = set()
     for srec in parsed.services:
         if srec.hsds_id in seen_services:
-            result.problems.append(srec.source.problem(
-                f"service {srec.hsds_id} appears twice: later copy skipped", True))
+            result.problems.append(
+                srec.source.problem(
+                    f"service {srec.hsds_id} appears twice: later copy skipped", True
+                )
+            )
             result.rows_skipped += 1
             continue
         seen_services.add(srec.hsds_id)
@@ -589,15 +713,20 @@ def import_path(path: str) -> ImportResult:
 def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
     org = db.session.scalar(select(Organization).where(Organization.hsds_id == rec.hsds_id))
     same_name = db.session.scalar(
-        select(Organization).where(func.lower(Organization.name) == rec.name.lower()))
+        select(Organization).where(func.lower(Organization.name) == rec.name.lower())
+    )
     if org is None:
         if same_name is not None and same_name.hsds_id is None:
             org = same_name  # an organization entered by hand: link it to its HSDS id
             org.hsds_id = rec.hsds_id
         elif same_name is not None:
-            result.problems.append(rec.source.problem(
-                f"organization name is already used by another HSDS organization "
-                f"({same_name.hsds_id})", True))
+            result.problems.append(
+                rec.source.problem(
+                    f"organization name is already used by another HSDS organization "
+                    f"({same_name.hsds_id})",
+                    True,
+                )
+            )
             result.rows_skipped += 1
             return None
         else:
@@ -608,8 +737,11 @@ def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
             result.organizations_created += 1
             return org
     elif same_name is not None and same_name.id != org.id:
-        result.problems.append(rec.source.problem(
-            "organization name is already used by another organization: name not updated"))
+        result.problems.append(
+            rec.source.problem(
+                "organization name is already used by another organization: name not updated"
+            )
+        )
     else:
         org.name = rec.name
     if db.session.is_modified(org):
@@ -630,14 +762,19 @@ def _area(name: str, result: ImportResult) -> Area:
     return area
 
 
-def _upsert_service(rec: ServiceRecord, orgs: dict[str, Organization], result: ImportResult) -> None:
+def _upsert_service(
+    rec: ServiceRecord, orgs: dict[str, Organization], result: ImportResult
+) -> None:
     problems = result.problems
     org = orgs.get(rec.org_hsds_id or "")
     if org is None and rec.org_hsds_id:
         org = db.session.scalar(select(Organization).where(Organization.hsds_id == rec.org_hsds_id))
     if org is None:
-        reason = (f"organization {rec.org_hsds_id} not found" if rec.org_hsds_id
-                  else "service has no organization")
+        reason = (
+            f"organization {rec.org_hsds_id} not found"
+            if rec.org_hsds_id
+            else "service has no organization"
+        )
         problems.append(rec.source.problem(reason, True))
         result.rows_skipped += 1
         return
@@ -664,8 +801,11 @@ def _upsert_service(rec: ServiceRecord, orgs: dict[str, Organization], result: I
         code = language_code(raw)
         if code is None:
             shown = _text(raw.get("code")) or _text(raw.get("name"))
-            problems.append(src.problem(
-                f"unknown language code '{shown[:20]}' (not one of Haven's languages): ignored"))
+            problems.append(
+                src.problem(
+                    f"unknown language code '{shown[:20]}' (not one of Haven's languages): ignored"
+                )
+            )
         elif code not in codes:
             codes.append(code)
     service.language_list = codes
@@ -747,38 +887,66 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
         "name": service.name,
         "description": service.description or "",
         "status": "active" if service.active else "inactive",
-        "attributes": [{
-            "id": str(uuid.uuid5(HSDS_NAMESPACE, f"attribute-{sid}")),
-            "link_type": "service", "link_entity": "service", "value": service.category,
-            "taxonomy_term": {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"term-{service.category}")),
-                              "code": service.category, "name": service.category,
-                              "taxonomy": "haven"},
-        }],
-        "languages": [{"id": str(uuid.uuid5(HSDS_NAMESPACE, f"language-{sid}-{c}")), "code": c,
-                       "name": vocab.SURVIVOR_LANGUAGE_LABELS[c]} for c in service.language_list],
-        "service_areas": [{"id": str(uuid.uuid5(HSDS_NAMESPACE, f"area-{sid}-{a.id}")),
-                           "name": a.name} for a in service.areas],
+        "attributes": [
+            {
+                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"attribute-{sid}")),
+                "link_type": "service",
+                "link_entity": "service",
+                "value": service.category,
+                "taxonomy_term": {
+                    "id": str(uuid.uuid5(HSDS_NAMESPACE, f"term-{service.category}")),
+                    "code": service.category,
+                    "name": service.category,
+                    "taxonomy": "haven",
+                },
+            }
+        ],
+        "languages": [
+            {
+                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"language-{sid}-{c}")),
+                "code": c,
+                "name": vocab.SURVIVOR_LANGUAGE_LABELS[c],
+            }
+            for c in service.language_list
+        ],
+        "service_areas": [
+            {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"area-{sid}-{a.id}")), "name": a.name}
+            for a in service.areas
+        ],
     }
     if service.age_mask != ALL_AGES_MASK and ages:
         out["minimum_age"] = min(a[0] for a in ages)
         if max(a[1] for a in ages) < 200:
             out["maximum_age"] = max(a[1] for a in ages)
     if service.intake_phone:
-        out["phones"] = [{"id": str(uuid.uuid5(HSDS_NAMESPACE, f"phone-{sid}")),
-                          "number": service.intake_phone, "type": "voice"}]
+        out["phones"] = [
+            {
+                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"phone-{sid}")),
+                "number": service.intake_phone,
+                "type": "voice",
+            }
+        ]
     by_time: dict[tuple[str, str], list[int]] = {}
     for weekday, opens, closes in service.hours or []:
         by_time.setdefault((opens, closes), []).append(int(weekday))
     out["schedules"] = [
-        {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"schedule-{sid}-{opens}-{closes}")),
-         "freq": "WEEKLY", "byday": ",".join(WEEKDAY_CODES[d] for d in sorted(days)),
-         "opens_at": opens, "closes_at": closes, "timezone_name": service.timezone}
+        {
+            "id": str(uuid.uuid5(HSDS_NAMESPACE, f"schedule-{sid}-{opens}-{closes}")),
+            "freq": "WEEKLY",
+            "byday": ",".join(WEEKDAY_CODES[d] for d in sorted(days)),
+            "opens_at": opens,
+            "closes_at": closes,
+            "timezone_name": service.timezone,
+        }
         for (opens, closes), days in sorted(by_time.items())
     ]
     # Haven keeps a service's IANA zone; HSDS 3.0 has only a numeric offset, so the name
     # travels in the non-standard "timezone_name" and the importer reads it back.
-    location: dict[str, Any] = {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"location-{sid}")),
-                                "location_type": "physical", "name": service.name}
+    location: dict[str, Any] = {
+        "id": str(uuid.uuid5(HSDS_NAMESPACE, f"location-{sid}")),
+        "location_type": "physical",
+        "name": service.name,
+    }
     if service.latitude is not None and service.longitude is not None:
         location["latitude"], location["longitude"] = service.latitude, service.longitude
     access = []
@@ -787,25 +955,37 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
     if service.hearing_access:
         access.append("Induction loop for hearing aids.")
     if access:
-        location["accessibility"] = [{"id": str(uuid.uuid5(HSDS_NAMESPACE, f"access-{sid}")),
-                                      "description": " ".join(access)}]
-    out["service_at_locations"] = [{"id": str(uuid.uuid5(HSDS_NAMESPACE, f"sal-{sid}")),
-                                    "location": location}]
+        location["accessibility"] = [
+            {
+                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"access-{sid}")),
+                "description": " ".join(access),
+            }
+        ]
+    out["service_at_locations"] = [
+        {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"sal-{sid}")), "location": location}
+    ]
     return out
 
 
 def export_organizations() -> list[dict[str, Any]]:
     """Every organization that offers services, as HSDS organization objects with nested
     services (the shape ``import_path`` reads back)."""
-    services = db.session.scalars(select(Service).order_by(Service.organization_id, Service.id)).all()
+    services = db.session.scalars(
+        select(Service).order_by(Service.organization_id, Service.id)
+    ).all()
     by_org: dict[int, list[Service]] = {}
     for s in services:
         by_org.setdefault(s.organization_id, []).append(s)
     out = []
-    for org_id, rows in by_org.items():
+    for _org_id, rows in by_org.items():
         org = rows[0].organization
-        out.append({"id": org_hsds_id(org), "name": org.name,
-                    "services": [service_to_hsds(s) for s in rows]})
+        out.append(
+            {
+                "id": org_hsds_id(org),
+                "name": org.name,
+                "services": [service_to_hsds(s) for s in rows],
+            }
+        )
     return out
 
 

@@ -28,8 +28,8 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
@@ -128,7 +128,9 @@ def _reason_text(code: str, p: dict[str, Any]) -> Any:
     if code == "language":
         return _l("speaks %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]])
     if code == "no_language":
-        return _l("does not list %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]])
+        return _l(
+            "does not list %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]]
+        )
     if code == "area":
         return _l("serves this area")
     if code == "distance":
@@ -280,21 +282,25 @@ def eligibility_params(criteria: MatchCriteria) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=16)
-def _prefilter(has_age: bool, has_gender: bool, children: bool) -> Select[Any]:
-    probe = MatchCriteria(needs=(), age_band="18_24" if has_age else None,
-                          gender="female" if has_gender else None, children=children)
-    return (
+def _prefilter(has_age: bool, has_gender: bool, children: bool) -> Select[*tuple[Any, ...]]:
+    probe = MatchCriteria(
+        needs=(),
+        age_band="18_24" if has_age else None,
+        gender="female" if has_gender else None,
+        children=children,
+    )
+    query: Select[*tuple[Any, ...]] = (
         select(*_SCORE_COLUMNS)
         .where(Service.category == bindparam("category"), Service.active.is_(True))
         .where(*eligibility_conditions(probe))
     )
+    return query
 
 
-def prefilter_query(category: str, criteria: MatchCriteria) -> Select[Any]:
+def prefilter_query(category: str, criteria: MatchCriteria) -> Select[*tuple[Any, ...]]:
     """The indexed pre-filter: active services of one category that pass eligibility
     (values bound: see ``prefilter_params``). Built once per shape."""
-    return _prefilter(criteria.age_band is not None, criteria.gender is not None,
-                      criteria.children)
+    return _prefilter(criteria.age_band is not None, criteria.gender is not None, criteria.children)
 
 
 def prefilter_params(category: str, criteria: MatchCriteria) -> dict[str, Any]:
@@ -341,7 +347,7 @@ def _labels(mask: int, universe: tuple[str, ...], labels: dict[str, Any]) -> str
 
 
 class _Clock:
-    """"Open now" for one match call: the local weekday and minute once per timezone, the
+    """ "Open now" for one match call: the local weekday and minute once per timezone, the
     verdict once per distinct (schedule, timezone)."""
 
     def __init__(self, now: datetime) -> None:
@@ -383,13 +389,17 @@ def _score_row(
     serves = row[0] in serving
     if serves:
         score += W_AREA
-    if centre is not None and row[2] is not None and row[3] is not None:
-        # Only services within reach earn distance points; a latitude gap alone rules most
-        # out without trigonometry (the exact distance is shown for the services returned).
-        if abs(row[2] - centre[0]) * _KM_PER_DEGREE < DISTANCE_HORIZON_KM:
-            distance = haversine_km(centre[0], centre[1], row[2], row[3])
-            if not serves:
-                score += max(0.0, W_DISTANCE_MAX * (1 - distance / DISTANCE_HORIZON_KM))
+    # Only services within reach earn distance points; a latitude gap alone rules most out
+    # without trigonometry (the exact distance is shown for the services returned).
+    if (
+        centre is not None
+        and row[2] is not None
+        and row[3] is not None
+        and abs(row[2] - centre[0]) * _KM_PER_DEGREE < DISTANCE_HORIZON_KM
+    ):
+        distance = haversine_km(centre[0], centre[1], row[2], row[3])
+        if not serves:
+            score += max(0.0, W_DISTANCE_MAX * (1 - distance / DISTANCE_HORIZON_KM))
     if row[4] and "wheelchair" in criteria.accessibility:
         score += W_ACCESSIBILITY
     if row[5] and "hearing" in criteria.accessibility:
@@ -488,7 +498,8 @@ def _org_names(ids: Iterable[int]) -> dict[int, str]:
     if not wanted:
         return {}
     rows = db.session.connection().execute(
-        select(Organization.id, Organization.name).where(Organization.id.in_(wanted)))
+        select(Organization.id, Organization.name).where(Organization.id.in_(wanted))
+    )
     return {r[0]: r[1] for r in rows}
 
 
@@ -517,8 +528,18 @@ def _rank(
     }
     names = _org_names(r[2] for r in details.values())
     return [
-        _explain(details[sid], names.get(details[sid][2], ""), category, criteria, serving,
-                 centre, -neg_score, full, is_open, distance)
+        _explain(
+            details[sid],
+            names.get(details[sid][2], ""),
+            category,
+            criteria,
+            serving,
+            centre,
+            -neg_score,
+            full,
+            is_open,
+            distance,
+        )
         for full, neg_score, sid, is_open, distance in chosen
     ]
 
@@ -533,9 +554,11 @@ def _match_need(
     limit: int | None,
     with_excluded: bool,
 ) -> NeedMatches:
-    rows = db.session.connection().execute(
-        prefilter_query(category, criteria), prefilter_params(category, criteria)
-    ).all()
+    rows = (
+        db.session.connection()
+        .execute(prefilter_query(category, criteria), prefilter_params(category, criteria))
+        .all()
+    )
     serving = _serving(area_ids)
     matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
     excluded = _excluded(category, criteria) if with_excluded else None
@@ -546,13 +569,17 @@ def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
     conditions = eligibility_conditions(criteria)
     if not conditions:
         return []
-    rows = db.session.connection().execute(
-        select(*_COLUMNS)
-        .where(Service.category == category, Service.active.is_(True))
-        .where(~and_(*conditions) if len(conditions) > 1 else ~conditions[0])
-        .order_by(Service.name, Service.id),
-        eligibility_params(criteria),
-    ).all()
+    rows = (
+        db.session.connection()
+        .execute(
+            select(*_COLUMNS)
+            .where(Service.category == category, Service.active.is_(True))
+            .where(~and_(*conditions) if len(conditions) > 1 else ~conditions[0])
+            .order_by(Service.name, Service.id),
+            eligibility_params(criteria),
+        )
+        .all()
+    )
     out: list[tuple[Any, list[Reason]]] = []
     for row in rows:
         why: list[Reason] = []
@@ -586,8 +613,9 @@ def match(
 # --- the naive reference (benchmark and tests only) ---------------------------------------
 
 
-def naive_match(criteria: MatchCriteria, *, now: datetime | None = None,
-                limit: int | None = DEFAULT_LIMIT) -> list[NeedMatches]:
+def naive_match(
+    criteria: MatchCriteria, *, now: datetime | None = None, limit: int | None = DEFAULT_LIMIT
+) -> list[NeedMatches]:
     """Load every service as ORM objects and filter in Python: the slow, obviously correct
     reference the benchmark compares with and tests check ``match`` against."""
     clock = _Clock(now or utcnow())
@@ -607,9 +635,21 @@ def naive_match(criteria: MatchCriteria, *, now: datetime | None = None,
                 continue
             candidates.append(s)
         serving = {s.id for s in candidates if any(a.id in area_ids for a in s.areas)}
-        rows = [(s.id, s.languages, s.latitude, s.longitude, s.wheelchair_access,
-                 s.hearing_access, json.dumps(s.hours), s.timezone, s.beds_total,
-                 s.beds_available) for s in candidates]
+        rows = [
+            (
+                s.id,
+                s.languages,
+                s.latitude,
+                s.longitude,
+                s.wheelchair_access,
+                s.hearing_access,
+                json.dumps(s.hours),
+                s.timezone,
+                s.beds_total,
+                s.beds_available,
+            )
+            for s in candidates
+        ]
         matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
         results.append(NeedMatches(category, urgency, matches, total=len(rows)))
     return results

@@ -15,8 +15,10 @@ from tests.conftest import login_session
 
 
 def actions() -> list[tuple[str, str | None, str | None]]:
-    return [(e.action, e.object_type, e.object_id)
-            for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))]
+    return [
+        (e.action, e.object_type, e.object_id)
+        for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq))
+    ]
 
 
 def signed_in(client: Any, role: str, org: Organization | None = None) -> Any:
@@ -64,7 +66,10 @@ def test_staff_browse_and_search(client: Any) -> None:
     assert detail.status_code == 200 and b"Alpha Refuge" in detail.data
     assert b"Edit service" not in detail.data  # read-only for caseworkers
     assert client.get(f"/directory/services/{mine.id}/edit").status_code == 403
-    assert client.post(f"/directory/services/{mine.id}/beds", data={"beds_available": 1}).status_code == 403
+    assert (
+        client.post(f"/directory/services/{mine.id}/beds", data={"beds_available": 1}).status_code
+        == 403
+    )
     assert client.get("/directory/services/999999").status_code == 404
 
 
@@ -82,7 +87,12 @@ def test_provider_sees_only_own_services(client: Any) -> None:
 def test_anonymous_is_sent_to_login(client: Any) -> None:
     s = factories.make_service()
     db.session.commit()
-    for url in ("/directory/", f"/directory/services/{s.id}", "/directory/match", "/directory/areas"):
+    for url in (
+        "/directory/",
+        f"/directory/services/{s.id}",
+        "/directory/match",
+        "/directory/areas",
+    ):
         response = client.get(url)
         assert response.status_code == 302 and "/auth/login" in response.headers["Location"]
 
@@ -97,8 +107,9 @@ def test_admin_creates_service_with_every_field(client: Any) -> None:
     db.session.flush()
     signed_in(client, "admin")
     assert client.get("/directory/services/new").status_code == 200
-    response = client.post("/directory/services/new",
-                           data=dict(FORM, organization_id=org.id, areas=[area.id]))
+    response = client.post(
+        "/directory/services/new", data=dict(FORM, organization_id=org.id, areas=[area.id])
+    )
     assert response.status_code == 302, response.data
     db.session.expire_all()
     s = db.session.scalar(select(Service).where(Service.name == "Night Shelter"))
@@ -107,8 +118,12 @@ def test_admin_creates_service_with_every_field(client: Any) -> None:
     assert s.genders == ("female",)
     assert len(s.age_bands) == 6
     assert s.accepts_children and s.wheelchair_access and not s.hearing_access
-    assert s.hours == [[0, "09:00", "12:00"], [0, "13:00", "17:00"], [5, "00:00", "24:00"],
-                       [6, "22:00", "06:00"]]
+    assert s.hours == [
+        [0, "09:00", "12:00"],
+        [0, "13:00", "17:00"],
+        [5, "00:00", "24:00"],
+        [6, "22:00", "06:00"],
+    ]
     assert s.timezone == "Europe/Paris"
     assert s.intake_phone == "+14155550123"
     assert s.intake_phone_index == blind_index("+14155550123")
@@ -117,16 +132,24 @@ def test_admin_creates_service_with_every_field(client: Any) -> None:
     assert s.hsds_id  # every service gets an HSDS id for export
     assert ("service.create", "service", str(s.id)) in actions()
     # The phone number is stored sealed: not in the row in clear.
-    raw = db.session.execute(text("SELECT intake_phone FROM service WHERE id = :id"),
-                             {"id": s.id}).scalar()
+    raw = db.session.execute(
+        text("SELECT intake_phone FROM service WHERE id = :id"), {"id": s.id}
+    ).scalar()
     assert b"4155550123" not in bytes(raw)
 
 
 def test_bad_input_rerenders_with_field_errors(client: Any) -> None:
     org = factories.make_org("provider")
     signed_in(client, "admin")
-    bad = dict(FORM, organization_id=org.id, hours_2="nine to five", timezone="Mars/Olympus",
-               intake_phone="12", beds_available="11", latitude="95")
+    bad = dict(
+        FORM,
+        organization_id=org.id,
+        hours_2="nine to five",
+        timezone="Mars/Olympus",
+        intake_phone="12",
+        beds_available="11",
+        latitude="95",
+    )
     response = client.post("/directory/services/new", data=bad)
     assert response.status_code == 400
     text = response.get_data(as_text=True)
@@ -180,7 +203,10 @@ def test_provider_of_another_org_gets_404(client: Any) -> None:
     signed_in(client, "provider", factories.make_org("provider"))
     assert client.get(f"/directory/services/{s.id}/edit").status_code == 404
     assert client.post(f"/directory/services/{s.id}/edit", data=FORM).status_code == 404
-    assert client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 0}).status_code == 404
+    assert (
+        client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 0}).status_code
+        == 404
+    )
     db.session.expire_all()
     assert s.beds_available == 2
     assert [a for a in actions() if a[0].startswith("service.")] == []
@@ -192,14 +218,20 @@ def test_provider_updates_beds(client: Any) -> None:
     signed_in(client, "provider", org)
     page = client.get(f"/directory/services/{s.id}")
     assert b"Update free beds" in page.data
-    assert client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 0}).status_code == 302
+    assert (
+        client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 0}).status_code
+        == 302
+    )
     db.session.expire_all()
     assert s.beds_available == 0
     assert ("service.beds_update", "service", str(s.id)) in actions()
     too_many = client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 6})
     assert too_many.status_code == 400
     assert b"More beds free" in too_many.data
-    assert client.post(f"/directory/services/{s.id}/beds", data={"beds_available": "x"}).status_code == 400
+    assert (
+        client.post(f"/directory/services/{s.id}/beds", data={"beds_available": "x"}).status_code
+        == 400
+    )
     db.session.expire_all()
     assert s.beds_available == 0
 
@@ -232,29 +264,51 @@ def test_csrf_is_enforced_on_edits(app_factory: Any) -> None:
 def test_admin_manages_areas(client: Any) -> None:
     signed_in(client, "admin")
     assert client.get("/directory/areas").status_code == 200
-    assert client.post("/directory/areas/new", data={"name": "County", "parent_id": 0,
-                                                     "latitude": "34.0", "longitude": "-118"}).status_code == 302
+    assert (
+        client.post(
+            "/directory/areas/new",
+            data={"name": "County", "parent_id": 0, "latitude": "34.0", "longitude": "-118"},
+        ).status_code
+        == 302
+    )
     county = db.session.scalar(select(Area).where(Area.name == "County"))
     assert county is not None and county.latitude == 34.0
-    assert client.post("/directory/areas/new", data={"name": "Town", "parent_id": county.id}).status_code == 302
+    assert (
+        client.post(
+            "/directory/areas/new", data={"name": "Town", "parent_id": county.id}
+        ).status_code
+        == 302
+    )
     town = db.session.scalar(select(Area).where(Area.name == "Town"))
     assert town.parent_id == county.id
     dup = client.post("/directory/areas/new", data={"name": "county", "parent_id": 0})
     assert dup.status_code == 400 and b"exists" in dup.data
     # A parent cannot be the area itself or one of its descendants (no cycles).
-    cycle = client.post(f"/directory/areas/{county.id}", data={"name": "County", "parent_id": town.id})
+    cycle = client.post(
+        f"/directory/areas/{county.id}", data={"name": "County", "parent_id": town.id}
+    )
     assert cycle.status_code == 400
-    assert client.post(f"/directory/areas/{county.id}", data={"name": "Big County", "parent_id": 0}).status_code == 302
+    assert (
+        client.post(
+            f"/directory/areas/{county.id}", data={"name": "Big County", "parent_id": 0}
+        ).status_code
+        == 302
+    )
     db.session.expire_all()
     assert county.name == "Big County"
     assert [a[0] for a in actions() if a[0].startswith("area.")] == [
-        "area.create", "area.create", "area.update"]
+        "area.create",
+        "area.create",
+        "area.update",
+    ]
 
 
 def test_only_admins_manage_areas(client: Any) -> None:
     signed_in(client, "supervisor")
     assert client.get("/directory/areas").status_code == 403
-    assert client.post("/directory/areas/new", data={"name": "X", "parent_id": 0}).status_code == 403
+    assert (
+        client.post("/directory/areas/new", data={"name": "X", "parent_id": 0}).status_code == 403
+    )
 
 
 # --- anonymous matching page -------------------------------------------------------------------
@@ -264,15 +318,24 @@ def test_match_page_shows_reasons_marks_and_exclusions(client: Any) -> None:
     area = Area(name="Harbour")
     db.session.add(area)
     db.session.flush()
-    free = factories.make_service(name="Free Shelter", languages="ar", beds_total=4,
-                                  beds_available=2, areas=[area])
+    free = factories.make_service(
+        name="Free Shelter", languages="ar", beds_total=4, beds_available=2, areas=[area]
+    )
     full = factories.make_service(name="Full Shelter", beds_total=4, beds_available=0)
     women = factories.make_service(name="Women Only", genders=("female",))
     signed_in(client, "caseworker")
     assert client.get("/directory/match").status_code == 200
-    response = client.get("/directory/match", query_string={
-        "categories": "shelter", "urgency": "immediate", "language": "ar", "gender": "male",
-        "area_id": area.id, "show_excluded": "y"})
+    response = client.get(
+        "/directory/match",
+        query_string={
+            "categories": "shelter",
+            "urgency": "immediate",
+            "language": "ar",
+            "gender": "male",
+            "area_id": area.id,
+            "show_excluded": "y",
+        },
+    )
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     assert text.index("Free Shelter") < text.index("Full Shelter")

@@ -55,12 +55,14 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
         "organizations.json, row 1: numeric timezone offset '2': read as fixed UTC+2",
         "services.json, row 1: unknown language code 'xx'",
         "services.json, row 1: phone number had stray quotes: normalised",
-        "services.json, row 2: organization 99999999-0000-4000-8000-00000000dead not found (row skipped)",
+        "services.json, row 2: organization 99999999-0000-4000-8000-00000000dead not found "
+        "(row skipped)",
         "services.json, row 3: latitude 95.5 out of range",
         "services.json, row 4: phone number is not a valid number",
         "services.json, row 4: numeric timezone offset '5.5' is not a whole hour",
         "services.json, row 4: minimum_age 'adult' is not a number",
-        "services.json, row 5: service 33333333-0000-4000-8000-000000000005 has no name (row skipped)",
+        "services.json, row 5: service 33333333-0000-4000-8000-000000000005 has no name "
+        "(row skipped)",
         "services.json, row 6: schedule opening times are not HH:MM",
         "services.json, row 6: unknown timezone 'Mars/Olympus'",
         "services.json, row 7: not an object (row skipped)",
@@ -103,8 +105,12 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert order.hours == [[0, "09:00", "12:00"]]
     assert set(order.age_bands) == {"under_18", "18_24", "25_34", "35_49", "50_64", "65_plus"}
     assert service("33333333-0000-4000-8000-000000000006").active is False
-    assert db.session.scalar(
-        select(Service).where(Service.hsds_id == "33333333-0000-4000-8000-000000000002")) is None
+    assert (
+        db.session.scalar(
+            select(Service).where(Service.hsds_id == "33333333-0000-4000-8000-000000000002")
+        )
+        is None
+    )
     assert count(Area) == 2
 
 
@@ -122,9 +128,11 @@ def test_tabular_package_import(app: Any) -> None:
         "schedules.csv, row 3: schedule frequency 'MONTHLY' not supported",
         "locations.csv, row 3: latitude -91 out of range",
         "service_areas.csv, row 4: service area without a name",
-        "service_at_location.csv, row 4: location aaaaaaaa-0000-4000-8000-00000000ffff is not in locations",
+        "service_at_location.csv, row 4: location aaaaaaaa-0000-4000-8000-00000000ffff "
+        "is not in locations",
         # the multi-line description of row 2 moves the next rows down one line
-        "services.csv, row 5: organization 44444444-0000-4000-8000-00000000beef not found (row skipped)",
+        "services.csv, row 5: organization 44444444-0000-4000-8000-00000000beef not found "
+        "(row skipped)",
     ]
     for line in expected:
         assert line in err, line
@@ -149,15 +157,19 @@ def test_reimport_is_idempotent(app: Any) -> None:
     for folder in ("json", "tabular"):
         assert run_import(app, os.path.join(FIXTURES, folder)).exit_code == 0
     before = (count(Organization), count(Service), count(Area))
-    snapshot = {s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
-                for s in db.session.scalars(select(Service))}
+    snapshot = {
+        s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
+        for s in db.session.scalars(select(Service))
+    }
     for folder in ("json", "tabular"):
         again = run_import(app, os.path.join(FIXTURES, folder))
         assert again.exit_code == 0
         assert " 0 created" in again.output and "services: 0 created" in again.output
     assert (count(Organization), count(Service), count(Area)) == before
-    assert snapshot == {s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
-                        for s in db.session.scalars(select(Service))}
+    assert snapshot == {
+        s.hsds_id: (s.name, s.category, s.languages, s.hours, s.timezone)
+        for s in db.session.scalars(select(Service))
+    }
 
 
 def test_reimport_keeps_provider_managed_fields(app: Any) -> None:
@@ -175,7 +187,9 @@ def test_hand_made_organization_is_linked_not_duplicated(app: Any) -> None:
     factories.make_org("provider", name="Bayview Legal Clinic")
     db.session.commit()
     assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
-    orgs = db.session.scalars(select(Organization).where(Organization.name == "Bayview Legal Clinic")).all()
+    orgs = db.session.scalars(
+        select(Organization).where(Organization.name == "Bayview Legal Clinic")
+    ).all()
     assert len(orgs) == 1 and orgs[0].hsds_id == "11111111-0000-4000-8000-000000000002"
 
 
@@ -252,20 +266,41 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
     assert run_import(app, os.path.join(FIXTURES, "tabular")).exit_code == 0
     hand_made = factories.make_service(
-        factories.make_org("provider", name="Hand Made Org"), category="legal",
-        name="Hand made", languages="ar,en", intake_phone="+14155550199",
-        latitude=1.5, longitude=2.5, age_bands=("18_24", "25_34"),
-        hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]], timezone="Europe/Paris",
-        areas=[Area(name="Old Town")], hearing_access=True)
+        factories.make_org("provider", name="Hand Made Org"),
+        category="legal",
+        name="Hand made",
+        languages="ar,en",
+        intake_phone="+14155550199",
+        latitude=1.5,
+        longitude=2.5,
+        age_bands=("18_24", "25_34"),
+        hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]],
+        timezone="Europe/Paris",
+        areas=[Area(name="Old Town")],
+        hearing_access=True,
+    )
     db.session.commit()
 
     def state() -> dict[str, tuple[Any, ...]]:
         db.session.expire_all()
         return {
-            s.hsds_id: (s.organization.name, s.name, s.description, s.category, sorted(s.language_list),
-                        s.intake_phone, s.latitude, s.longitude, s.age_mask, s.hours, s.timezone,
-                        s.active, s.wheelchair_access, s.hearing_access,
-                        sorted(a.name for a in s.areas))
+            s.hsds_id: (
+                s.organization.name,
+                s.name,
+                s.description,
+                s.category,
+                sorted(s.language_list),
+                s.intake_phone,
+                s.latitude,
+                s.longitude,
+                s.age_mask,
+                s.hours,
+                s.timezone,
+                s.active,
+                s.wheelchair_access,
+                s.hearing_access,
+                sorted(a.name for a in s.areas),
+            )
             for s in db.session.scalars(select(Service))
         }
 

@@ -125,7 +125,10 @@ def test_several_exclusion_reasons_and_excluded_only_on_request(app: Any) -> Non
     assert plain.matches == [] and plain.excluded is None
     asked = one(crit(gender="male", age_band="25_34", children=True), with_excluded=True)
     assert [r.code for r in asked.excluded[0].reasons] == [
-        "excluded_gender", "excluded_age", "excluded_children"]
+        "excluded_gender",
+        "excluded_age",
+        "excluded_children",
+    ]
 
 
 # --- marks ------------------------------------------------------------------------------------
@@ -168,9 +171,18 @@ def test_information_only_without_share_consent(app: Any) -> None:
 
 
 def test_anonymous_form_criteria_are_information_only(app: Any) -> None:
-    c = criteria_from_form({"categories": ["legal", "shelter"], "urgency": "immediate",
-                            "language": "ar", "age_band": "", "gender": None, "area_id": None,
-                            "children": True, "accessibility": ["wheelchair"]})
+    c = criteria_from_form(
+        {
+            "categories": ["legal", "shelter"],
+            "urgency": "immediate",
+            "language": "ar",
+            "age_band": "",
+            "gender": None,
+            "area_id": None,
+            "children": True,
+            "accessibility": ["wheelchair"],
+        }
+    )
     assert c.needs == (("legal", "immediate"), ("shelter", "immediate"))
     assert c.consented_share_categories == frozenset() and c.age_band is None
     with pytest.raises(ValueError):
@@ -187,8 +199,9 @@ def test_area_language_accessibility_reasons_and_order(app: Any) -> None:
     serves_county = factories.make_service(name="County-wide", areas=[county])
     near = factories.make_service(name="Near", latitude=34.06, longitude=-118.24, areas=[elsewhere])
     far = factories.make_service(name="Far", latitude=40.7, longitude=-74.0)
-    speaks = factories.make_service(name="Speaks", languages="ar", wheelchair_access=True,
-                                    areas=[town])
+    speaks = factories.make_service(
+        name="Speaks", languages="ar", wheelchair_access=True, areas=[town]
+    )
     result = one(crit(area_id=town.id, language="ar", accessibility=frozenset({"wheelchair"})))
     assert ids(result) == [speaks.id, serves_county.id, near.id, far.id]
     texts = {m.service_id: [str(r) for r in m.reasons] for m in result.matches}
@@ -231,12 +244,23 @@ def test_several_needs_in_order_and_same_as_naive_reference(app: Any) -> None:
     area = make_area("Somewhere", latitude=10.0, longitude=10.0)
     for i in range(30):
         factories.make_service(
-            category=vocab.SERVICE_CATEGORIES[i % 3], name=f"S{i:02d}",
-            languages=["ar", "en", "es"][i % 3], latitude=10 + i / 50, longitude=10.0,
-            areas=[area] if i % 4 == 0 else [], beds_available=(i % 3) if i % 3 == 0 else None,
-            beds_total=2 if i % 3 == 0 else None, genders=("female",) if i % 5 == 0 else None)
-    c = MatchCriteria(needs=(("legal", "soon"), ("shelter", "immediate")), language="es",
-                      area_id=area.id, gender="male", consented_share_categories=frozenset({"legal"}))
+            category=vocab.SERVICE_CATEGORIES[i % 3],
+            name=f"S{i:02d}",
+            languages=["ar", "en", "es"][i % 3],
+            latitude=10 + i / 50,
+            longitude=10.0,
+            areas=[area] if i % 4 == 0 else [],
+            beds_available=(i % 3) if i % 3 == 0 else None,
+            beds_total=2 if i % 3 == 0 else None,
+            genders=("female",) if i % 5 == 0 else None,
+        )
+    c = MatchCriteria(
+        needs=(("legal", "soon"), ("shelter", "immediate")),
+        language="es",
+        area_id=area.id,
+        gender="male",
+        consented_share_categories=frozenset({"legal"}),
+    )
     fast = match(c, now=WEDNESDAY, limit=None)
     slow = naive_match(c, now=WEDNESDAY, limit=None)
     assert [n.category for n in fast] == ["legal", "shelter"]
@@ -250,33 +274,49 @@ def test_several_needs_in_order_and_same_as_naive_reference(app: Any) -> None:
 
 # --- ranking properties ------------------------------------------------------------------------
 
-service_strategy = st.fixed_dictionaries({
-    "languages": st.sets(st.sampled_from(["en", "es", "ar", "fr"])),
-    "in_area": st.booleans(),
-    "wheelchair": st.booleans(),
-    "beds": st.one_of(st.none(), st.integers(0, 5)),
-    "open": st.booleans(),
-})
-PROPERTY_SETTINGS = settings(max_examples=50, deadline=None,
-                             suppress_health_check=[HealthCheck.function_scoped_fixture])
+service_strategy = st.fixed_dictionaries(
+    {
+        "languages": st.sets(st.sampled_from(["en", "es", "ar", "fr"])),
+        "in_area": st.booleans(),
+        "wheelchair": st.booleans(),
+        "beds": st.one_of(st.none(), st.integers(0, 5)),
+        "open": st.booleans(),
+    }
+)
+PROPERTY_SETTINGS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _build(specs: list[dict[str, Any]], area: Any, org: Any) -> list[Any]:
     rows = []
     for i, spec in enumerate(specs):
-        rows.append(factories.make_service(
-            organization=org, name=f"Service {i:02d}", languages=",".join(sorted(spec["languages"])),
-            areas=[area] if spec["in_area"] else [], wheelchair_access=spec["wheelchair"],
-            beds_total=5 if spec["beds"] is not None else None, beds_available=spec["beds"],
-            hours=[[d, "00:00", "24:00"] for d in range(7)] if spec["open"] else [[6, "01:00", "02:00"]]))
+        rows.append(
+            factories.make_service(
+                organization=org,
+                name=f"Service {i:02d}",
+                languages=",".join(sorted(spec["languages"])),
+                areas=[area] if spec["in_area"] else [],
+                wheelchair_access=spec["wheelchair"],
+                beds_total=5 if spec["beds"] is not None else None,
+                beds_available=spec["beds"],
+                hours=[[d, "00:00", "24:00"] for d in range(7)]
+                if spec["open"]
+                else [[6, "01:00", "02:00"]],
+            )
+        )
     return rows
 
 
 @PROPERTY_SETTINGS
-@given(specs=st.lists(service_strategy, min_size=1, max_size=8), data=st.data(),
-       language=st.sampled_from(["en", "es", "ar", "fr"]))
-def test_adding_a_matching_language_never_lowers_rank(app: Any, specs: Any, data: Any,
-                                                      language: str) -> None:
+@given(
+    specs=st.lists(service_strategy, min_size=1, max_size=8),
+    data=st.data(),
+    language=st.sampled_from(["en", "es", "ar", "fr"]),
+)
+def test_adding_a_matching_language_never_lowers_rank(
+    app: Any, specs: Any, data: Any, language: str
+) -> None:
     try:
         org = factories.make_org("provider")
         area = make_area()
@@ -284,7 +324,7 @@ def test_adding_a_matching_language_never_lowers_rank(app: Any, specs: Any, data
         target = rows[data.draw(st.integers(0, len(rows) - 1))]
         c = crit(language=language, area_id=area.id, accessibility=frozenset({"wheelchair"}))
         before = ids(one(c, limit=None)).index(target.id)
-        target.language_list = list(target.language_list) + [language]
+        target.language_list = [*list(target.language_list), language]
         db.session.flush()
         after = ids(one(c, limit=None)).index(target.id)
         assert after <= before
@@ -293,10 +333,15 @@ def test_adding_a_matching_language_never_lowers_rank(app: Any, specs: Any, data
 
 
 @PROPERTY_SETTINGS
-@given(specs=st.lists(service_strategy, max_size=6), twin=service_strategy,
-       free_beds=st.integers(1, 5), language=st.sampled_from(["en", "es", "ar", "fr"]))
-def test_full_shelter_never_above_an_equal_free_one(app: Any, specs: Any, twin: Any,
-                                                     free_beds: int, language: str) -> None:
+@given(
+    specs=st.lists(service_strategy, max_size=6),
+    twin=service_strategy,
+    free_beds=st.integers(1, 5),
+    language=st.sampled_from(["en", "es", "ar", "fr"]),
+)
+def test_full_shelter_never_above_an_equal_free_one(
+    app: Any, specs: Any, twin: Any, free_beds: int, language: str
+) -> None:
     try:
         org = factories.make_org("provider")
         area = make_area()
@@ -308,7 +353,10 @@ def test_full_shelter_never_above_an_equal_free_one(app: Any, specs: Any, twin: 
         c = crit(language=language, area_id=area.id)
         order = ids(one(c, limit=None))
         assert order.index(free.id) < order.index(full.id)
-        assert all(m.full for m in one(c, limit=None).matches[order.index(full.id):]
-                   if m.beds_available == 0)
+        assert all(
+            m.full
+            for m in one(c, limit=None).matches[order.index(full.id) :]
+            if m.beds_available == 0
+        )
     finally:
         db.session.rollback()

@@ -15,15 +15,27 @@ from wtforms import (
     SubmitField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app import vocab
 from app.models.directory import zone
 
 WEEKDAY_LABELS = (
-    _l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _l("Friday"),
-    _l("Saturday"), _l("Sunday"),
+    _l("Monday"),
+    _l("Tuesday"),
+    _l("Wednesday"),
+    _l("Thursday"),
+    _l("Friday"),
+    _l("Saturday"),
+    _l("Sunday"),
 )
 _SPAN = re.compile(r"^\s*(\d{1,2})[:.](\d{2})\s*[-–]\s*(\d{1,2})[:.](\d{2})\s*$")
 
@@ -34,7 +46,7 @@ class MultiCheckboxField(SelectMultipleField):
 
 
 def parse_day_hours(text: str) -> list[tuple[str, str]]:
-    """"09:00-12:00, 13:00-17:00", "24h" or "" (closed) -> [(opens, closes), ...].
+    """ "09:00-12:00, 13:00-17:00", "24h" or "" (closed) -> [(opens, closes), ...].
     Raises ValueError with a translatable message."""
     text = (text or "").strip().lower()
     if not text:
@@ -61,22 +73,29 @@ def format_day_hours(hours: list[Any], weekday: int) -> str:
 
 
 def _hours_field(index: int) -> StringField:
-    return StringField(WEEKDAY_LABELS[index], validators=[Optional(), Length(max=80)],
-                       render_kw={"placeholder": "09:00-17:00", "inputmode": "text"})
+    return StringField(
+        WEEKDAY_LABELS[index],
+        validators=[Optional(), Length(max=80)],
+        render_kw={"placeholder": "09:00-17:00", "inputmode": "text"},
+    )
 
 
 class ServiceForm(FlaskForm):
     organization_id = SelectField(_l("Organization"), coerce=int, validators=[DataRequired()])
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=200)])
     description = TextAreaField(_l("Description"), validators=[Optional(), Length(max=4000)])
-    category = SelectField(_l("Category"), choices=list(vocab.CATEGORY_LABELS.items()),
-                           validators=[DataRequired()])
-    languages = MultiCheckboxField(_l("Languages spoken"),
-                                   choices=list(vocab.SURVIVOR_LANGUAGE_LABELS.items()))
-    genders = MultiCheckboxField(_l("Genders served (none ticked: everyone)"),
-                                 choices=list(vocab.GENDER_LABELS.items()))
-    age_bands = MultiCheckboxField(_l("Age bands served (none ticked: all ages)"),
-                                   choices=list(vocab.AGE_BAND_LABELS.items()))
+    category = SelectField(
+        _l("Category"), choices=list(vocab.CATEGORY_LABELS.items()), validators=[DataRequired()]
+    )
+    languages = MultiCheckboxField(
+        _l("Languages spoken"), choices=list(vocab.SURVIVOR_LANGUAGE_LABELS.items())
+    )
+    genders = MultiCheckboxField(
+        _l("Genders served (none ticked: everyone)"), choices=list(vocab.GENDER_LABELS.items())
+    )
+    age_bands = MultiCheckboxField(
+        _l("Age bands served (none ticked: all ages)"), choices=list(vocab.AGE_BAND_LABELS.items())
+    )
     accepts_children = BooleanField(_l("Accepts accompanying children"))
     wheelchair_access = BooleanField(_l("Wheelchair access"))
     hearing_access = BooleanField(_l("Hearing support (induction loop or sign language)"))
@@ -90,13 +109,20 @@ class ServiceForm(FlaskForm):
     hours_4 = _hours_field(4)
     hours_5 = _hours_field(5)
     hours_6 = _hours_field(6)
-    timezone = StringField(_l("Timezone"), validators=[DataRequired(), Length(max=64)],
-                           render_kw={"placeholder": "America/New_York"})
-    intake_phone = StringField(_l("Intake phone (providers text from it)"),
-                               validators=[Optional(), Length(max=32)],
-                               render_kw={"type": "tel", "autocomplete": "off"})
+    timezone = StringField(
+        _l("Timezone"),
+        validators=[DataRequired(), Length(max=64)],
+        render_kw={"placeholder": "America/New_York"},
+    )
+    intake_phone = StringField(
+        _l("Intake phone (providers text from it)"),
+        validators=[Optional(), Length(max=32)],
+        render_kw={"type": "tel", "autocomplete": "off"},
+    )
     beds_total = IntegerField(_l("Beds in total"), validators=[Optional(), NumberRange(0, 10000)])
-    beds_available = IntegerField(_l("Beds free now"), validators=[Optional(), NumberRange(0, 10000)])
+    beds_available = IntegerField(
+        _l("Beds free now"), validators=[Optional(), NumberRange(0, 10000)]
+    )
     active = BooleanField(_l("Active (shown in matching)"), default=True)
     submit = SubmitField(_l("Save"))
 
@@ -108,8 +134,11 @@ class ServiceForm(FlaskForm):
             raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
 
     def validate_beds_available(self, field: Any) -> None:
-        if field.data is not None and self.beds_total.data is not None \
-                and field.data > self.beds_total.data:
+        if (
+            field.data is not None
+            and self.beds_total.data is not None
+            and field.data > self.beds_total.data
+        ):
             raise ValidationError(_l("More beds free than beds in total."))
 
     def weekly_hours(self) -> list[list[Any]] | None:
@@ -120,15 +149,20 @@ class ServiceForm(FlaskForm):
             try:
                 hours += [[day, o, c] for o, c in parse_day_hours(f.data or "")]
             except ValueError:
-                f.errors = [_l("Write hours like 09:00-17:00, several separated by commas, "
-                               "24h, or leave empty when closed.")]
+                f.errors = [
+                    _l(
+                        "Write hours like 09:00-17:00, several separated by commas, "
+                        "24h, or leave empty when closed."
+                    )
+                ]
                 ok = False
         return hours if ok else None
 
 
 class BedsForm(FlaskForm):
-    beds_available = IntegerField(_l("Beds free now"),
-                                  validators=[InputRequired(), NumberRange(0, 10000)])
+    beds_available = IntegerField(
+        _l("Beds free now"), validators=[InputRequired(), NumberRange(0, 10000)]
+    )
     submit = SubmitField(_l("Update beds"))
 
 
@@ -146,19 +180,31 @@ class MatchForm(FlaskForm):
     class Meta:
         csrf = False
 
-    categories = MultiCheckboxField(_l("Needs"), choices=list(vocab.CATEGORY_LABELS.items()),
-                                    validators=[DataRequired(_l("Choose at least one need."))])
-    urgency = SelectField(_l("Urgency"), choices=list(vocab.URGENCY_LABELS.items()),
-                          default="soon")
-    language = SelectField(_l("Language"), choices=[("", _l("Not given"))]
-                           + list(vocab.SURVIVOR_LANGUAGE_LABELS.items()), default="")
-    age_band = SelectField(_l("Age band"), choices=[("", _l("Not given"))]
-                           + list(vocab.AGE_BAND_LABELS.items()), default="")
-    gender = SelectField(_l("Gender"), choices=[("", _l("Not given"))]
-                         + list(vocab.GENDER_LABELS.items()), default="")
+    categories = MultiCheckboxField(
+        _l("Needs"),
+        choices=list(vocab.CATEGORY_LABELS.items()),
+        validators=[DataRequired(_l("Choose at least one need."))],
+    )
+    urgency = SelectField(_l("Urgency"), choices=list(vocab.URGENCY_LABELS.items()), default="soon")
+    language = SelectField(
+        _l("Language"),
+        choices=[("", _l("Not given")), *list(vocab.SURVIVOR_LANGUAGE_LABELS.items())],
+        default="",
+    )
+    age_band = SelectField(
+        _l("Age band"),
+        choices=[("", _l("Not given")), *list(vocab.AGE_BAND_LABELS.items())],
+        default="",
+    )
+    gender = SelectField(
+        _l("Gender"),
+        choices=[("", _l("Not given")), *list(vocab.GENDER_LABELS.items())],
+        default="",
+    )
     area_id = SelectField(_l("Area"), coerce=int, default=0)
     children = BooleanField(_l("Has children with them"))
-    accessibility = MultiCheckboxField(_l("Accessibility needs"),
-                                       choices=list(vocab.ACCESSIBILITY_LABELS.items()))
+    accessibility = MultiCheckboxField(
+        _l("Accessibility needs"), choices=list(vocab.ACCESSIBILITY_LABELS.items())
+    )
     show_excluded = BooleanField(_l("Also show services excluded, and why"))
     submit = SubmitField(_l("Find services"))

@@ -66,16 +66,23 @@ def index() -> str:
         query = query.where(Service.organization_id == current_user.organization_id)
     if q:
         pattern = "%" + q.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
-        query = query.where(or_(func.lower(Service.name).like(pattern),
-                                func.lower(Organization.name).like(pattern)))
+        query = query.where(
+            or_(func.lower(Service.name).like(pattern), func.lower(Organization.name).like(pattern))
+        )
     if category in vocab.SERVICE_CATEGORIES:
         query = query.where(Service.category == category)
     if area_id:
         query = query.where(Service.areas.any(Area.id == area_id))
     services = db.session.scalars(query).all()
     return render_template(
-        "directory/index.html", services=services, q=q, category=category, area_id=area_id,
-        areas=_area_choices(), category_labels=vocab.CATEGORY_LABELS, now=utcnow(),
+        "directory/index.html",
+        services=services,
+        q=q,
+        category=category,
+        area_id=area_id,
+        areas=_area_choices(),
+        category_labels=vocab.CATEGORY_LABELS,
+        now=utcnow(),
     )
 
 
@@ -84,13 +91,19 @@ def index() -> str:
 def service_detail(service_id: int) -> str:
     service = _service_for_reading(service_id)
     can_edit = current_user.role == "admin" or (
-        current_user.role == "provider" and service.organization_id == current_user.organization_id)
+        current_user.role == "provider" and service.organization_id == current_user.organization_id
+    )
     beds_form = BedsForm(obj=service) if can_edit and service.is_shelter else None
     return render_template(
-        "directory/service_detail.html", service=service, can_edit=can_edit, beds_form=beds_form,
+        "directory/service_detail.html",
+        service=service,
+        can_edit=can_edit,
+        beds_form=beds_form,
         phone=format_phone(service.intake_phone) if service.intake_phone else None,
-        open_now=service.open_at(utcnow()), weekdays=WEEKDAY_LABELS,
-        day_hours=[format_day_hours(service.hours, d) for d in range(7)], vocab=vocab,
+        open_now=service.open_at(utcnow()),
+        weekdays=WEEKDAY_LABELS,
+        day_hours=[format_day_hours(service.hours, d) for d in range(7)],
+        vocab=vocab,
     )
 
 
@@ -109,8 +122,9 @@ def service_edit(service_id: int) -> Response | str | tuple[str, int]:
 def _fill(form: ServiceForm, service: Service) -> None:
     form.languages.data = list(service.language_list)
     form.genders.data = [] if len(service.genders) == len(vocab.GENDERS) else list(service.genders)
-    form.age_bands.data = ([] if len(service.age_bands) == len(vocab.AGE_BANDS)
-                           else list(service.age_bands))
+    form.age_bands.data = (
+        [] if len(service.age_bands) == len(vocab.AGE_BANDS) else list(service.age_bands)
+    )
     form.areas.data = [a.id for a in service.areas]
     for day, f in enumerate(form.hours_fields()):
         f.data = format_day_hours(service.hours, day)
@@ -122,7 +136,9 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     admin = current_user.role == "admin"
     if admin:
         form.organization_id.choices = [
-            (o.id, o.name) for o in db.session.scalars(select(Organization).order_by(Organization.name))]
+            (o.id, o.name)
+            for o in db.session.scalars(select(Organization).order_by(Organization.name))
+        ]
     else:
         # Providers edit their own services' details, hours and beds; the organization and
         # the category (which decides the consent a referral needs) stay with admins.
@@ -162,7 +178,7 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     creating = service is None
     if service is None:
         service = Service()
-    if admin:
+    if org is not None:
         service.organization = org
         service.category = form.category.data
     service.name = (form.name.data or "").strip()
@@ -208,10 +224,15 @@ def service_beds(service_id: int) -> Response | tuple[str, int]:
             flash(_("Beds updated."), "success")
             return redirect(url_for("directory.service_detail", service_id=service.id))
     return render_template(
-        "directory/service_detail.html", service=service, can_edit=True, beds_form=form,
+        "directory/service_detail.html",
+        service=service,
+        can_edit=True,
+        beds_form=form,
         phone=format_phone(service.intake_phone) if service.intake_phone else None,
-        open_now=service.open_at(utcnow()), weekdays=WEEKDAY_LABELS,
-        day_hours=[format_day_hours(service.hours, d) for d in range(7)], vocab=vocab,
+        open_now=service.open_at(utcnow()),
+        weekdays=WEEKDAY_LABELS,
+        day_hours=[format_day_hours(service.hours, d) for d in range(7)],
+        vocab=vocab,
     ), 400
 
 
@@ -252,7 +273,8 @@ def _area_form(area: Area | None) -> Response | str | tuple[str, int]:
     form = AreaForm(obj=area)
     excluded = _descendants(area) if area is not None else set()
     form.parent_id.choices = [(0, _("None"))] + [
-        (i, n) for i, n in _area_choices() if i not in excluded]
+        (i, n) for i, n in _area_choices() if i not in excluded
+    ]
     if request.method == "GET":
         form.parent_id.data = area.parent_id or 0 if area else 0
     if form.validate_on_submit():
@@ -285,18 +307,28 @@ def _area_form(area: Area | None) -> Response | str | tuple[str, int]:
 @roles("caseworker", "supervisor")
 def match() -> str | tuple[str, int]:
     form = MatchForm(request.args)
-    form.area_id.choices = [(0, _("Not given"))] + _area_choices()
+    form.area_id.choices = [(0, _("Not given")), *_area_choices()]
     results: list[Any] | None = None
     if request.args:
         if not form.validate():
             return render_template("directory/match.html", form=form, results=None), 400
-        criteria = matching.criteria_from_form({
-            "categories": form.categories.data, "urgency": form.urgency.data,
-            "language": form.language.data, "age_band": form.age_band.data,
-            "gender": form.gender.data, "area_id": form.area_id.data,
-            "children": form.children.data, "accessibility": form.accessibility.data,
-        })
+        criteria = matching.criteria_from_form(
+            {
+                "categories": form.categories.data,
+                "urgency": form.urgency.data,
+                "language": form.language.data,
+                "age_band": form.age_band.data,
+                "gender": form.gender.data,
+                "area_id": form.area_id.data,
+                "children": form.children.data,
+                "accessibility": form.accessibility.data,
+            }
+        )
         results = matching.match(criteria, with_excluded=bool(form.show_excluded.data))
-    return render_template("directory/match.html", form=form, results=results,
-                           category_labels=vocab.CATEGORY_LABELS,
-                           urgency_labels=vocab.URGENCY_LABELS)
+    return render_template(
+        "directory/match.html",
+        form=form,
+        results=results,
+        category_labels=vocab.CATEGORY_LABELS,
+        urgency_labels=vocab.URGENCY_LABELS,
+    )

@@ -81,7 +81,9 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
             "(beds_total IS NULL OR beds_available <= beds_total))",
             name="beds_available",
         ),
-        CheckConstraint("latitude IS NULL OR (latitude >= -90 AND latitude <= 90)", name="latitude"),
+        CheckConstraint(
+            "latitude IS NULL OR (latitude >= -90 AND latitude <= 90)", name="latitude"
+        ),
         CheckConstraint(
             "longitude IS NULL OR (longitude >= -180 AND longitude <= 180)", name="longitude"
         ),
@@ -135,8 +137,9 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
 
     @property
     def genders(self) -> tuple[str, ...]:
-        return _unmask(self.gender_mask if self.gender_mask is not None else ALL_GENDERS_MASK,
-                       vocab.GENDERS)
+        return _unmask(
+            self.gender_mask if self.gender_mask is not None else ALL_GENDERS_MASK, vocab.GENDERS
+        )
 
     @genders.setter
     def genders(self, values: list[str] | tuple[str, ...]) -> None:
@@ -144,8 +147,9 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
 
     @property
     def age_bands(self) -> tuple[str, ...]:
-        return _unmask(self.age_mask if self.age_mask is not None else ALL_AGES_MASK,
-                       vocab.AGE_BANDS)
+        return _unmask(
+            self.age_mask if self.age_mask is not None else ALL_AGES_MASK, vocab.AGE_BANDS
+        )
 
     @age_bands.setter
     def age_bands(self, values: list[str] | tuple[str, ...]) -> None:
