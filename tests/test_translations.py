@@ -30,7 +30,16 @@ SHIPPED = ("es", "fr", "ar")
 SAME_IN_EVERY_LANGUAGE = {"Haven"}
 SAME_AS_ENGLISH = {
     "es": {"Error", "No", "no"},
-    "fr": {"Action", "Administration", "Note", "Signature"},
+    "fr": {
+        "Action",
+        "Administration",
+        "Centre",
+        "Description",
+        "Latitude",
+        "Longitude",
+        "Note",
+        "Signature",
+    },
     "ar": set(),
 }
 
