@@ -55,7 +55,8 @@ _ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ى": "ي", "�
 
 def normalize(text: str) -> str:
     """Case-folded, accents removed (Latin), Arabic letter variants folded, Eastern Arabic
-    digits as ASCII, punctuation and emoji turned into spaces, whitespace collapsed."""
+    digits as ASCII, punctuation (but "-", as in codes) and emoji turned into spaces,
+    whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text or "")[: messaging_limit()]
     text = text.translate(_ARABIC_DIGITS).translate(_ARABIC_FOLD).casefold()
     decomposed = unicodedata.normalize("NFD", text)
@@ -64,7 +65,7 @@ def normalize(text: str) -> str:
         category = unicodedata.category(ch)
         if category == "Mn":  # accents and Arabic diacritics
             continue
-        kept.append(ch if category[0] in "LN" else " ")
+        kept.append(ch if category[0] in "LN" or ch == "-" else " ")
     return " ".join("".join(kept).split())
 
 
@@ -614,6 +615,7 @@ class Conversation:
         if case is None:
             self.restart()
             return
+        reopen_if_closed(case)
         self.say("hotline.resume", reference=case.reference)
 
     def step_callback(self, norm: str) -> None:
@@ -624,10 +626,6 @@ class Conversation:
         case = find_case(self.index)
         if case is None:
             return None
-        if case.status == "closed":
-            from app.cases import reopen_case
-
-            reopen_case(case)
         self.session.case_id = case.id
         return case
 
@@ -679,10 +677,7 @@ class Conversation:
             # A call back needs the number kept: that is the consent question.
             self.advance("consent")
             return
-        if case.status == "closed":
-            from app.cases import reopen_case
-
-            reopen_case(case)
+        reopen_if_closed(case)
         if self.session.step == "callback":
             self.session.step = "done"
         self.session.failures = 0
@@ -702,6 +697,14 @@ class Conversation:
                 )
             )
         )
+
+
+def reopen_if_closed(case: Case) -> None:
+    """A survivor who texts again is back in the caseworkers' queue."""
+    if case.status == "closed":
+        from app.cases import reopen_case
+
+        reopen_case(case)
 
 
 def forget_number(phone_index: str, at: datetime | None = None) -> None:

@@ -100,6 +100,10 @@ def scan_database(app: Flask, needles: list[str]) -> list[str]:
     """Every column of every table, read raw (no type processing, so sealed columns stay
     sealed), searched for each needle as text and as UTF-8 bytes. Returns the
     ``table.column`` names where something was found."""
+    from flask import has_app_context
+
+    if has_app_context():
+        db.session.commit()  # end the caller's transaction (on SQLite it holds the lock)
     found = []
     with app.app_context():
         existing = set(inspect(db.engine).get_table_names())

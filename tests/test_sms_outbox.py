@@ -475,7 +475,8 @@ def test_two_workers_never_send_the_same_message(
 
 def test_status_mapping_is_monotonic_and_final(app: Any) -> None:
     db.session.add(Message(direction="out", audience="staff", template_key="survivor.update",
-                           language="en", params={}, status="submitted", twilio_sid="SM" + "a" * 32))
+                           language="en", params={}, status="submitted",
+                           twilio_sid="SM" + "a" * 32))
     db.session.commit()
     sid = "SM" + "a" * 32
     assert messaging.apply_status(sid, "sent", None).status == "sent"  # type: ignore[union-attr]

@@ -366,7 +366,7 @@ class Worker:
         for message_id, sid in rows:
             ok = False
             try:
-                ok = backend.delete(sid)
+                ok = backend.delete(sid or "")
             except messaging.SendError:
                 ok = False
             except Exception as exc:  # noqa: BLE001
