@@ -175,10 +175,8 @@ class AreaForm(FlaskForm):
 
 
 class MatchForm(FlaskForm):
-    """Anonymous mode: criteria only, nothing stored (a GET form, no CSRF needed)."""
-
-    class Meta:
-        csrf = False
+    """Anonymous mode: criteria only, nothing stored. Posted (not a GET query string) so the
+    criteria stay out of the shared tablet's history and the server's access logs."""
 
     categories = MultiCheckboxField(
         _l("Needs"),

@@ -303,14 +303,14 @@ def _area_form(area: Area | None) -> Response | str | tuple[str, int]:
 # --- matching in anonymous mode ----------------------------------------------------------
 
 
-@bp.get("/match")
+@bp.route("/match", methods=["GET", "POST"])
 @roles("caseworker", "supervisor")
 def match() -> str | tuple[str, int]:
-    form = MatchForm(request.args)
+    form = MatchForm()
     form.area_id.choices = [(0, _("Not given")), *_area_choices()]
     results: list[Any] | None = None
-    if request.args:
-        if not form.validate():
+    if request.method == "POST":
+        if not form.validate_on_submit():
             return render_template("directory/match.html", form=form, results=None), 400
         criteria = matching.criteria_from_form(
             {
