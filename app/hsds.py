@@ -808,7 +808,10 @@ def _upsert_service(
             )
         elif code not in codes:
             codes.append(code)
-    service.language_list = codes
+    # A part the record leaves out keeps what the directory holds (partial feeds); a part it
+    # gives replaces it.
+    if rec.languages or created:
+        service.language_list = codes
 
     phone = None
     for raw, src in rec.phones:
@@ -832,20 +835,25 @@ def _upsert_service(
         coords = coordinates(raw, src, problems)
         if coords:
             break
-    service.latitude, service.longitude = coords if coords else (None, None)
+    if rec.locations or created:
+        service.latitude, service.longitude = coords if coords else (None, None)
+        text = " ".join(rec.accessibility).casefold()
+        service.wheelchair_access = any(w in text for w in ("wheelchair", "step-free", "step free"))
+        service.hearing_access = any(
+            w in text for w in ("induction loop", "hearing", "sign language")
+        )
 
     hours: list[list[Any]] = []
     tz: str | None = None
     for raw, src in rec.schedules:
         hours += [h for h in schedule_hours(raw, src, problems) if h not in hours]
         tz = tz or timezone_name(raw.get("timezone_name") or raw.get("timezone"), src, problems)
-    service.hours = sorted(hours)
-    service.timezone = tz or current_app.config.get("HAVEN_DIRECTORY_TIMEZONE", "UTC")
+    if rec.schedules or created:
+        service.hours = sorted(hours)
+        service.timezone = tz or current_app.config.get("HAVEN_DIRECTORY_TIMEZONE", "UTC")
 
-    service.age_mask = age_mask(rec.minimum_age, rec.maximum_age, rec.source, problems)
-    text = " ".join(rec.accessibility).casefold()
-    service.wheelchair_access = "wheelchair" in text or "step-free" in text or "step free" in text
-    service.hearing_access = any(w in text for w in ("induction loop", "hearing", "sign language"))
+    if created or any(v not in (None, "") for v in (rec.minimum_age, rec.maximum_age)):
+        service.age_mask = age_mask(rec.minimum_age, rec.maximum_age, rec.source, problems)
 
     areas: list[Area] = []
     for raw, src in rec.areas:
@@ -858,14 +866,14 @@ def _upsert_service(
             area = _area(name, result)
             if area not in areas:
                 areas.append(area)
-    service.areas = areas
+    if rec.areas or created:
+        service.areas = areas
 
     db.session.flush()
+    audit.record("service.import", "service", service.id)
     if created:
-        audit.record("service.import", "service", service.id)
         result.services_created += 1
     else:
-        audit.record("service.import", "service", service.id)
         result.services_updated += 1
 
 

@@ -183,6 +183,30 @@ def test_reimport_keeps_provider_managed_fields(app: Any) -> None:
     assert (refuge.beds_total, refuge.beds_available, refuge.genders) == (10, 3, ("female",))
 
 
+def test_reimport_of_a_partial_record_keeps_what_it_leaves_out(app: Any, tmp_path: Any) -> None:
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    partial = [
+        {
+            "id": "11111111-0000-4000-8000-000000000001",
+            "name": "Harbour Women's Refuge",
+            "services": [
+                {"id": "22222222-0000-4000-8000-000000000001", "name": "Emergency Refuge (new)"}
+            ],
+        }
+    ]
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(partial))
+    assert run_import(app, str(path)).exit_code == 0
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    assert refuge.name == "Emergency Refuge (new)"
+    assert refuge.category == "shelter"  # from the name now
+    assert refuge.language_list == ("en", "es", "ar")
+    assert len(refuge.hours) == 7 and refuge.timezone == "America/Los_Angeles"
+    assert refuge.latitude == 37.77 and refuge.wheelchair_access
+    assert sorted(a.name for a in refuge.areas) == ["Bay County", "Harbour District"]
+    assert refuge.intake_phone == "+14155550101"
+
+
 def test_hand_made_organization_is_linked_not_duplicated(app: Any) -> None:
     factories.make_org("provider", name="Bayview Legal Clinic")
     db.session.commit()
