@@ -548,7 +548,7 @@ def _match_need(
     category: str,
     urgency: str,
     criteria: MatchCriteria,
-    area_ids: list[int],
+    serving: set[int],
     centre: tuple[float, float] | None,
     clock: _Clock,
     limit: int | None,
@@ -559,7 +559,6 @@ def _match_need(
         .execute(prefilter_query(category, criteria), prefilter_params(category, criteria))
         .all()
     )
-    serving = _serving(area_ids)
     matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
     excluded = _excluded(category, criteria) if with_excluded else None
     return NeedMatches(category, urgency, matches, total=len(rows), excluded=excluded)
@@ -604,8 +603,9 @@ def match(
     """Ranked services for each need of ``criteria`` (in the order of the needs)."""
     clock = _Clock(now or utcnow())
     area_ids, centre = _area_context(criteria.area_id)
+    serving = _serving(area_ids)  # one indexed lookup, shared by every need
     return [
-        _match_need(category, urgency, criteria, area_ids, centre, clock, limit, with_excluded)
+        _match_need(category, urgency, criteria, serving, centre, clock, limit, with_excluded)
         for category, urgency in criteria.needs
     ]
 
