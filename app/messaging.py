@@ -248,7 +248,8 @@ def render(
     template_key: str, language: str, params: Mapping[str, Any] | None = None,
     *, explicit: bool = False,
 ) -> str:
-    """The body of ``template_key`` in ``language`` (English when it is not shipped)."""
+    """The body of ``template_key`` in ``language`` (English when it is not shipped),
+    fitted to 2 segments where the GSM-7 fallback allows (``fit``)."""
     template = TEMPLATES.get(template_key)
     if template is None:
         raise MessagingError("unknown template")
@@ -257,7 +258,17 @@ def render(
     with force_locale(locale):
         values = _format_params(params or {})
         values.setdefault("emergency", current_app.config["HAVEN_EMERGENCY_NUMBER"])
-        return str(source) % values
+        body = fit(str(source) % values)
+        needs = [c for c in str((params or {}).get("needs") or "").split(",") if c]
+        # A long list of needs is shortened ("shelter, legal +3") rather than sent over
+        # 2 segments; the provider sees the rest in the portal.
+        keep = len(needs) - 1
+        while segments(body).segments > MAX_SEGMENTS and keep >= 1:
+            shown = _format_params({"needs": ",".join(needs[:keep])})["needs"]
+            values["needs"] = f"{shown} +{len(needs) - keep}"
+            body = fit(str(source) % values)
+            keep -= 1
+        return body
 
 
 # --- segments --------------------------------------------------------------------------
@@ -288,6 +299,45 @@ def segments(text: str) -> SegmentCount:
         single, part, encoding = 70, 67, "UCS-2"
     count = 1 if units <= single else math.ceil(units / part)
     return SegmentCount(encoding, units, count)
+
+
+# Typography that has a GSM-7 equivalent.
+_GSM_SUBSTITUTES = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00ab": '"',
+    "\u00bb": '"', "\u2013": "-", "\u2014": "-", "\u00a0": " ", "\u202f": " ",
+    "\u2026": "...", "\u00e7": "\u00c7",
+})
+
+
+def gsm_fallback(text: str) -> str | None:
+    """``text`` in the GSM-7 alphabet (accents outside it dropped: "á" -> "a", typographic
+    quotes and dashes replaced), like Twilio's Smart Encoding; None if that is impossible
+    (Arabic, emoji...)."""
+    import unicodedata
+
+    out = []
+    for ch in text.translate(_GSM_SUBSTITUTES):
+        if ch in GSM7_BASIC or ch in GSM7_EXTENSION:
+            out.append(ch)
+            continue
+        base = unicodedata.normalize("NFD", ch)[0]
+        if base in GSM7_BASIC:
+            out.append(base)
+        else:
+            return None
+    return "".join(out)
+
+
+def fit(text: str) -> str:
+    """The text to send: as written when it fits in 2 segments; else its GSM-7 form when
+    that fits (a Latin-script text pushed into UCS-2 by an accent takes 67 characters per
+    segment instead of 153)."""
+    if segments(text).segments <= MAX_SEGMENTS:
+        return text
+    fallback = gsm_fallback(text)
+    if fallback is not None and segments(fallback).segments <= MAX_SEGMENTS:
+        return fallback
+    return text
 
 
 # --- the outbox ------------------------------------------------------------------------
