@@ -4,6 +4,7 @@ and a scan of every text/blob column for a plaintext value."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections import deque
 from typing import Any
@@ -12,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import inspect
 from twilio.http import HttpClient
+from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 
@@ -123,3 +125,19 @@ def scan_database(app: Flask, needles: list[str]) -> list[str]:
                         if hit:
                             found.append(f"{name}.{key}")
     return found
+
+
+class LocalTwilioHttpClient(TwilioHttpClient):
+    """The SDK's own HTTP client, sending to a local mock of the Twilio API instead of
+    https://api.twilio.com (the path, auth and body are left as the SDK made them)."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_url = base_url.rstrip("/")
+        self.seen: list[tuple[str, str, int]] = []
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        local = re.sub(r"^https://[a-z0-9.-]*\.twilio\.com", self.base_url, url)
+        response = super().request(method, local, *args, **kwargs)
+        self.seen.append((method.upper(), local, response.status_code))
+        return response
