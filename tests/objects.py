@@ -21,7 +21,12 @@ from tests import factories
 @dataclass(frozen=True)
 class ObjectFactory:
     make: Callable[[Organization], int]  # other organization -> id of a new object there
-    scoped: bool  # True: another organization's object answers 404
+    # True: another organization's object answers 404 for every role allowed on the endpoint;
+    # a set of roles: only for those roles (the object is shared for reading by the others).
+    scoped: bool | frozenset[str]
+
+    def scoped_for(self, role: str) -> bool:
+        return self.scoped is True or (isinstance(self.scoped, frozenset) and role in self.scoped)
 
 
 def _user(org: Organization) -> int:
@@ -55,10 +60,9 @@ OBJECT_FACTORIES: dict[str, ObjectFactory] = {
     "user_id": ObjectFactory(_user, scoped=False),
     "organization_id": ObjectFactory(lambda org: org.id, scoped=False),
     # Directory services are shared for reading by every staff role (caseworkers must see
-    # every provider's services), so not scoped here. They ARE scoped for the provider role:
-    # a provider reading or editing another organization's service gets 404 (checked in
-    # tests/test_directory.py, since this registry has one flag per variable, not per role).
-    "service_id": ObjectFactory(_service, scoped=False),
+    # every provider's services); a provider reading or editing another organization's
+    # service gets 404.
+    "service_id": ObjectFactory(_service, scoped=frozenset({"provider"})),
     # Areas are one global list managed by admins.
     "area_id": ObjectFactory(_area, scoped=False),
 }

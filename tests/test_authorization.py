@@ -144,7 +144,7 @@ def test_objects_of_another_organization_answer_404(
             continue
         if role not in (allowed_roles(rule.endpoint) or ()):
             continue
-        if not any(OBJECT_FACTORIES[name].scoped for name in rule.arguments):
+        if not any(OBJECT_FACTORIES[name].scoped_for(role) for name in rule.arguments):
             continue
         url = build_url(app, rule, other)
         login_session(client, user)
