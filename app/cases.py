@@ -399,8 +399,7 @@ def erase_case(
     db.session.expire(case, ["needs", "consents"])
     audit.record(
         "case.erase", "case", case.id,
-        **({"actor_user_id": actor_id, "actor_org_id": case.organization_id}
-           if actor_id is not None else {}),
+        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
     )
     db.session.info["haven_checkpoint"] = True
     return stat

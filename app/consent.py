@@ -167,12 +167,14 @@ def current_consents(case: Case, at: datetime | None = None) -> dict[str, Consen
         newest[row.scope] = row
     states = {}
     for scope in CONSENT_SCOPES:
-        row = newest.get(scope)
-        if row is None:
+        latest = newest.get(scope)
+        if latest is None:
             states[scope] = ConsentState(scope, False, None)
             continue
-        expired = bool(row.granted and row.expires_at is not None and row.expires_at <= at)
-        states[scope] = ConsentState(scope, bool(row.granted) and not expired, row, expired)
+        expired = bool(
+            latest.granted and latest.expires_at is not None and latest.expires_at <= at
+        )
+        states[scope] = ConsentState(scope, bool(latest.granted) and not expired, latest, expired)
     return states
 
 
@@ -275,7 +277,7 @@ def change_consent(
     db.session.flush()
     audit.record(
         "consent.grant" if granted else "consent.withdraw", "case", case.id,
-        **_actor(actor_id, case),
+        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
     )
     if not granted:
         for effect in list(WITHDRAWAL_EFFECTS):
@@ -286,8 +288,3 @@ def change_consent(
             erase_case(case, actor_id, reason="consent_withdrawn", at=at)
     return record
 
-
-def _actor(actor_id: int | None, case: Case) -> dict[str, int | None]:
-    if actor_id is None:
-        return {}
-    return {"actor_user_id": actor_id, "actor_org_id": case.organization_id}

@@ -138,7 +138,7 @@ def make_case(
     case.note = note
     db.session.add(case)
     db.session.flush()
-    chosen = {s: True for s in ALL_CONSENT_SCOPES} if consents is None else consents
+    chosen = dict.fromkeys(ALL_CONSENT_SCOPES, True) if consents is None else consents
     from flask import current_app
 
     validity = current_app.config["CONSENT_VALIDITY"]

@@ -42,18 +42,18 @@ def set_states(case: Case, state: dict[str, str], now) -> None:
         if kind == "none":
             continue
         if kind == "granted":
-            rec = dict(granted=True, recorded_at=now - timedelta(days=1),
-                       expires_at=now + validity)
+            rec = {"granted": True, "recorded_at": now - timedelta(days=1),
+                       "expires_at": now + validity}
         elif kind == "withdrawn":
             # granted earlier, withdrawn later: the newest record decides
             db.session.add(Consent(case_id=case.id, scope=scope, granted=True, method="verbal",
                                    text_version="2026-11", language="en",
                                    recorded_at=now - timedelta(days=10),
                                    expires_at=now + validity))
-            rec = dict(granted=False, recorded_at=now - timedelta(days=1), expires_at=None)
+            rec = {"granted": False, "recorded_at": now - timedelta(days=1), "expires_at": None}
         else:  # expired
-            rec = dict(granted=True, recorded_at=now - timedelta(days=400),
-                       expires_at=now - timedelta(days=35))
+            rec = {"granted": True, "recorded_at": now - timedelta(days=400),
+                       "expires_at": now - timedelta(days=35)}
         db.session.add(Consent(case_id=case.id, scope=scope, method="verbal",
                                text_version="2026-11", language="en", **rec))
     db.session.flush()

@@ -101,7 +101,7 @@ def staffed(app, client):
 
 
 def test_erase_now_leaves_no_trace(app, client, staffed, survivor):
-    user, area = staffed
+    _user, area = staffed
     case = intake_through_the_views(client, area, survivor)
     index = blind_index(survivor["phone"])
     key_id = case.data_key_id
@@ -172,7 +172,7 @@ def test_erasure_writes_statistics_without_identifiers(app, staffed, survivor):
 
 
 def test_erasure_hooks_run_before_the_data_goes(app, staffed, survivor):
-    user, area = staffed
+    user, _area = staffed
     seen = []
 
     def hook(case, actor_id, at):
@@ -189,7 +189,7 @@ def test_erasure_hooks_run_before_the_data_goes(app, staffed, survivor):
 
 
 def test_a_failing_hook_erases_nothing(app, client, staffed, survivor):
-    user, area = staffed
+    user, _area = staffed
     case = factories.make_case(user.organization, alias=survivor["alias"])
     db.session.commit()
 
@@ -209,7 +209,7 @@ def test_a_failing_hook_erases_nothing(app, client, staffed, survivor):
 
 
 def test_withdrawing_store_by_sms_erases_like_erase_now(app, staffed, survivor):
-    user, area = staffed
+    user, _area = staffed
     case = factories.make_case(user.organization, phone=survivor["phone"])
     db.session.commit()
     consent.change_consent(case, "store", False, "sms", None, language="en")
@@ -225,7 +225,8 @@ def test_concurrent_double_submission_makes_one_case(app_factory, app):
     db.session.commit()
     # Only the session id crosses into the threads; end our own transaction so that on
     # SQLite (BEGIN IMMEDIATE) this thread holds no lock while the two requests race.
-    who = SimpleNamespace(get_id=lambda identity=user.get_id(): identity)
+    identity = user.get_id()
+    who = SimpleNamespace(get_id=lambda: identity)
     db.session.rollback()
     token = "race_" + uuid.uuid4().hex
     results: list[int] = []

@@ -25,7 +25,8 @@ def png_data_url(width: int = 60, height: int = 20) -> str:
             ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     raw = b"".join(b"\x00" + b"\xff" * width for _ in range(height))
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -112,7 +113,7 @@ def test_full_intake_with_store_consent(worker, client):
 
 
 def test_refusing_store_keeps_only_an_anonymous_count(worker, client):
-    user, area = worker
+    _user, area = worker
     response = client.post("/cases/new", data=consent_form(store="no"))
     assert response.status_code == 302
     assert "/cases/anonymous" in response.headers["Location"]
@@ -210,7 +211,7 @@ def test_expired_store_consent_counts_as_withdrawn_in_views(worker, client):
 
     from app.models import utcnow
 
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization, at=utcnow() - timedelta(days=400))
     db.session.commit()
     assert client.get(f"/cases/{case.id}/export").status_code == 403
@@ -234,7 +235,7 @@ def test_expired_store_consent_counts_as_withdrawn_in_views(worker, client):
     ({"note": "n" * 501}, "note"),
 ])
 def test_bad_profile_input_rerenders_with_field_errors(worker, client, changes, field):
-    user, area = worker
+    _user, area = worker
     client.post("/cases/new", data=consent_form())
     case = db.session.scalar(select(Case))
     response = client.post(f"/cases/{case.id}/profile", data=profile_form(area.id, **changes))
@@ -248,7 +249,7 @@ def test_bad_profile_input_rerenders_with_field_errors(worker, client, changes, 
 
 
 def test_valid_phone_is_shown_back_formatted_when_other_fields_fail(worker, client):
-    user, area = worker
+    _user, area = worker
     client.post("/cases/new", data=consent_form())
     case = db.session.scalar(select(Case))
     response = client.post(f"/cases/{case.id}/profile",
@@ -258,7 +259,7 @@ def test_valid_phone_is_shown_back_formatted_when_other_fields_fail(worker, clie
 
 
 def test_bad_needs_input(worker, client):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization, needs={})
     db.session.commit()
     response = client.post(f"/cases/{case.id}/needs", data={"need_shelter": "yesterday"})
@@ -273,7 +274,7 @@ def test_anonymous_mode_bad_input(worker, client):
 
 
 def test_case_list_tabs_and_reference_search(worker, client):
-    user, area = worker
+    user, _area = worker
     open_case = factories.make_case(user.organization, alias="Open One")
     closed = factories.make_case(user.organization, alias="Closed One", status="closed")
     sms = factories.make_case(user.organization, alias=None, channel="sms")
@@ -316,7 +317,7 @@ def test_roles(app, client, role, status):
 
 
 def test_close_reopen_and_retention_due(worker, client, app):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization)
     db.session.commit()
     assert client.post(f"/cases/{case.id}/close").status_code == 302
@@ -331,7 +332,7 @@ def test_close_reopen_and_retention_due(worker, client, app):
 
 
 def test_change_consent_page(worker, client):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization)
     db.session.commit()
     page = client.get(f"/cases/{case.id}/consent").get_data(as_text=True)
@@ -354,7 +355,7 @@ def test_change_consent_page(worker, client):
 
 
 def test_export_html_and_json_are_audited(worker, client):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization, alias="Nadia", phone="+442071838750")
     db.session.commit()
     page = client.get(f"/cases/{case.id}/export").get_data(as_text=True)
@@ -372,7 +373,7 @@ def test_export_html_and_json_are_audited(worker, client):
 
 
 def test_erase_now_needs_confirmation(worker, client):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization)
     db.session.commit()
     assert client.get(f"/cases/{case.id}/erase").status_code == 200

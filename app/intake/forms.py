@@ -59,7 +59,9 @@ def language_choices() -> list[tuple[str, str]]:
 
 
 class _ConsentFields(FlaskForm):
-    language = HiddenField(validators=[InputRequired(), AnyOf(SURVIVOR_LANGUAGES, message=BAD_TOKEN)])
+    language = HiddenField(
+        validators=[InputRequired(), AnyOf(SURVIVOR_LANGUAGES, message=BAD_TOKEN)]
+    )
     text_version = HiddenField(
         validators=[InputRequired(), AnyOf(tuple(CONSENT_TEXTS), message=BAD_TOKEN)]
     )

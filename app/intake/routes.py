@@ -23,7 +23,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -121,7 +121,7 @@ def case_list() -> Any:
         reference = cases.normalize_reference(raw_query)
         if reference is None:
             query_error = _("A reference code looks like K7Q-4MX.")
-            stmt = stmt.where(False)
+            stmt = stmt.where(false())
         else:
             stmt = stmt.where(Case.reference == reference)
     elif tab == "sms":

@@ -136,7 +136,9 @@ class Need(db.Model):  # type: ignore[name-defined,misc]
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("survivor_case.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("survivor_case.id", ondelete="CASCADE"), index=True
+    )
     category: Mapped[str] = mapped_column(String(20))
     urgency: Mapped[str] = mapped_column(String(12))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -151,7 +153,9 @@ class ConsentSignature(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "consent_signature"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("survivor_case.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("survivor_case.id", ondelete="CASCADE"), index=True
+    )
     data_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("data_key.id", ondelete="SET NULL"), index=True
     )
