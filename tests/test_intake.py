@@ -278,6 +278,7 @@ def test_case_list_tabs_and_reference_search(worker, client):
     open_case = factories.make_case(user.organization, alias="Open One")
     closed = factories.make_case(user.organization, alias="Closed One", status="closed")
     sms = factories.make_case(user.organization, alias=None, channel="sms")
+    sms.profile_completed_at = None
     other = factories.make_case(factories.make_org(), alias="Elsewhere")
     db.session.commit()
     page = client.get("/cases/").get_data(as_text=True)
@@ -399,3 +400,35 @@ def test_csrf_is_enforced_on_intake(app_factory):
         assert response.status_code == 400
         assert db.session.scalar(select(func.count(Case.id))) == 0
         db.session.remove()
+
+
+def test_sms_case_profile_keeps_the_hotline_phone(worker, client):
+    """A hotline case has a phone but no profile: the form starts from it, so saving the
+    profile cannot drop the number the survivor texted from."""
+    user, area = worker
+    case = factories.make_case(user.organization, alias=None, channel="sms", needs={})
+    case.profile_completed_at = None
+    db.session.commit()
+    assert case.reference in client.get("/cases/?tab=sms").get_data(as_text=True)
+    page = client.get(f"/cases/{case.id}/profile").get_data(as_text=True)
+    assert "+1 415-555-0123" in page
+    data = profile_form(area.id, phone="+1 415-555-0123")
+    assert client.post(f"/cases/{case.id}/profile", data=data).status_code == 302
+    db.session.expire_all()
+    case = db.session.get(Case, case.id)
+    assert case.phone == "+14155550123" and case.phone_index
+    assert case.reference not in client.get("/cases/?tab=sms").get_data(as_text=True)
+
+
+def test_consent_texts_are_shown_and_recorded_in_the_survivors_language(worker, client):
+    page = client.get("/cases/new?lang=es").get_data(as_text=True)
+    texts, shown = consent.texts_for("es")
+    assert shown == "es", "compile the catalogs: make translations-compile"
+    assert texts["store"] in page and 'lang="es"' in page
+    client.post("/cases/new", data=consent_form(language="es"))
+    assert {c.language for c in db.session.scalars(select(Consent))} == {"es"}
+    # a language without a translation is shown in English, and the record says so
+    client.post("/cases/new", data=consent_form(language="sw", token="tok_" + "b" * 30))
+    case = db.session.scalar(select(Case).where(Case.language == "sw"))
+    assert {c.language for c in db.session.scalars(
+        select(Consent).where(Consent.case_id == case.id))} == {"en"}

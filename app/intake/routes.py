@@ -56,6 +56,8 @@ from app.vocab import (
 )
 
 STAFF = ("caseworker", "supervisor")
+# Cases the hotline opened that no caseworker has taken up yet (no profile recorded).
+SMS_QUEUE = (Case.channel == "sms", Case.status == "open", Case.profile_completed_at.is_(None))
 PAGE_SIZE = 50
 
 
@@ -125,7 +127,7 @@ def case_list() -> Any:
         else:
             stmt = stmt.where(Case.reference == reference)
     elif tab == "sms":
-        stmt = stmt.where(Case.channel == "sms", Case.status == "open")
+        stmt = stmt.where(*SMS_QUEUE)
     else:
         stmt = stmt.where(Case.status == tab)
     rows = db.session.scalars(stmt.order_by(Case.created_at.desc()).limit(PAGE_SIZE)).all()
@@ -140,8 +142,7 @@ def case_list() -> Any:
     )
     sms_queue = db.session.scalar(
         select(func.count(Case.id)).where(
-            Case.organization_id == current_user.organization_id,
-            Case.channel == "sms", Case.status == "open",
+            Case.organization_id == current_user.organization_id, *SMS_QUEUE
         )
     )
     audit.record("case.list", "organization", current_user.organization_id)
@@ -284,22 +285,23 @@ def profile(case_id: int) -> Any:
     form.language.choices = language_choices()
     form.area_id.choices = _area_choices("—")
     if request.method == "GET":
-        if case.profile_completed_at is not None:
-            phone = case.phone
-            form.alias.data = case.alias
-            form.phone.data = format_phone(phone) if phone else ""
-            form.age_band.data = case.age_band
-            form.gender.data = case.gender or ""
-            form.area_id.data = str(case.area_id) if case.area_id else ""
-            form.children_accompanying.data = case.children_accompanying
-            form.accessibility.data = case.accessibility
-            form.safe_hours.data = case.safe_hours
-            form.no_voicemail.data = case.no_voicemail
-            form.do_not_text.data = case.do_not_text
-            form.note.data = case.note
+        # Prefilled from the case: an SMS case already has a phone (and maybe needs).
+        phone = case.phone
+        form.alias.data = case.alias
+        form.phone.data = format_phone(phone) if phone else ""
+        form.age_band.data = case.age_band or ""
+        form.gender.data = case.gender or ""
+        form.area_id.data = str(case.area_id) if case.area_id else ""
+        form.children_accompanying.data = case.children_accompanying
+        form.accessibility.data = case.accessibility
+        form.safe_hours.data = case.safe_hours
+        form.no_voicemail.data = case.no_voicemail
+        form.do_not_text.data = case.do_not_text
+        form.note.data = case.note
+        form.language.data = case.language or "en"
+        if case.alias_enc is not None or case.phone_enc is not None:
             audit.record("case.profile_view", "case", case.id)
             db.session.commit()
-        form.language.data = case.language or "en"
         return render_template("intake/profile.html", form=form, case=case)
     valid = form.validate_on_submit()
     phone_e164 = None
