@@ -153,7 +153,7 @@ def set_profile(
     language: str,
     age_band: str,
     gender: str | None,
-    area_id: int,
+    area_id: int | None,
     children_accompanying: int | None,
     accessibility: bool,
     safe_hours: str | None,

@@ -432,3 +432,19 @@ def test_consent_texts_are_shown_and_recorded_in_the_survivors_language(worker, 
     case = db.session.scalar(select(Case).where(Case.language == "sw"))
     assert {c.language for c in db.session.scalars(
         select(Consent).where(Consent.case_id == case.id))} == {"en"}
+
+
+def test_demo_seed_hook_makes_a_tablet_case_and_an_sms_queue_case(app):
+    from app.intake.seed import seed_cases
+
+    org = factories.make_org(name="Safe Harbor Network")
+    factories.make_user("caseworker", organization=org)
+    factories.make_area()
+    seed_cases({"Safe Harbor Network": org})
+    db.session.commit()
+    rows = {c.channel: c for c in db.session.scalars(select(Case))}
+    assert set(rows) == {"tablet", "sms"}
+    assert consent.permits(rows["tablet"], "share:shelter")
+    assert not consent.permits(rows["tablet"], "sms_explicit")
+    assert rows["sms"].profile_completed_at is None and rows["sms"].phone_index
+    assert "app.intake.seed" in {h.__module__ for h in app.extensions["haven_seed_hooks"]}
