@@ -448,3 +448,39 @@ def test_demo_seed_hook_makes_a_tablet_case_and_an_sms_queue_case(app):
     assert not consent.permits(rows["tablet"], "sms_explicit")
     assert rows["sms"].profile_completed_at is None and rows["sms"].phone_index
     assert "app.intake.seed" in {h.__module__ for h in app.extensions["haven_seed_hooks"]}
+
+
+def test_no_survivor_data_in_the_session_cookie_or_browser_storage(worker, client):
+    user, area = worker
+    client.post("/cases/new", data=consent_form())
+    case = db.session.scalar(select(Case))
+    client.post(f"/cases/{case.id}/profile", data=profile_form(area.id, alias="Wanjiru"))
+    client.post(f"/cases/{case.id}/needs", data={"need_medical": "soon"})
+    with client.session_transaction() as sess:
+        stored = repr(dict(sess))
+    assert "Wanjiru" not in stored and "5550199" not in stored and "after 6pm" not in stored
+    cookie = client.get_cookie("haven_session")
+    assert cookie is not None and "Wanjiru" not in cookie.value
+    with open(client.application.static_folder + "/signature.js", encoding="utf-8") as fh:
+        script = fh.read()
+    assert "localStorage" not in script and "sessionStorage" not in script
+    for path in ("/cases/new", f"/cases/{case.id}/profile", f"/cases/{case.id}"):
+        response = client.get(path)
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "<script>" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("changes", [
+    {"language": "xx"}, {"text_version": "0"}, {"scope": "everything"},
+    {"decision": "maybe"}, {"method": "written"}, {"method": "written", "signature": "data:,x"},
+])
+def test_tampered_change_consent_form_changes_nothing(worker, client, changes):
+    user, area = worker
+    case = factories.make_case(user.organization)
+    db.session.commit()
+    before = count(Consent)
+    data = {"language": "en", "text_version": consent.CURRENT_VERSION, "method": "verbal",
+            "scope": "share_legal", "decision": "withdraw", **changes}
+    response = client.post(f"/cases/{case.id}/consent", data=data)
+    assert response.status_code == 400 and b'class="error' in response.data
+    assert count(Consent) == before
