@@ -451,7 +451,7 @@ def test_demo_seed_hook_makes_a_tablet_case_and_an_sms_queue_case(app):
 
 
 def test_no_survivor_data_in_the_session_cookie_or_browser_storage(worker, client):
-    user, area = worker
+    _user, area = worker
     client.post("/cases/new", data=consent_form())
     case = db.session.scalar(select(Case))
     client.post(f"/cases/{case.id}/profile", data=profile_form(area.id, alias="Wanjiru"))
@@ -475,7 +475,7 @@ def test_no_survivor_data_in_the_session_cookie_or_browser_storage(worker, clien
     {"decision": "maybe"}, {"method": "written"}, {"method": "written", "signature": "data:,x"},
 ])
 def test_tampered_change_consent_form_changes_nothing(worker, client, changes):
-    user, area = worker
+    user, _area = worker
     case = factories.make_case(user.organization)
     db.session.commit()
     before = count(Consent)
