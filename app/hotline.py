@@ -32,9 +32,13 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app import audit, messaging
@@ -285,45 +289,66 @@ def _provider_reply(
 # --- entry point -----------------------------------------------------------------------
 
 
-def record_inbound(sid: str, phone_index: str, at: datetime) -> Message | None:
-    """The inbound row (no text). None when this MessageSid was already handled (a Twilio
-    retry): the unique SID makes that race-safe on both databases."""
-    message = Message(
-        direction="in", audience="survivor", status="received", twilio_sid=sid,
-        counterpart_index=phone_index, final_at=at, created_at=at, attempts=0, params={},
+@lru_cache(maxsize=4)
+def _inbound_insert(dialect: str) -> Any:
+    # Built once: the webhook's hottest statement (see bench/bench_sms_inbound.py).
+    table = Message.__table__
+    insert = pg_insert if dialect == "postgresql" else lite_insert
+    return (
+        insert(table)
+        .values(
+            direction="in", audience=bindparam("audience"), status="received",
+            twilio_sid=bindparam("sid"), counterpart_index=bindparam("phone_index"),
+            final_at=bindparam("at"), created_at=bindparam("at"), updated_at=bindparam("at"),
+            attempts=0, params={}, language="en", remote_delete_attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["twilio_sid"])
+        .returning(table.c.id)
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(message)
-            db.session.flush()
-    except IntegrityError:
-        return None
-    return message
+
+
+_SERVICES_BY_PHONE = select(Service.id).where(
+    Service.intake_phone_index == bindparam("phone_index"), Service.active.is_(True)
+)
+_CASE_REFERENCE = select(Case.reference, Case.status).where(Case.id == bindparam("case_id"))
+_SESSION_BY_PHONE = select(HotlineSession).where(
+    HotlineSession.phone_index == bindparam("phone_index")
+)
+
+
+def record_inbound(sid: str, phone_index: str, audience: str, at: datetime) -> int | None:
+    """Insert the inbound row (no text); its id, or None when this MessageSid was already
+    handled (a Twilio retry). ``INSERT ... ON CONFLICT DO NOTHING`` on the unique SID is
+    race-safe on both databases (a concurrent duplicate waits for the first, then does
+    nothing) and costs one statement."""
+    statement = _inbound_insert(db.session.get_bind().dialect.name)
+    return db.session.execute(
+        statement, {"audience": audience, "sid": sid, "phone_index": phone_index, "at": at}
+    ).scalar()
 
 
 def handle_inbound(sid: str, e164: str, text: str, at: datetime | None = None) -> list[str]:
     """Handle one inbound SMS; return the reply texts (rendered, never stored)."""
     at = at or utcnow()
     index = blind_index(e164)
-    inbound = record_inbound(sid, index, at)
-    if inbound is None:
-        return []
+    service_ids = list(db.session.scalars(_SERVICES_BY_PHONE, {"phone_index": index}))
     norm = normalize(text)
     command = parse_provider_command(norm)
-    services = list(
-        db.session.scalars(
-            select(Service).where(Service.intake_phone_index == index, Service.active.is_(True))
-            .order_by(Service.id)
-        )
+    provider = bool(service_ids) or (
+        command is not None and command.action in ("accept", "decline")
     )
-    if services or (command is not None and command.action in ("accept", "decline")):
-        inbound.audience = "provider"
+    if record_inbound(sid, index, "provider" if provider else "survivor", at) is None:
+        return []
+    if provider:
+        services = list(
+            db.session.scalars(select(Service).where(Service.id.in_(service_ids))
+                               .order_by(Service.id))
+        ) if service_ids else []
         language = _provider_language(norm) or "en"
         if command is None:
             return [messaging.render("provider.help", language)]
         return _provider_reply(services, command, language, at)
-    replies = Conversation(index, e164, at).answer(norm)
-    return replies
+    return Conversation(index, e164, at).answer(norm)
 
 
 def _provider_language(norm: str) -> str | None:
@@ -363,9 +388,7 @@ class Conversation:
         self.e164 = e164
         self.at = at
         self.replies: list[str] = []
-        self.session = db.session.scalar(
-            select(HotlineSession).where(HotlineSession.phone_index == phone_index)
-        )
+        self.session = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": phone_index})
 
     # -- helpers --
 
@@ -548,30 +571,22 @@ class Conversation:
         else:
             self.finish(case)
 
-    def areas(self) -> list[Area]:
-        return list(db.session.scalars(select(Area).order_by(Area.name, Area.id)))
+    def areas(self) -> list[tuple[int, str]]:
+        return [(row.id, row.name) for row in
+                db.session.execute(select(Area.id, Area.name).order_by(Area.name, Area.id))]
 
-    def area_pages(self) -> list[list[Area]]:
+    def area_pages(self) -> list[list[tuple[int, str]]]:
         """Menu pages that fit in 2 segments in the conversation's language."""
-        areas = self.areas()
-        pages: list[list[Area]] = []
-        page: list[Area] = []
-        for area in areas:
-            trial = [*page, area]
-            if page and messaging.segments(self.area_text(trial, more=True)).segments > 2:
-                pages.append(page)
-                page = [area]
-            else:
-                page = trial
-        if page:
-            pages.append(page)
-        return pages
+        areas = tuple(self.areas())
+        return [list(page) for page in _area_pages(
+            areas, self.language, messaging.render("hotline.area_more", self.language),
+            messaging.render("hotline.area_menu", self.language, {"options": "\x00"}),
+        )]
 
-    def area_text(self, page: list[Area], more: bool) -> str:
-        options = ", ".join(f"{i} {area.name}" for i, area in enumerate(page, start=1))
-        if more:
-            options += ", " + messaging.render("hotline.area_more", self.language)
-        return messaging.render("hotline.area_menu", self.language, {"options": options})
+    def area_text(self, page: list[tuple[int, str]], more: bool) -> str:
+        template = messaging.render("hotline.area_menu", self.language, {"options": "\x00"})
+        more_text = messaging.render("hotline.area_more", self.language) if more else None
+        return _area_text(template, page, more_text)
 
     def area_menu(self) -> None:
         assert self.session is not None
@@ -597,7 +612,7 @@ class Conversation:
             self.area_menu()
             return
         if norm.isascii() and norm.isdigit() and 1 <= int(norm) <= len(page):
-            case.area_id = page[int(norm) - 1].id
+            case.area_id = page[int(norm) - 1][0]
             db.session.flush()
             audit.record("case.profile_update", "case", case.id)
             self.finish(case)
@@ -611,6 +626,15 @@ class Conversation:
         self.say("hotline.confirm", reference=case.reference)
 
     def step_done(self, norm: str) -> None:
+        assert self.session is not None
+        if self.session.case_id is not None:
+            # The common follow-up: an open case, answered from two columns.
+            row = db.session.execute(
+                _CASE_REFERENCE, {"case_id": self.session.case_id}
+            ).first()
+            if row is not None and row.status == "open":
+                self.say("hotline.resume", reference=row.reference)
+                return
         case = self.case() or self.resume_case()
         if case is None:
             self.restart()
@@ -697,6 +721,34 @@ class Conversation:
                 )
             )
         )
+
+
+def _area_text(template: str, page: list[tuple[int, str]] | tuple[tuple[int, str], ...],
+               more: str | None) -> str:
+    options = ", ".join(f"{i} {name}" for i, (_id, name) in enumerate(page, start=1))
+    if more:
+        options += ", " + more
+    return template.replace("\x00", options)
+
+
+@lru_cache(maxsize=256)
+def _area_pages(
+    areas: tuple[tuple[int, str], ...], language: str, more: str, template: str
+) -> tuple[tuple[tuple[int, str], ...], ...]:
+    """Split the area list into numbered menu pages of at most 2 segments each (cached per
+    area list and language: the list changes rarely, the hotline asks often)."""
+    pages: list[tuple[tuple[int, str], ...]] = []
+    page: tuple[tuple[int, str], ...] = ()
+    for area in areas:
+        trial = (*page, area)
+        if page and messaging.segments(_area_text(template, trial, more)).segments > 2:
+            pages.append(page)
+            page = (area,)
+        else:
+            page = trial
+    if page:
+        pages.append(page)
+    return tuple(pages)
 
 
 def reopen_if_closed(case: Case) -> None:

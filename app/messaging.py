@@ -32,6 +32,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 
@@ -250,16 +251,30 @@ def render(
 ) -> str:
     """The body of ``template_key`` in ``language`` (English when it is not shipped),
     fitted to 2 segments where the GSM-7 fallback allows (``fit``)."""
-    template = TEMPLATES.get(template_key)
-    if template is None:
+    if template_key not in TEMPLATES:
         raise MessagingError("unknown template")
     locale = language if language in shipped_languages() else "en"
+    frozen = tuple(sorted((k, "" if v is None else str(v)) for k, v in (params or {}).items()))
+    return _render_cached(
+        template_key, locale, frozen, explicit, current_app.config["HAVEN_EMERGENCY_NUMBER"]
+    )
+
+
+@lru_cache(maxsize=4096)
+def _render_cached(
+    template_key: str, locale: str, params: tuple[tuple[str, str], ...], explicit: bool,
+    emergency: str,
+) -> str:
+    # Parameters are codes and vocabulary keys, so the same few bodies are rendered over
+    # and over: cached per process (catalogs only change with a restart).
+    template = TEMPLATES[template_key]
     source = template.explicit if (explicit and template.explicit is not None) else template.text
+    given = dict(params)
     with force_locale(locale):
-        values = _format_params(params or {})
-        values.setdefault("emergency", current_app.config["HAVEN_EMERGENCY_NUMBER"])
+        values = _format_params(given)
+        values.setdefault("emergency", emergency)
         body = fit(str(source) % values)
-        needs = [c for c in str((params or {}).get("needs") or "").split(",") if c]
+        needs = [c for c in str(given.get("needs") or "").split(",") if c]
         # A long list of needs is shortened ("shelter, legal +3") rather than sent over
         # 2 segments; the provider sees the rest in the portal.
         keep = len(needs) - 1
