@@ -484,3 +484,21 @@ def test_tampered_change_consent_form_changes_nothing(worker, client, changes):
     response = client.post(f"/cases/{case.id}/consent", data=data)
     assert response.status_code == 400 and b'class="error' in response.data
     assert count(Consent) == before
+
+
+def test_resent_consent_change_and_erase_are_harmless(worker, client):
+    user, _area = worker
+    case = factories.make_case(user.organization)
+    db.session.commit()
+    before = count(Consent)
+    data = {"language": "en", "text_version": consent.CURRENT_VERSION, "method": "verbal",
+            "scope": "share_medical", "decision": "withdraw"}
+    assert client.post(f"/cases/{case.id}/consent", data=data).status_code == 302
+    assert client.post(f"/cases/{case.id}/consent", data=data).status_code == 302
+    assert count(Consent) == before + 1
+    erase = {"reference": case.reference}
+    assert client.post(f"/cases/{case.id}/erase", data=erase).status_code == 302
+    second = client.post(f"/cases/{case.id}/erase", data=erase)
+    assert second.status_code == 302 and second.headers["Location"].endswith(f"/cases/{case.id}")
+    assert db.session.scalar(select(func.count(AuditEvent.id)).where(
+        AuditEvent.action == "case.erase")) == 1

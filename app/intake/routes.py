@@ -9,6 +9,7 @@ browser carries is a random, non-identifying intake token in a hidden field."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from flask import (
@@ -59,6 +60,7 @@ STAFF = ("caseworker", "supervisor")
 # Cases the hotline opened that no caseworker has taken up yet (no profile recorded).
 SMS_QUEUE = (Case.channel == "sms", Case.status == "open", Case.profile_completed_at.is_(None))
 PAGE_SIZE = 50
+RESEND_WINDOW = timedelta(seconds=60)
 
 
 def _case_or_404(case_id: int) -> Case:
@@ -392,7 +394,9 @@ def case_page(case_id: int) -> Any:
 @bp.route("/<int:case_id>/consent", methods=["GET", "POST"])
 @roles(*STAFF)
 def change_consent(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = _case_or_404(case_id)
+    if case.is_erased:  # e.g. a resent "withdraw store": show what happened, not a 404
+        return redirect(url_for("intake.case_page", case_id=case.id))
     form = ChangeConsentForm()
     form.scope.choices = [(s, str(consent.SCOPE_LABELS[s])) for s in CONSENT_SCOPES]
     raw_language = request.args.get("lang") if request.method == "GET" else form.language.data
@@ -410,6 +414,8 @@ def change_consent(case_id: int) -> Any:
             except cases.CaseError:
                 form.signature.errors = [_("Ask the survivor to sign in the box.")]
                 ok = False
+        if ok and _is_resend(case, form.scope.data, granted, form.method.data):
+            return redirect(url_for("intake.case_page", case_id=case.id))
         if ok:
             _texts, shown = consent.texts_for(language, form.text_version.data)
             if form.method.data == "written":
@@ -441,6 +447,18 @@ def change_consent(case_id: int) -> Any:
         language=language, languages=language_choices(), states=consent.current_consents(case),
         scopes=CONSENT_SCOPES, **_labels(),
     ), status
+
+
+def _is_resend(case: Case, scope: str, granted: bool, method: str) -> bool:
+    """The same change by the same person moments ago: a double tap or a resent form."""
+    latest = consent.current_consents(case)[scope].record
+    return bool(
+        latest is not None
+        and latest.granted == granted
+        and latest.method == method
+        and latest.recorded_by_id == current_user.id
+        and utcnow() - latest.recorded_at < RESEND_WINDOW
+    )
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -505,7 +523,9 @@ def export_json(case_id: int) -> Response:
 @bp.route("/<int:case_id>/erase", methods=["GET", "POST"])
 @roles(*STAFF)
 def erase(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = _case_or_404(case_id)
+    if case.is_erased:  # a double tap on "erase": the first one did it
+        return redirect(url_for("intake.case_page", case_id=case.id))
     form = EraseForm()
     if request.method == "POST" and form.validate_on_submit():
         if cases.normalize_reference(form.reference.data or "") != case.reference:
