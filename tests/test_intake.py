@@ -502,3 +502,19 @@ def test_resent_consent_change_and_erase_are_harmless(worker, client):
     assert second.status_code == 302 and second.headers["Location"].endswith(f"/cases/{case.id}")
     assert db.session.scalar(select(func.count(AuditEvent.id)).where(
         AuditEvent.action == "case.erase")) == 1
+
+
+def test_case_list_pages(worker, client, monkeypatch):
+    from app.intake import routes
+
+    user, area = worker
+    monkeypatch.setattr(routes, "PAGE_SIZE", 2)
+    made = [factories.make_case(user.organization, area=area, needs={}) for _ in range(3)]
+    db.session.commit()
+    first = client.get("/cases/").get_data(as_text=True)
+    second = client.get("/cases/?tab=open&page=2").get_data(as_text=True)
+    shown = [c.reference for c in made if c.reference in first]
+    rest = [c.reference for c in made if c.reference in second]
+    assert len(shown) == 2 and len(rest) == 1 and not set(shown) & set(rest)
+    assert "page=2" in first and "page=1" in second
+    assert client.get("/cases/?page=-4").status_code == 200

@@ -132,7 +132,14 @@ def case_list() -> Any:
         stmt = stmt.where(*SMS_QUEUE)
     else:
         stmt = stmt.where(Case.status == tab)
-    rows = db.session.scalars(stmt.order_by(Case.created_at.desc()).limit(PAGE_SIZE)).all()
+    page = request.args.get("page", "1")
+    page_number = int(page) if page.isdigit() and 0 < int(page) < 10_000 else 1
+    rows = db.session.scalars(
+        stmt.order_by(Case.created_at.desc(), Case.id.desc())
+        .offset((page_number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+    ).all()
+    has_more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
     if raw_query and len(rows) == 1 and query_error is None:
         return redirect(url_for("intake.case_page", case_id=rows[0].id))
     counts = dict(
@@ -151,6 +158,7 @@ def case_list() -> Any:
     db.session.commit()
     return render_template(
         "intake/list.html", cases=rows, tab=tab, q=raw_query, query_error=query_error,
+        page=page_number, has_more=has_more,
         counts=counts, sms_queue=sms_queue, **_labels(),
     )
 
