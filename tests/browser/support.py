@@ -1,0 +1,157 @@
+"""Helpers for the browser tests: sign-in through the real forms, axe-core, page weight."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from collections.abc import Callable
+from typing import Any
+
+import pyotp
+
+from tests import factories
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHROMIUM = os.environ.get("HAVEN_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium calls Google on start.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AXE_JS = os.path.join(ROOT, ".tools", "axe", "axe.min.js")
+SCREENSHOTS = os.path.join(ROOT, "test-output", "screenshots")
+TABLET = {"width": 768, "height": 1024}
+TABLET_LANDSCAPE = {"width": 1024, "height": 768}
+SHORT_IDLE_SECONDS = 3
+
+
+PAGE_BUDGET_BYTES = 150 * 1024
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+@dataclass
+class Person:
+    id: int
+    username: str
+    totp_secret: str | None
+    organization_id: int
+
+    def code(self) -> str:
+        assert self.totp_secret
+        return pyotp.TOTP(self.totp_secret).now()
+
+
+def person(user: Any) -> Person:
+    return Person(user.id, user.username, user.totp_secret, user.organization_id)
+
+
+def submit(page: Any, scope: str = "main form") -> None:
+    page.locator(f"{scope} [type=submit]").first.click()
+
+
+def sign_in(page: Any, who: Person, origin: str = "") -> None:
+    """Password, then the 6-digit code, through the real forms; ends on the home page."""
+    page.goto(origin + "/auth/login")
+    page.fill("#username", who.username)
+    page.fill("#password", factories.PASSWORD)
+    submit(page)
+    page.wait_for_url("**/auth/verify")
+    page.fill("#code", who.code())
+    submit(page)
+    page.wait_for_url(lambda url: "/auth/" not in url)
+
+
+def html_lang_dir(page: Any) -> tuple[str, str]:
+    return (
+        page.evaluate("() => document.documentElement.lang"),
+        page.evaluate("() => document.documentElement.dir"),
+    )
+
+
+# --- axe-core --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def axe_source() -> str:
+    if not os.path.exists(AXE_JS):
+        raise AssertionError(
+            f"axe-core is missing at {AXE_JS}: run tests/tools/install_axe.sh"
+        )
+    with open(AXE_JS, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def run_axe(page: Any) -> list[dict[str, Any]]:
+    """All axe-core violations of the page as loaded (WCAG 2.1 A/AA and best practices).
+    The script is evaluated through the DevTools protocol, so the page's CSP (no inline
+    scripts) stays on and is itself checked by the recorder."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source() + "\n;void 0")
+    result: list[dict[str, Any]] = page.evaluate(
+        """async () => {
+            const r = await axe.run(document, {resultTypes: ['violations']});
+            return r.violations.map(v => ({
+                id: v.id, impact: v.impact, help: v.help,
+                targets: v.nodes.slice(0, 5).map(n => n.target.join(' ')),
+                count: v.nodes.length}));
+        }"""
+    )
+    return result
+
+
+def blocking(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [v for v in violations if v["impact"] in BLOCKING_IMPACTS]
+
+
+# --- page weight -------------------------------------------------------------------------
+
+
+@dataclass
+class Weight:
+    total: int
+    by_type: dict[str, int]
+    requests: int
+
+
+def load_measured(page: Any, url: str | Callable[[], Any]) -> Weight:
+    """Navigate to ``url`` (or run an action that navigates, like a form post) and add up what the network transferred for it: headers and
+    bodies of the document, its redirects, CSS, JS and images (the context's routing
+    keeps the cache off, so nothing is left out)."""
+    responses: list[Any] = []
+
+    def keep(response: Any) -> None:
+        responses.append(response)
+
+    page.on("response", keep)
+    try:
+        if callable(url):
+            url()
+        else:
+            page.goto(url, wait_until="load")
+        page.wait_for_load_state("load")
+    finally:
+        page.remove_listener("response", keep)
+    by_type: dict[str, int] = {}
+    total = 0
+    for response in responses:
+        sizes = response.request.sizes()
+        size = sizes["responseBodySize"] + sizes["responseHeadersSize"]
+        if sizes["responseBodySize"] <= 0 and response.status == 200:
+            size += len(response.body())
+        kind = response.request.resource_type
+        by_type[kind] = by_type.get(kind, 0) + size
+        total += size
+    return Weight(total, by_type, len(responses))
+
+
+def screenshot(page: Any, name: str) -> str:
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    path = os.path.join(SCREENSHOTS, f"{name}.png")
+    page.screenshot(path=path, full_page=True)
+    return path

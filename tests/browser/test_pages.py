@@ -1,0 +1,184 @@
+"""Every main page, signed in as each role, in English and in Arabic, at tablet size:
+
+* axe-core finds no ``serious`` or ``critical`` violation;
+* the page says its language and direction (``lang``/``dir`` on <html>);
+* everything it transfers (HTML, CSS, JS, images, redirects) stays under 150 KB;
+* no request leaves the Haven server, no CSP violation, no JavaScript error;
+* a screenshot at 768×1024 and at 1024×768 lands in test-output/screenshots/ for people to
+  look at. Figures are printed (run with ``-s``) and written to
+  test-output/page-report-<locale>.txt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from app.extensions import db
+from tests import factories
+from tests.browser.support import (
+    PAGE_BUDGET_BYTES,
+    ROOT,
+    TABLET,
+    TABLET_LANDSCAPE,
+    Person,
+    blocking,
+    html_lang_dir,
+    load_measured,
+    person,
+    run_axe,
+    screenshot,
+    sign_in,
+)
+
+pytestmark = pytest.mark.browser
+
+LOCALES = {"en": "en-US", "ar": "ar"}
+
+
+@pytest.fixture(scope="module")
+def people(live: Any, world: Any) -> dict[str, Any]:
+    """A user of every role (TOTP enrolled) and an open case of the caseworkers' NGO."""
+
+    def build() -> dict[str, Any]:
+        from app.models import Area, Organization
+
+        ngo = db.session.get(Organization, world.ngo_id)
+        area = db.session.get(Area, world.area_id)
+        case = factories.make_case(ngo, alias="Rosa", area=area,
+                                   needs={"shelter": "immediate", "legal": "soon"})
+        operator = factories.make_org("operator", name="Haven operator")
+        provider_org = db.session.get(Organization, world.provider_org_id)
+        return {
+            "case_id": case.id,
+            "users": {
+                locale: {
+                    "caseworker": person(factories.make_user("caseworker", ngo, totp=True)),
+                    "supervisor": person(factories.make_user("supervisor", ngo)),
+                    "provider": person(factories.make_user("provider", provider_org, totp=True)),
+                    "admin": person(factories.make_user("admin", operator)),
+                }
+                for locale in LOCALES
+            },
+        }
+
+    return live.seed(build)  # type: ignore[no-any-return]
+
+
+def _match_results(page: Any, world: Any) -> Callable[[], None]:
+    """Fill the matching form, then (measured) post it."""
+
+    def act() -> None:
+        page.locator("main form.match-form [type=submit]").click()
+        page.wait_for_selector(".match-list")
+
+    def prepare() -> Callable[[], None]:
+        page.goto("/directory/match")
+        page.check("input[name=categories][value=shelter]")
+        page.select_option("#area_id", str(world.area_id))
+        return act
+
+    return prepare
+
+
+def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str, Any]]:
+    common = [("language", "/auth/language"), ("password", "/auth/password")]
+    if role == "caseworker":
+        return [
+            ("home-caseworker", "/"),
+            ("cases", "/cases/"),
+            ("intake-consent", "/cases/new"),
+            ("intake-profile", f"/cases/{case_id}/profile"),
+            ("intake-needs", f"/cases/{case_id}/needs"),
+            ("case", f"/cases/{case_id}"),
+            ("case-consent", f"/cases/{case_id}/consent"),
+            ("case-export", f"/cases/{case_id}/export"),
+            ("case-erase", f"/cases/{case_id}/erase"),
+            ("intake-anonymous", "/cases/anonymous"),
+            ("directory", "/directory/"),
+            ("service", f"/directory/services/{world.service_id}"),
+            ("match", "/directory/match"),
+            ("match-results", _match_results(page, world)),  # a form post
+            *common,
+        ]
+    if role == "supervisor":
+        return [("home-supervisor", "/"), ("audit-supervisor", "/admin/audit")]
+    if role == "provider":
+        return [
+            ("home-provider", "/"),
+            ("service-edit", f"/directory/services/{world.service_id}/edit"),
+        ]
+    return [
+        ("home-admin", "/"),
+        ("users", "/admin/users"),
+        ("organizations", "/admin/organizations"),
+        ("areas", "/directory/areas"),
+        ("service-new", "/directory/services/new"),
+        ("audit", "/admin/audit"),
+    ]
+
+
+def check_page(page: Any, name: str, target: Any, locale: str, report: list[str],
+               failures: list[str]) -> None:
+    weight = load_measured(page, target)
+    lang, direction = html_lang_dir(page)
+    expected_dir = "rtl" if locale == "ar" else "ltr"
+    if (lang, direction) != (locale, expected_dir):
+        failures.append(f"{name}: <html lang={lang!r} dir={direction!r}>")
+    if weight.total > PAGE_BUDGET_BYTES:
+        failures.append(f"{name}: {weight.total} bytes transferred (budget {PAGE_BUDGET_BYTES})")
+    shot = screenshot(page, f"{name}-{locale}-768x1024")
+    page.set_viewport_size(TABLET_LANDSCAPE)
+    screenshot(page, f"{name}-{locale}-1024x768")
+    page.set_viewport_size(TABLET)
+    violations = run_axe(page)
+    for v in blocking(violations):
+        failures.append(f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
+                        f"({v['count']}x, e.g. {v['targets']})")
+    others = ", ".join(f"{v['id']}({v['impact']})" for v in violations) or "none"
+    kinds = " ".join(f"{k}={n}" for k, n in sorted(weight.by_type.items()))
+    report.append(f"{name:18} {weight.total / 1024:6.1f} KB  ({weight.requests} requests: {kinds})"
+                  f"  axe: {others}  [{os.path.basename(shot)}]")
+
+
+@pytest.mark.parametrize("locale", list(LOCALES))
+def test_main_pages(contexts: Any, live: Any, world: Any, people: dict[str, Any],
+                    locale: str) -> None:
+    report: list[str] = []
+    failures: list[str] = []
+    context = contexts.new(locale=LOCALES[locale])
+    page = context.new_page()
+    # Anonymous pages, and the second sign-in step.
+    check_page(page, "login", "/auth/login", locale, report, failures)
+    who: Person = people["users"][locale]["caseworker"]
+    page.fill("#username", who.username)
+    page.fill("#password", factories.PASSWORD)
+    page.locator("main form [type=submit]").click()
+    page.wait_for_url("**/auth/verify")
+    check_page(page, "totp", "/auth/verify", locale, report, failures)
+    context.close()
+
+    for role in ("caseworker", "provider", "supervisor", "admin"):
+        context = contexts.new(locale=LOCALES[locale])
+        page = context.new_page()
+        sign_in(page, people["users"][locale][role])
+        for name, target in pages_for(role, world, people["case_id"], page):
+            if callable(target):
+                target = target()  # prepare (fill a form): not part of the weight
+            check_page(page, name, target, locale, report, failures)
+        context.close()
+
+    page = contexts.new(locale=LOCALES[locale]).new_page()
+    weight = load_measured(page, "/leave")
+    report.append(f"{'leave':18} {weight.total / 1024:6.1f} KB  (neutral page, lang=en by design)")
+    screenshot(page, f"leave-{locale}-768x1024")
+
+    out = os.path.join(ROOT, "test-output", f"page-report-{locale}.txt")
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(report) + "\n")
+    print(f"\n[{locale}] page weights and axe results:\n" + "\n".join(report))
+    contexts.recorder.check()
+    assert not failures, "\n".join(failures)
