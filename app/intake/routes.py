@@ -450,6 +450,8 @@ def change_consent(case_id: int) -> Any:
         preset = request.args.get("scope")
         if preset in CONSENT_SCOPES:
             form.scope.data = preset
+        audit.record("case.consent_view", "case", case.id)
+        db.session.commit()
     return render_template(
         "intake/change_consent.html", form=form, case=case, texts=texts, shown_language=shown,
         language=language, languages=language_choices(), states=consent.current_consents(case),
