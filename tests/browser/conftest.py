@@ -142,12 +142,18 @@ class Contexts:
         self.made: list[Any] = []
 
     def new(
-        self, locale: str = "en-US", viewport: dict[str, int] | None = None,
-        base_url: str | None = None, **options: Any,
+        self,
+        locale: str = "en-US",
+        viewport: dict[str, int] | None = None,
+        base_url: str | None = None,
+        **options: Any,
     ) -> Any:
         context = self.browser.new_context(
-            locale=locale, viewport=viewport or TABLET, base_url=base_url or self.live.url,
-            has_touch=True, **options,
+            locale=locale,
+            viewport=viewport or TABLET,
+            base_url=base_url or self.live.url,
+            has_touch=True,
+            **options,
         )
         context.set_default_timeout(10_000)
         recorder = self.recorder
@@ -222,13 +228,19 @@ def world(live: Live) -> World:
         area = factories.make_area("Riverside")
         provider_org = factories.make_org("provider", name="Safe Roof Shelter")
         service = factories.make_service(
-            provider_org, category="shelter", name="Safe Roof night shelter", areas=[area],
-            languages="en,es,ar", beds_total=10, beds_available=4,
+            provider_org,
+            category="shelter",
+            name="Safe Roof night shelter",
+            areas=[area],
+            languages="en,es,ar",
+            beds_total=10,
+            beds_available=4,
             intake_phone="+14155550199",
         )
         provider = factories.make_user("provider", provider_org, totp=True)
-        return World(ngo.id, area.id, area.name, provider_org.id, service.id, service.name,
-                     person(provider))
+        return World(
+            ngo.id, area.id, area.name, provider_org.id, service.id, service.name, person(provider)
+        )
 
     return live.seed(build)
 

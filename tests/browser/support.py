@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from collections.abc import Callable
 from typing import Any
 
 import pyotp
@@ -80,9 +80,7 @@ def html_lang_dir(page: Any) -> tuple[str, str]:
 @lru_cache(maxsize=1)
 def axe_source() -> str:
     if not os.path.exists(AXE_JS):
-        raise AssertionError(
-            f"axe-core is missing at {AXE_JS}: run tests/tools/install_axe.sh"
-        )
+        raise AssertionError(f"axe-core is missing at {AXE_JS}: run tests/tools/install_axe.sh")
     with open(AXE_JS, encoding="utf-8") as fh:
         return fh.read()
 
@@ -120,9 +118,9 @@ class Weight:
 
 
 def load_measured(page: Any, url: str | Callable[[], Any]) -> Weight:
-    """Navigate to ``url`` (or run an action that navigates, like a form post) and add up what the network transferred for it: headers and
-    bodies of the document, its redirects, CSS, JS and images (the context's routing
-    keeps the cache off, so nothing is left out)."""
+    """Navigate to ``url`` (or run an action that navigates, like a form post) and add up
+    what the network transferred for it: headers and bodies of the document, its redirects,
+    CSS, JS and images (the context's routing keeps the cache off: nothing is left out)."""
     responses: list[Any] = []
 
     def keep(response: Any) -> None:

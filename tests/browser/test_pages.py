@@ -48,8 +48,9 @@ def people(live: Any, world: Any) -> dict[str, Any]:
 
         ngo = db.session.get(Organization, world.ngo_id)
         area = db.session.get(Area, world.area_id)
-        case = factories.make_case(ngo, alias="Rosa", area=area,
-                                   needs={"shelter": "immediate", "legal": "soon"})
+        case = factories.make_case(
+            ngo, alias="Rosa", area=area, needs={"shelter": "immediate", "legal": "soon"}
+        )
         operator = factories.make_org("operator", name="Haven operator")
         provider_org = db.session.get(Organization, world.provider_org_id)
         return {
@@ -121,8 +122,9 @@ def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str,
     ]
 
 
-def check_page(page: Any, name: str, target: Any, locale: str, report: list[str],
-               failures: list[str]) -> None:
+def check_page(
+    page: Any, name: str, target: Any, locale: str, report: list[str], failures: list[str]
+) -> None:
     weight = load_measured(page, target)
     lang, direction = html_lang_dir(page)
     expected_dir = "rtl" if locale == "ar" else "ltr"
@@ -136,17 +138,22 @@ def check_page(page: Any, name: str, target: Any, locale: str, report: list[str]
     page.set_viewport_size(TABLET)
     violations = run_axe(page)
     for v in blocking(violations):
-        failures.append(f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
-                        f"({v['count']}x, e.g. {v['targets']})")
+        failures.append(
+            f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
+            f"({v['count']}x, e.g. {v['targets']})"
+        )
     others = ", ".join(f"{v['id']}({v['impact']})" for v in violations) or "none"
     kinds = " ".join(f"{k}={n}" for k, n in sorted(weight.by_type.items()))
-    report.append(f"{name:18} {weight.total / 1024:6.1f} KB  ({weight.requests} requests: {kinds})"
-                  f"  axe: {others}  [{os.path.basename(shot)}]")
+    report.append(
+        f"{name:18} {weight.total / 1024:6.1f} KB  ({weight.requests} requests: {kinds})"
+        f"  axe: {others}  [{os.path.basename(shot)}]"
+    )
 
 
 @pytest.mark.parametrize("locale", list(LOCALES))
-def test_main_pages(contexts: Any, live: Any, world: Any, people: dict[str, Any],
-                    locale: str) -> None:
+def test_main_pages(
+    contexts: Any, live: Any, world: Any, people: dict[str, Any], locale: str
+) -> None:
     report: list[str] = []
     failures: list[str] = []
     context = contexts.new(locale=LOCALES[locale])
