@@ -311,8 +311,12 @@ _SERVICES_BY_PHONE = select(Service.id).where(
     Service.intake_phone_index == bindparam("phone_index"), Service.active.is_(True)
 )
 _CASE_REFERENCE = select(Case.reference, Case.status).where(Case.id == bindparam("case_id"))
-_SESSION_BY_PHONE = select(HotlineSession).where(
-    HotlineSession.phone_index == bindparam("phone_index")
+# FOR UPDATE: messages from one number are handled one at a time (two quick "yes" must not
+# open two cases). On SQLite the clause is dropped; BEGIN IMMEDIATE serialises already.
+_SESSION_BY_PHONE = (
+    select(HotlineSession)
+    .where(HotlineSession.phone_index == bindparam("phone_index"))
+    .with_for_update()
 )
 
 
@@ -422,9 +426,7 @@ class Conversation:
                 db.session.add(session)
                 db.session.flush()
         except IntegrityError:  # two first messages at once: use the winner's session
-            found = db.session.scalar(
-                select(HotlineSession).where(HotlineSession.phone_index == self.index)
-            )
+            found = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": self.index})
             assert found is not None
             return found
         return session

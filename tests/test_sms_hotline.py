@@ -594,3 +594,53 @@ def test_need_rows_only_after_consent(client: Any) -> None:
     text(client, "1")
     text(client, "1 2")  # needs before consent: unclear, nothing stored
     assert db.session.scalar(select(func.count(Need.id))) == 0
+
+
+# --- concurrency (two web processes) ---------------------------------------------------
+
+
+def _race(apps: list[Any], bodies: list[dict[str, str]]) -> list[list[str]]:
+    import threading
+
+    barrier = threading.Barrier(len(apps))
+    results: list[Any] = [None] * len(apps)
+
+    def run(i: int) -> None:
+        client = apps[i].test_client()
+        barrier.wait()
+        results[i] = replies(post_signed(client, "/sms/inbound", bodies[i]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(apps))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_a_retry_racing_the_original_is_handled_once(app_factory: Any) -> None:
+    apps = [app_factory(TWILIO_AUTH_TOKEN=AUTH_TOKEN) for _ in range(2)]
+    with apps[0].app_context():
+        factories.make_org("ngo")
+        db.session.commit()
+        for _ in range(5):
+            params = inbound_params(PHONE, "hello")
+            results = _race(apps, [params, params])
+            assert sorted(bool(r) for r in results) == [False, True]
+        assert db.session.scalar(select(func.count(Message.id))) == 5
+        assert db.session.scalar(select(func.count(HotlineSession.id))) == 1
+        db.session.remove()
+
+
+def test_two_first_messages_at_once_make_one_session_and_one_case(app_factory: Any) -> None:
+    apps = [app_factory(TWILIO_AUTH_TOKEN=AUTH_TOKEN) for _ in range(2)]
+    with apps[0].app_context():
+        factories.make_org("ngo")
+        db.session.commit()
+        results = _race(apps, [inbound_params(PHONE, "hi"), inbound_params(PHONE, "2")])
+        assert all(results)
+        assert db.session.scalar(select(func.count(HotlineSession.id))) == 1
+        text(apps[0].test_client(), "2")
+        results = _race(apps, [inbound_params(PHONE, "si"), inbound_params(PHONE, "sí")])
+        assert db.session.scalar(select(func.count(Case.id))) == 1
+        db.session.remove()
