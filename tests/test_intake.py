@@ -389,10 +389,10 @@ def test_erase_now_needs_confirmation(worker, client):
     assert client.get(f"/cases/{case.id}/export").status_code == 404
 
 
-def test_csrf_is_enforced_on_intake(app_factory):
-    app = app_factory(WTF_CSRF_ENABLED=True)
-    client = app.test_client()
-    with app.app_context():
+def test_csrf_is_enforced_on_intake(app_factory, app):
+    csrf_app = app_factory(WTF_CSRF_ENABLED=True)
+    client = csrf_app.test_client()
+    with csrf_app.app_context():
         user = factories.make_user("caseworker")
         db.session.commit()
         login_session(client, user)
@@ -518,3 +518,46 @@ def test_case_list_pages(worker, client, monkeypatch):
     assert len(shown) == 2 and len(rest) == 1 and not set(shown) & set(rest)
     assert "page=2" in first and "page=1" in second
     assert client.get("/cases/?page=-4").status_code == 200
+
+
+def test_whole_intake_with_csrf_on_as_in_production(app_factory, app):
+    """Every form of the flow carries its CSRF token: walk it with CSRF enabled.
+    (`app` is here so that the tables are emptied afterwards.)"""
+    import re
+
+    csrf_app = app_factory(WTF_CSRF_ENABLED=True)
+    client = csrf_app.test_client()
+
+    def tokens(path: str) -> dict[str, str]:
+        page = client.get(path).get_data(as_text=True)
+        return dict(re.findall(r'name="(csrf_token|token)" type="hidden" value="([^"]+)"', page)
+                    + re.findall(r'id="(csrf_token|token)" name="\1" type="hidden" value="([^"]+)"',
+                                 page))
+
+    with csrf_app.app_context():
+        user = factories.make_user("caseworker")
+        area = factories.make_area()
+        db.session.commit()
+        login_session(client, user)
+        hidden = tokens("/cases/new")
+        assert {"csrf_token", "token"} <= set(hidden)
+        response = client.post("/cases/new", data=consent_form(token=hidden["token"],
+                                                                csrf_token=hidden["csrf_token"]))
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        case_url = response.headers["Location"].rsplit("/", 1)[0]
+        csrf = tokens(case_url + "/profile")["csrf_token"]
+        response = client.post(case_url + "/profile",
+                               data=profile_form(area.id, csrf_token=csrf))
+        assert response.status_code == 302
+        csrf = tokens(case_url + "/needs")["csrf_token"]
+        assert client.post(case_url + "/needs",
+                           data={"need_legal": "soon", "csrf_token": csrf}).status_code == 302
+        csrf = tokens(case_url)["csrf_token"]
+        assert client.post(case_url + "/close", data={"csrf_token": csrf}).status_code == 302
+        assert client.post(case_url + "/reopen").status_code == 400  # no token: refused
+        csrf = tokens(case_url + "/erase")["csrf_token"]
+        reference = db.session.scalar(select(Case.reference))
+        assert client.post(case_url + "/erase",
+                           data={"reference": reference, "csrf_token": csrf}).status_code == 302
+        assert db.session.scalar(select(Case.status)) == "erased"
+        db.session.remove()
