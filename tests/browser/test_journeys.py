@@ -1,0 +1,185 @@
+"""End-to-end journeys on a 768×1024 touch screen, in English and in Arabic.
+
+A caseworker of an NGO that requires two-step sign-in signs in (password + TOTP), records
+the survivor's consent in the survivor's own language (not the interface language), completes
+the minimal profile and the needs, sees matching services, and leaves with one tap on quick
+exit. The idle lock is proven twice: the page's own timer (JavaScript) and the server's idle
+timeout (JavaScript off). Every request of every journey is recorded: anything that leaves
+the Haven server fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from app.extensions import db
+from tests.browser.support import SHORT_IDLE_SECONDS, html_lang_dir, sign_in, submit
+
+pytestmark = pytest.mark.browser
+
+# interface locale (the browser's Accept-Language) -> the survivor's language in the journey
+JOURNEYS = {"en": "ar", "ar": "es"}
+BROWSER_LOCALE = {"en": "en-US", "ar": "ar"}
+REFERENCE = re.compile(r"[A-Z0-9]{3}-[A-Z0-9]{3}")
+
+
+def _case_by_reference(live: Any, reference: str) -> Any:
+    from sqlalchemy import select
+
+    from app.models import Case
+
+    with live.app.app_context():
+        case = db.session.scalar(select(Case).where(Case.reference == reference))
+        assert case is not None
+        found = {
+            "id": case.id,
+            "language": case.language,
+            "alias": case.alias,
+            "phone": case.phone,
+            "consent_languages": sorted({c.language for c in case.consents}),
+            "granted": sorted(c.scope for c in case.consents if c.granted),
+            "needs": {n.category: n.urgency for n in case.needs},
+        }
+        db.session.remove()
+        return found
+
+
+def assert_no_haven_data(page: Any, *secrets: str) -> None:
+    """What is on screen now says nothing about the survivor or the case."""
+    body = page.locator("body").inner_text()
+    for secret in secrets:
+        assert secret not in body, f"{secret!r} is still on screen at {page.url}"
+
+
+@pytest.mark.parametrize("ui", list(JOURNEYS))
+def test_caseworker_journey(
+    contexts: Any, live: Any, world: Any, new_caseworker: Any, ui: str
+) -> None:
+    survivor_language = JOURNEYS[ui]
+    context = contexts.new(locale=BROWSER_LOCALE[ui])
+    page = context.new_page()
+
+    # Sign in: password, then the code (the NGO requires two-step sign-in).
+    caseworker = new_caseworker()
+    sign_in(page, caseworker)
+    assert page.url == live.url + "/"
+    assert html_lang_dir(page) == (ui, "rtl" if ui == "ar" else "ltr")
+
+    # Consent first, in the survivor's language; the interface keeps its own.
+    page.locator("main a[href='/cases/new']").tap()
+    page.wait_for_url("**/cases/new")
+    page.select_option("#survivor-lang", survivor_language)
+    page.locator("form.language-picker [type=submit]").tap()
+    page.wait_for_url(f"**/cases/new?lang={survivor_language}")
+    assert html_lang_dir(page) == (ui, "rtl" if ui == "ar" else "ltr")
+    texts = page.locator(".consent-text")
+    assert texts.count() >= 3
+    for i in range(texts.count()):
+        assert texts.nth(i).get_attribute("lang") == survivor_language
+    assert texts.first.get_attribute("dir") == ("rtl" if survivor_language == "ar" else "ltr")
+    progress = page.locator("[aria-label] .step[aria-current=step]")
+    assert progress.count() == 1, "the intake shows which step of three this is"
+    for scope in ("store", "contact_sms", "share_shelter"):
+        page.locator(f"input[name=scope_{scope}][value=yes]").tap()
+    page.locator("input[name=method][value=verbal]").tap()
+    submit(page, "main form.intake-form")
+
+    # Minimal profile: the survivor's language comes along; input types suit the keyboard.
+    page.wait_for_url(re.compile(r".*/cases/\d+/profile$"))
+    assert page.locator(".step[aria-current=step]").count() == 1
+    assert page.locator("#language").input_value() == survivor_language
+    assert page.locator("#phone").get_attribute("type") == "tel"
+    assert page.locator("#children_accompanying").get_attribute("inputmode") == "numeric"
+    reference = REFERENCE.search(page.locator("main").inner_text())
+    assert reference, "the profile step shows the case reference"
+    page.fill("#alias", "Amal")
+    page.fill("#phone", "+1 415 555 0134")
+    page.select_option("#age_band", "25_34")
+    page.select_option("#area_id", str(world.area_id))
+    submit(page, "main form.intake-form")
+
+    # Needs.
+    page.wait_for_url(re.compile(r".*/cases/\d+/needs$"))
+    page.select_option("#need_shelter", "immediate")
+    submit(page, "main form.intake-form")
+    page.wait_for_url(re.compile(r".*/cases/\d+$"))
+    assert page.locator(".flash-success").count() == 1
+    assert "Amal" in page.locator("main").inner_text()
+
+    stored = _case_by_reference(live, reference.group(0))
+    assert stored["language"] == survivor_language
+    assert stored["consent_languages"] == [survivor_language]
+    assert {"store", "contact_sms", "share_shelter"} <= set(stored["granted"])
+    assert stored["needs"] == {"shelter": "immediate"}
+    assert stored["phone"] == "+14155550134"
+
+    # Matching services for the need.
+    page.locator("nav a[href='/directory/match']").tap()
+    page.check("input[name=categories][value=shelter]")
+    page.select_option("#urgency", "immediate")
+    page.select_option("#language", survivor_language)
+    page.select_option("#age_band", "25_34")
+    page.select_option("#area_id", str(world.area_id))
+    submit(page, "main form.match-form")
+    results = page.locator(".match-list .match")
+    results.first.wait_for()
+    assert world.service_name in results.first.inner_text()
+
+    # Back to the case, then one tap on quick exit: a neutral page, the session is over,
+    # and Back does not bring the case back.
+    page.goto(f"/cases/{stored['id']}")
+    assert "Amal" in page.locator("main").inner_text()
+    page.locator("[data-quick-exit]").tap()
+    page.wait_for_url("**/leave")
+    assert page.title() == "Weather"
+    assert_no_haven_data(page, "Amal", reference.group(0), "Haven")
+    page.go_back()
+    page.wait_for_load_state("load")
+    assert "/cases/" not in page.url or "/auth/login" in page.url, page.url
+    assert_no_haven_data(page, "Amal", reference.group(0), "+1 415", world.service_name)
+    page.goto(f"/cases/{stored['id']}")
+    assert "/auth/login" in page.url, "the quick exit ended the session"
+    assert_no_haven_data(page, "Amal", reference.group(0))
+    contexts.recorder.check()
+
+
+def test_idle_lock_in_the_page(contexts: Any, live: Any, new_caseworker: Any) -> None:
+    """The page's own timer (read from the page: the server's idle timeout) leaves for the
+    neutral page by itself; afterwards nothing of Haven comes back."""
+    context = contexts.new(base_url=live.short_url)
+    page = context.new_page()
+    sign_in(page, new_caseworker())
+    page.goto("/cases/")
+    assert page.locator("body").get_attribute("data-idle-seconds") == str(SHORT_IDLE_SECONDS)
+    started = time.monotonic()
+    page.wait_for_url("**/leave?locked=1", timeout=(SHORT_IDLE_SECONDS + 7) * 1000)
+    waited = time.monotonic() - started
+    assert waited >= SHORT_IDLE_SECONDS - 0.5, f"locked after {waited:.1f}s"
+    assert page.title() == "Weather"
+    assert page.locator("a[href='/auth/login']").count() == 1
+    page.go_back()
+    page.wait_for_load_state("load")
+    assert "/cases/" not in page.url or "/auth/login" in page.url, page.url
+    page.goto("/cases/")
+    assert "/auth/login" in page.url, "the lock ended the session"
+    contexts.recorder.check()
+
+
+def test_idle_timeout_on_the_server(contexts: Any, live: Any, new_caseworker: Any) -> None:
+    """With JavaScript off (no page timer), the server still ends an idle session."""
+    context = contexts.new(base_url=live.short_url, java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, new_caseworker())
+    page.goto("/cases/")
+    assert "/cases/" in page.url
+    time.sleep(SHORT_IDLE_SECONDS + 1)
+    page.goto("/cases/")
+    assert "/auth/login" in page.url, "an idle session was not ended by the server"
+    assert page.locator(".flash").count() == 1
+    page.goto("/")
+    assert "/auth/login" in page.url
+    contexts.recorder.check()
