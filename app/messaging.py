@@ -593,7 +593,8 @@ class ConsoleBackend:
     name = "console"
 
     def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
-        log.info("sms: message of template %s went to %s", template_key, mask_phone(to_e164))
+        logger = current_app.logger if has_app_context() else log
+        logger.info("sms: message of template %s went to %s", template_key, mask_phone(to_e164))
         return SendResult("SM" + secrets.token_hex(16), "delivered")
 
     def delete(self, sid: str) -> bool:

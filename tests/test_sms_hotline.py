@@ -428,11 +428,20 @@ def test_no_number_or_text_in_logs_or_tables(
     secret = "mysecretwords he took my passport"
     bodies = ["hi " + secret, "1", "yes " + secret, "1 2", "1", secret, "HELP", "STOP",
               "START", secret + " 🙂"]
-    with caplog.at_level(logging.DEBUG):
-        for body in bodies:
-            text(client, body)
-        for body in ("ACCEPT ABC-234 " + secret, "BEDS 3", "DECLINE K7Q-4MX full"):
-            text(client, body, sender="+14155550177")
+    sms_app.logger.addHandler(caplog.handler)  # the app's logger does not propagate
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for body in bodies:
+                text(client, body)
+            for body in ("ACCEPT ABC-234 " + secret, "BEDS 3", "DECLINE K7Q-4MX full"):
+                text(client, body, sender="+14155550177")
+            text(client, "hi", sender="+14155550166")  # an unreadable body is a 400 below
+            post_signed(client, "/sms/inbound", {"MessageSid": new_sid(), "From": "+1415",
+                                                 "Body": secret})
+            sms_app.logger.warning("canary")
+    finally:
+        sms_app.logger.removeHandler(caplog.handler)
+    assert "canary" in caplog.text  # the capture sees the app's logger
     logged = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     for needle in ("4155550123", "4155550177", "mysecretwords", "passport"):
         assert needle not in logged

@@ -131,8 +131,12 @@ def test_console_backend_logs_template_and_masked_number_only(
     message = messaging.enqueue("survivor.update", case=case, params={"reference": case.reference})
     assert message is not None
     db.session.commit()
-    with caplog.at_level(logging.DEBUG):
-        result = worker(app).run(once=True)
+    app.logger.addHandler(caplog.handler)  # the app's logger does not propagate to root
+    try:
+        with caplog.at_level(logging.DEBUG):
+            result = worker(app).run(once=True)
+    finally:
+        app.logger.removeHandler(caplog.handler)
     assert result.sent == 1
     sent = one(message.id)
     assert sent.status == "delivered" and sent.twilio_sid and sent.final_at

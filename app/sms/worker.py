@@ -349,6 +349,8 @@ class Worker:
     def delete_remote(self, limit: int = 50) -> int:
         if not self.app.config["TWILIO_DELETE_AFTER_DELIVERY"]:
             return 0
+        if messaging.backend(self.app).name != "twilio":
+            return 0  # nothing of ours is kept at Twilio
         rows = db.session.execute(
             select(Message.id, Message.twilio_sid)
             .where(
