@@ -29,16 +29,20 @@ SHIPPED = ("es", "fr", "ar")
 # Entries that legitimately read the same as the English text.
 SAME_IN_EVERY_LANGUAGE = {"Haven"}
 SAME_AS_ENGLISH = {
-    "es": {"Error", "No", "no"},
+    "es": {"Error", "No", "no", "Total"},
     "fr": {
         "Action",
         "Administration",
         "Centre",
+        "Code",
         "Description",
         "Latitude",
         "Longitude",
         "Note",
+        "Pages",
+        "Service",
         "Signature",
+        "Total",
     },
     "ar": set(),
 }
