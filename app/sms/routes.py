@@ -4,7 +4,11 @@ and dropped, never stored and never logged."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
@@ -38,6 +42,34 @@ def check_signature() -> None:
         abort(403)
 
 
+_LOCK_FDS: dict[str, int] = {}
+
+
+@contextmanager
+def sqlite_writers_queue() -> Iterator[None]:
+    """On SQLite (one writer at a time), queue webhook transactions on an OS file lock next
+    to the database file. A waiting process is woken the moment the lock is free, instead of
+    SQLite's busy handler polling with sleeps of up to 100 ms, which under a burst of Twilio
+    webhooks made the p99 latency several times the work itself. No-op on PostgreSQL."""
+    engine = db.engine
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    # One descriptor per process: a descriptor inherited through fork would be shared with
+    # the other workers, and flock would not tell them apart.
+    key = f"{os.getpid()}:{path}"
+    fd = _LOCK_FDS.get(key)
+    if fd is None:
+        fd = os.open(path + ".webhook-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        _LOCK_FDS[key] = fd
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def twiml(replies: list[str]) -> Response:
     response = MessagingResponse()
     for text in replies:
@@ -58,9 +90,10 @@ def inbound() -> Response:
         e164 = normalize_phone(sender)
     except InvalidPhoneNumber:
         abort(400)
-    replies = hotline.handle_inbound(sid, e164, body[:MAX_BODY])
+    with sqlite_writers_queue():
+        replies = hotline.handle_inbound(sid, e164, body[:MAX_BODY])
+        db.session.commit()
     del body
-    db.session.commit()
     return twiml(replies)
 
 
@@ -75,6 +108,7 @@ def status() -> Response:
         abort(400)
     if raw_code and not re.fullmatch(r"[0-9]{1,6}", raw_code):
         abort(400)
-    messaging.apply_status(sid, twilio_status, int(raw_code) if raw_code else None)
-    db.session.commit()
+    with sqlite_writers_queue():
+        messaging.apply_status(sid, twilio_status, int(raw_code) if raw_code else None)
+        db.session.commit()
     return twiml([])
