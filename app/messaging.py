@@ -382,7 +382,7 @@ def is_opted_out(phone_index: str | None) -> bool:
 def enqueue(
     template_key: str,
     *,
-    language: str = "en",
+    language: str | None = None,
     params: Mapping[str, Any] | None = None,
     case: Case | None = None,
     service: Any = None,
@@ -408,7 +408,7 @@ def enqueue(
         direction="out",
         audience=audience or template.audience,
         template_key=template_key,
-        language=language,
+        language=language or "en",
         params=clean,
         status="queued",
         attempts=0,
@@ -421,6 +421,8 @@ def enqueue(
             return None
         message.case_id = case.id
         message.counterpart_index = case.phone_index
+        # The survivor's language (the case's), never the interface language of whoever
+        # caused the message.
         message.language = language or case.language or "en"
     elif service is not None:
         if not service.intake_phone_index:

@@ -22,6 +22,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import false, func, select
@@ -89,7 +90,8 @@ def _area_choices(blank: str) -> list[tuple[str, str]]:
 def _survivor_language(raw: str | None) -> str:
     if raw in SURVIVOR_LANGUAGES:
         return str(raw)
-    ui = str(current_user.locale or "en")
+    # Until the caseworker picks the survivor's language: the interface language shown now.
+    ui = str(get_locale() or "en")
     return ui if ui in SURVIVOR_LANGUAGES else "en"
 
 
