@@ -206,3 +206,21 @@ def test_text_messages_follow_the_survivors_language(app: Any) -> None:
     assert body == messaging.fit(expected)
     assert body != messaging.render("survivor.update", "ar", message.params)
     assert body != messaging.render("survivor.update", "en", message.params)
+
+
+@pytest.mark.parametrize("locale", ["en", "ar"])
+def test_dates_and_phone_numbers_follow_the_locale(app: Any, client: Any, locale: str) -> None:
+    from babel.dates import format_date
+
+    org = factories.make_org("ngo")
+    user = factories.make_user("caseworker", org)
+    user.locale = locale
+    case = factories.make_case(org, phone="+14155550123")
+    db.session.commit()
+    login_session(client, user)
+    html = client.get("/cases/").get_data(as_text=True)
+    assert format_date(case.created_at, "medium", locale=locale) in html
+    assert case.created_at.strftime("%Y-%m-%d") not in html
+    # A phone number inside a sentence keeps its left-to-right order in Arabic.
+    html = client.get(f"/cases/{case.id}/needs").get_data(as_text=True)
+    assert '<bdi dir="ltr">+1 415-555-0123</bdi>' in html
