@@ -149,6 +149,19 @@ class BaseConfig:
         # Closed cases keep identifying data this long (DESIGN §5); retention erases after.
         self.CASE_RETENTION_AFTER_CLOSE = timedelta(days=_int(env, "HAVEN_CASE_RETENTION_DAYS", 90))
         self.KEY_ROTATION_BATCH = _int(env, "HAVEN_KEY_ROTATION_BATCH", 500)
+        # Retention rules (DESIGN §5, app/retention.py); each period from the environment.
+        self.RETENTION_HOTLINE_UNCONSENTED = timedelta(
+            hours=_int(env, "HAVEN_RETENTION_HOTLINE_HOURS", 24))
+        self.RETENTION_INBOUND_SID = timedelta(
+            hours=_int(env, "HAVEN_RETENTION_INBOUND_SID_HOURS", 24))
+        self.RETENTION_OUTBOUND_AFTER_FINAL = timedelta(
+            hours=_int(env, "HAVEN_RETENTION_OUTBOUND_HOURS", 0))
+        self.RETENTION_IDLE_CASE = timedelta(days=_int(env, "HAVEN_RETENTION_IDLE_DAYS", 180))
+        self.RETENTION_CONSENT_REASK = timedelta(
+            days=_int(env, "HAVEN_RETENTION_REASK_DAYS", 30))
+        self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))
+        self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 500)
+        self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
         for key, value in overrides.items():
             setattr(self, key, value)

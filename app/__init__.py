@@ -119,6 +119,7 @@ def register_blueprints(app: Flask) -> None:
     from app.directory import bp as directory_bp
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
+    from app.reports import bp as reports_bp
     from app.sms import bp as sms_bp
 
     app.register_blueprint(main_bp)
@@ -127,6 +128,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(directory_bp, url_prefix="/directory")
     app.register_blueprint(sms_bp, url_prefix="/sms")
     app.register_blueprint(intake_bp, url_prefix="/cases")
+    app.register_blueprint(reports_bp, url_prefix="/reports")
 
 
 def register_errorhandlers(app: Flask) -> None:

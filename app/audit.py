@@ -110,6 +110,71 @@ def record(
     return event
 
 
+def record_many(
+    action: str,
+    object_type: str,
+    object_ids: list[int],
+    *,
+    actor_user_id: int | None = None,
+    actor_org_id: int | None = None,
+    at: datetime | None = None,
+) -> int:
+    """``record`` for many objects at once (batch jobs such as retention): the same events,
+    chained the same way, with one head update and one bulk insert. Flushes, never commits."""
+    if not object_ids:
+        return 0
+    if not _ACTION.match(action) or not _OBJECT_TYPE.match(object_type):
+        raise AuditError("invalid audit action or object type")
+    _ensure_head()
+    count = len(object_ids)
+    db.session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + count)
+    )
+    head = db.session.execute(
+        select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)
+    ).one()
+    prev = head.last_hash
+    when = at or utcnow()
+    rows = []
+    for offset, object_id in enumerate(object_ids):
+        event = AuditEvent(
+            seq=head.seq - count + 1 + offset, at=when, actor_user_id=actor_user_id,
+            actor_org_id=actor_org_id, action=action, object_type=object_type,
+            object_id=str(int(object_id)), request_id=None, prev_hash=prev,
+        )
+        event.hash = compute_hash(event)
+        prev = event.hash
+        rows.append({c: getattr(event, c) for c in (
+            "seq", "at", "actor_user_id", "actor_org_id", "action", "object_type",
+            "object_id", "request_id", "prev_hash", "hash")})
+    db.session.execute(AuditEvent.__table__.insert(), rows)
+    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
+    return count
+
+
+def prune_through(last_seq: int) -> int:
+    """Delete the events up to ``last_seq`` (retention: events older than 6 years) and move
+    the chain's checkpoint there: ``audit_head.base_seq`` / ``base_hash`` take the pruned
+    tip's seq and hash, and verification starts from them instead of the genesis. The
+    caller records an ``audit.prune`` event (object id = ``last_seq``) in the same
+    transaction, so the checkpoint itself is part of the chain. Flushes, never commits."""
+    _ensure_head()
+    # Lock the head first (as `record` does): no event is appended while we move the base.
+    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
+    tip = db.session.execute(
+        select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq == last_seq)
+    ).one_or_none()
+    if tip is None:
+        return 0
+    result = db.session.execute(
+        AuditEvent.__table__.delete().where(AuditEvent.seq <= last_seq)
+    )
+    db.session.execute(
+        update(AuditHead).where(AuditHead.id == 1).values(base_seq=tip.seq, base_hash=tip.hash)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -121,12 +186,28 @@ class VerifyResult:
 def verify_chain(batch: int = 1000) -> VerifyResult:
     """Walk the chain in order; report the first event that was edited, deleted, inserted
     or reordered, and a tip that does not match the head row (last events deleted)."""
-    # Rows below seq 1 sit outside the walk below; the audit log would still show them.
-    stray = db.session.scalar(select(func.min(AuditEvent.seq)).where(AuditEvent.seq < 1))
+    # After retention pruned the oldest events, the chain starts at the checkpoint kept in
+    # the head row (base_seq / base_hash), which an audit.prune event in the chain attests.
+    head = db.session.get(AuditHead, 1)
+    base_seq = int(head.base_seq or 0) if head else 0
+    base_hash = (head.base_hash or GENESIS) if head else GENESIS
+    if base_seq < 0 or (base_seq == 0) != (base_hash == GENESIS):
+        return VerifyResult(False, 0, base_seq, "checkpoint altered")
+    if base_seq and db.session.scalar(
+        select(func.count(AuditEvent.id)).where(
+            AuditEvent.action == "audit.prune", AuditEvent.object_id == str(base_seq)
+        )
+    ) == 0:
+        return VerifyResult(False, 0, base_seq, "checkpoint not attested by the chain")
+    # Rows at or below the base sit outside the walk below; the audit log would still show
+    # them.
+    stray = db.session.scalar(
+        select(func.min(AuditEvent.seq)).where(AuditEvent.seq < base_seq + 1)
+    )
     if stray is not None:
         return VerifyResult(False, 0, stray, "event outside the chain")
-    expected_prev = GENESIS
-    expected_seq = 1
+    expected_prev = base_hash
+    expected_seq = base_seq + 1
     checked = 0
     last_id = 0
     while True:
@@ -157,6 +238,8 @@ def verify_chain(batch: int = 1000) -> VerifyResult:
     head = db.session.get(AuditHead, 1)
     head_seq = head.seq if head else 0
     head_hash = head.last_hash if head else GENESIS
-    if head_seq != checked or head_hash != expected_prev:
-        return VerifyResult(False, checked, checked + 1, "events missing at the end of the chain")
+    if head_seq != base_seq + checked or head_hash != expected_prev:
+        return VerifyResult(
+            False, checked, base_seq + checked + 1, "events missing at the end of the chain"
+        )
     return VerifyResult(True, checked)

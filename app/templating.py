@@ -22,6 +22,7 @@ NAVIGATION: list[tuple[str, Any, tuple[str, ...]]] = [
     ("admin.users", _l("Users"), ("admin",)),
     ("admin.organizations", _l("Organizations"), ("admin",)),
     ("admin.audit_log", _l("Audit trail"), ("admin", "supervisor")),
+    ("reports.index", _l("Figures"), ("admin", "supervisor")),
 ]
 
 

@@ -15,6 +15,13 @@ from app.models.cases import (
 from app.models.directory import Service, service_area
 from app.models.keys import DataKey
 from app.models.messages import HotlineSession, Message, SmsOptOut
+from app.models.retention import (
+    BedSnapshot,
+    ConsentTask,
+    JobLock,
+    ReferralStatistic,
+    RetentionRun,
+)
 
 __all__ = [
     "ROLES",
@@ -22,16 +29,21 @@ __all__ = [
     "Area",
     "AuditEvent",
     "AuditHead",
+    "BedSnapshot",
     "Case",
     "CaseStatistic",
     "Consent",
     "ConsentSignature",
+    "ConsentTask",
     "DataKey",
     "HotlineSession",
+    "JobLock",
     "LoginAttempt",
     "Message",
     "Need",
     "Organization",
+    "ReferralStatistic",
+    "RetentionRun",
     "Service",
     "SmsOptOut",
     "User",

@@ -36,3 +36,8 @@ class AuditHead(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+    # Retention prunes the oldest events (DESIGN §5: 6 years). The chain then starts after
+    # ``base_seq``, linked to ``base_hash`` (the hash of the last pruned event) instead of
+    # the all-zero genesis. 0 / None: nothing pruned.
+    base_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    base_hash: Mapped[str | None] = mapped_column(String(64))
