@@ -146,6 +146,13 @@ class BaseConfig:
 
         # Consent expires (DESIGN §3) and expired consent counts as withdrawn.
         self.CONSENT_VALIDITY = timedelta(days=_int(env, "HAVEN_CONSENT_DAYS", 365))
+        # Referrals (issue 5): a release to one organization lasts this long by default; a
+        # referral waits this long for an answer (a shelter's bed is held meanwhile) and is
+        # flagged for the caseworker and the provider reminded this long before the end.
+        self.RELEASE_VALIDITY = timedelta(days=_int(env, "HAVEN_RELEASE_DAYS", 30))
+        self.REFERRAL_HOLD = timedelta(hours=_int(env, "HAVEN_REFERRAL_HOLD_HOURS", 4))
+        self.REFERRAL_FLAG_BEFORE = timedelta(
+            minutes=_int(env, "HAVEN_REFERRAL_FLAG_BEFORE_MINUTES", 60))
         # Closed cases keep identifying data this long (DESIGN §5); retention erases after.
         self.CASE_RETENTION_AFTER_CLOSE = timedelta(days=_int(env, "HAVEN_CASE_RETENTION_DAYS", 90))
         self.KEY_ROTATION_BATCH = _int(env, "HAVEN_KEY_ROTATION_BATCH", 500)

@@ -120,6 +120,8 @@ def register_blueprints(app: Flask) -> None:
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
     from app.reports import bp as reports_bp
+    from app.provider import bp as provider_bp
+    from app.referrals_web import bp as referrals_bp
     from app.sms import bp as sms_bp
 
     app.register_blueprint(main_bp)
@@ -129,6 +131,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(sms_bp, url_prefix="/sms")
     app.register_blueprint(intake_bp, url_prefix="/cases")
     app.register_blueprint(reports_bp, url_prefix="/reports")
+    app.register_blueprint(referrals_bp, url_prefix="/referrals")
+    app.register_blueprint(provider_bp, url_prefix="/provider")
 
 
 def register_errorhandlers(app: Flask) -> None:

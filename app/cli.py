@@ -24,6 +24,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(audit_group)
     app.cli.add_command(__import__("app.directory.cli", fromlist=["x"]).directory_group)
     app.cli.add_command(__import__("app.sms.cli", fromlist=["x"]).sms_group)
+    app.cli.add_command(__import__("app.referrals_cli", fromlist=["x"]).referrals_group)
     app.cli.add_command(__import__("app.retention_cli", fromlist=["x"]).retention_group)
 
 

@@ -16,6 +16,8 @@ NAVIGATION: list[tuple[str, Any, tuple[str, ...]]] = [
     ("main.index", _l("Home"), ("admin", "supervisor", "caseworker", "provider")),
     ("intake.case_list", _l("Cases"), ("supervisor", "caseworker")),
     ("intake.start", _l("New intake"), ("supervisor", "caseworker")),
+    ("referrals.waiting", _l("Referrals"), ("supervisor", "caseworker")),
+    ("provider.index", _l("Referrals"), ("provider",)),
     ("directory.match", _l("Find services"), ("supervisor", "caseworker")),
     ("directory.index", _l("Directory"), ("admin", "supervisor", "caseworker", "provider")),
     ("directory.areas", _l("Areas"), ("admin",)),

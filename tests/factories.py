@@ -157,3 +157,43 @@ def make_case(
     db.session.flush()
     db.session.expire(case, ["needs", "consents"])
     return case
+
+
+# --- referrals (issue 5) ----------------------------------------------------------------
+
+
+def make_release(case: Any, organization: Organization, *, method: str = "verbal",
+                 at: datetime | None = None, days: int = 30, withdrawn: bool = False) -> Any:
+    """A release of ``case`` to ``organization`` (verbal, 30 days, from ``at``/now)."""
+    from app.models import Release
+
+    at = at or utcnow()
+    release = Release(
+        case_id=case.id, organization_id=organization.id, method=method, granted_at=at,
+        expires_at=at + timedelta(days=days), withdrawn_at=at if withdrawn else None,
+    )
+    db.session.add(release)
+    db.session.flush()
+    return release
+
+
+def make_referral(case: Any = None, service: Any = None, *, status: str = "pending",
+                  **fields: Any) -> Any:
+    """A referral made through the domain module (release recorded, bed held for a tracked
+    shelter, provider SMS queued), then moved to ``status`` directly when asked."""
+    from app import referrals
+
+    service = service or make_service(category="legal")
+    case = case or make_case(needs={service.category: "soon"})
+    release = referrals.valid_release(case, service.organization_id) or make_release(
+        case, service.organization
+    )
+    [referral], _created = referrals.create_referrals(
+        case, [referrals.ReferralRequest(service.id, release)], None, idempotency_key=None
+    )
+    if status != "pending" or fields:
+        referral.status = status
+        for name, value in fields.items():
+            setattr(referral, name, value)
+        db.session.flush()
+    return referral

@@ -53,6 +53,23 @@ def _area(org: Organization) -> int:
     return area.id
 
 
+def _referral(org: Organization) -> int:
+    """Referrals are seen by two organizations: the NGO whose case it is (caseworkers,
+    supervisors) and the provider it is addressed to. Make the kind ``org`` can see."""
+    if org.kind == "provider":
+        service = factories.make_service(organization=org, category="legal")
+        case = factories.make_case(needs={"legal": "soon"})
+    else:
+        service = factories.make_service(category="legal")
+        case = factories.make_case(org, needs={"legal": "soon"})
+    return factories.make_referral(case, service).id
+
+
+def _release(org: Organization) -> int:
+    case = factories.make_case(org)
+    return factories.make_release(case, factories.make_org("provider")).id
+
+
 OBJECT_FACTORIES: dict[str, ObjectFactory] = {
     # Survivor cases belong to one NGO: any other organization gets 404.
     "case_id": ObjectFactory(_case, scoped=True),
@@ -65,4 +82,8 @@ OBJECT_FACTORIES: dict[str, ObjectFactory] = {
     "service_id": ObjectFactory(_service, scoped=frozenset({"provider"})),
     # Areas are one global list managed by admins.
     "area_id": ObjectFactory(_area, scoped=False),
+    # A referral is visible to the referring NGO's staff and to the recipient provider only.
+    "referral_id": ObjectFactory(_referral, scoped=True),
+    # Releases belong to a case: the case's NGO only.
+    "release_id": ObjectFactory(_release, scoped=True),
 }

@@ -15,6 +15,7 @@ from app.models.cases import (
 from app.models.directory import Service, service_area
 from app.models.keys import DataKey
 from app.models.messages import HotlineSession, Message, SmsOptOut
+from app.models.referrals import Referral, Release
 from app.models.retention import (
     BedSnapshot,
     ConsentTask,
@@ -42,6 +43,8 @@ __all__ = [
     "Message",
     "Need",
     "Organization",
+    "Referral",
+    "Release",
     "ReferralStatistic",
     "RetentionRun",
     "Service",

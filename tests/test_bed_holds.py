@@ -1,0 +1,235 @@
+"""Bed holds: a referral to a shelter takes a bed at once; accept keeps it; decline, expiry,
+cancellation and no-show give it back exactly once; arrival uses it; provider capacity
+updates set the beds free for NEW referrals without fighting holds; and concurrent senders
+never overbook (threads, each with its own app context, session and connection — run on
+SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from app import referrals
+from app.extensions import db
+from app.models import Referral, Service, utcnow
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def request_context(app):
+    with app.test_request_context():
+        yield
+
+
+def shelter(free: int = 3, total: int = 10) -> Any:
+    return factories.make_service(
+        organization=factories.make_org("provider"),
+        category="shelter",
+        beds_total=total,
+        beds_available=free,
+    )
+
+
+def beds(service: Any) -> int:
+    db.session.expire_all()
+    return db.session.get(Service, service.id).beds_available
+
+
+def refer(case: Any, service: Any, **kwargs: Any) -> Referral:
+    [referral], _ = referrals.create_referrals(
+        case,
+        [
+            referrals.ReferralRequest(
+                service.id, referrals.ReleaseSpec(service.organization_id, "verbal")
+            )
+        ],
+        None,
+        idempotency_key=None,
+        **kwargs,
+    )
+    return referral
+
+
+def run_together(app: Any, jobs: list[Any]) -> list[Any]:
+    """Run each job in its own thread and app context (own session and connection),
+    released at the same moment; return what each returned or raised."""
+    barrier = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+
+    def worker(index: int, job: Any) -> None:
+        with app.app_context(), app.test_request_context():
+            barrier.wait()
+            try:
+                results[index] = job()
+                db.session.commit()
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                db.session.rollback()
+                results[index] = exc
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=worker, args=(i, j)) for i, j in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def test_twenty_concurrent_referrals_at_three_free_beds(app):
+    service = shelter(free=3, total=10)
+    cases = [factories.make_case(needs={"shelter": "immediate"}) for _ in range(20)]
+    service_id, case_ids = service.id, [c.id for c in cases]
+    db.session.commit()  # (and touch nothing until the threads are done: on SQLite a
+    # refresh would open a write transaction here and hold the lock)
+    from app.models import Case
+
+    def job(case_id: int) -> Any:
+        def run() -> Any:
+            case = db.session.get(Case, case_id)
+            return refer(case, db.session.get(Service, service_id)).id
+
+        return run
+
+    results = run_together(app, [job(cid) for cid in case_ids])
+    made = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, referrals.NoBedFree)]
+    others = [r for r in results if r not in made and r not in refused]
+    assert others == []
+    assert len(made) == 3 and len(refused) == 17
+    db.session.expire_all()
+    held = db.session.scalar(
+        select(func.count(Referral.id)).where(
+            Referral.service_id == service_id, Referral.hold_status == "held"
+        )
+    )
+    assert held == 3
+    assert db.session.scalar(select(func.count(Referral.id))) == 3
+    assert beds(service) == 0
+
+
+def test_a_shelter_with_no_free_bed_refuses_with_a_reason(app):
+    service = shelter(free=0)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    with pytest.raises(referrals.NoBedFree) as raised:
+        refer(case, service)
+    assert "no free bed" in str(raised.value.message)
+    assert db.session.scalar(select(func.count(Referral.id))) == 0
+
+
+def test_accept_keeps_decline_returns(app):
+    service = shelter(free=2)
+    first = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    second = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    assert beds(service) == 0
+    referrals.accept(first, None)
+    assert beds(service) == 0 and first.hold_status == "held"
+    referrals.decline(second, "full", "no room for a family", None)
+    assert beds(service) == 1 and second.hold_status == "returned"
+    # The decline text is sealed with the case's key.
+    assert second.response_text == "no room for a family"
+    assert b"family" not in (second.response_text_enc or b"")
+
+
+def test_no_show_returns_arrival_uses(app):
+    service = shelter(free=2)
+    a = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    b = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    referrals.accept(a, None)
+    referrals.accept(b, None)
+    referrals.record_outcome(a, "arrived", None)
+    referrals.record_outcome(b, "no_show", None)
+    assert (a.hold_status, b.hold_status) == ("used", "returned")
+    assert beds(service) == 1
+    referrals.record_outcome(a, "completed", None)
+    assert a.status == "completed" and beds(service) == 1
+    with pytest.raises(referrals.BadTransition):
+        referrals.record_outcome(b, "arrived", None)
+
+
+def test_hold_expiry_gives_the_bed_back(app):
+    service = shelter(free=1)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    at = utcnow()
+    referral = refer(case, service, at=at)
+    assert beds(service) == 0
+    assert referral.hold_expires_at == at + timedelta(hours=4)
+    referrals.expire_due(at + timedelta(hours=4) - timedelta(seconds=1))
+    assert beds(service) == 0
+    result = referrals.expire_due(at + timedelta(hours=4))
+    assert result.expired == 1 and beds(service) == 1
+    # A bed can then be held again.
+    refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    assert beds(service) == 0
+
+
+def test_the_hold_window_is_configurable(app_factory):
+    other = app_factory(REFERRAL_HOLD=timedelta(hours=1))
+    with other.app_context(), other.test_request_context():
+        service = shelter(free=1)
+        case = factories.make_case(needs={"shelter": "immediate"})
+        at = utcnow()
+        referral = refer(case, service, at=at)
+        assert referral.hold_expires_at == at + timedelta(hours=1)
+        db.session.rollback()
+
+
+def test_decline_racing_expiry_returns_the_bed_once(app):
+    service = shelter(free=1, total=5)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    at = utcnow()
+    referral = refer(case, service, at=at)
+    rid, later = referral.id, at + timedelta(hours=5)
+    db.session.commit()
+
+    def decline() -> Any:
+        referrals.decline(db.session.get(Referral, rid), "full", None, None)
+        return "declined"
+
+    results = run_together(app, [decline, lambda: referrals.expire_due(later)])
+    db.session.expire_all()
+    final = db.session.get(Referral, rid)
+    assert final.status in ("declined", "expired")
+    assert final.hold_status == "returned"
+    assert beds(service) == 1  # not 2
+    # The loser saw the referral already answered (a clear error or nothing to expire).
+    assert any(
+        isinstance(r, referrals.BadTransition) or r == referrals.ExpiryResult(0, 0) for r in results
+    )
+
+
+def test_capacity_updates_set_beds_for_new_holds(app):
+    service = shelter(free=3, total=5)
+    held = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    assert beds(service) == 2 and referrals.beds_held(service.id) == 1
+    # The provider says 4 beds are free for new referrals; the held one stays held.
+    referrals.set_beds_available(db.session.get(Service, service.id), 4)
+    assert beds(service) == 4 and held.hold_status == "held"
+    # Free + held may not exceed the total.
+    with pytest.raises(referrals.BedCountError):
+        referrals.set_beds_available(db.session.get(Service, service.id), 5)
+    # A returned hold adds its bed back, never above the total.
+    referrals.set_beds_available(db.session.get(Service, service.id), 4)
+    referrals.cancel(held, None)
+    assert beds(service) == 5
+    refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    referrals.set_beds_available(db.session.get(Service, service.id), 4)
+    service_row = db.session.get(Service, service.id)
+    service_row.beds_available = 5  # e.g. the directory form or BEDS by SMS, up to total
+    db.session.flush()
+    [open_one] = db.session.scalars(select(Referral).where(Referral.status == "pending")).all()
+    referrals.cancel(open_one, None)
+    assert beds(service) == 5  # capped at beds_total
+
+
+def test_shelters_without_a_bed_count_hold_nothing(app):
+    service = factories.make_service(
+        organization=factories.make_org("provider"), category="shelter"
+    )
+    referral = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    assert referral.hold_status == "none" and beds(service) is None
