@@ -153,3 +153,53 @@ def screenshot(page: Any, name: str) -> str:
     path = os.path.join(SCREENSHOTS, f"{name}.png")
     page.screenshot(path=path, full_page=True)
     return path
+
+
+# --- touch targets -------------------------------------------------------------------------
+
+MIN_TARGET_PX = 44
+
+_SMALL_TARGETS_JS = """(min) => {
+  const found = [];
+  const seen = new Set();
+  const selector = 'a[href], button, input:not([type=hidden]), select, textarea, summary';
+  for (const el of document.querySelectorAll(selector)) {
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || style.visibility === 'hidden') continue;
+    let target = el;
+    if (el.matches('input[type=checkbox], input[type=radio]')) {
+      // The label is the target: tapping it toggles the box.
+      target = el.closest('label')
+        || (el.id && document.querySelector('label[for="' + el.id + '"]')) || el;
+    }
+    if (seen.has(target)) continue;
+    seen.add(target);
+    let r = target.getBoundingClientRect();
+    if (target !== el && !target.contains(el)) {
+      // A box with a label beside it: together they are one target.
+      const b = el.getBoundingClientRect();
+      const left = Math.min(r.left, b.left), right = Math.max(r.right, b.right);
+      const top = Math.min(r.top, b.top), bottom = Math.max(r.bottom, b.bottom);
+      r = {left, right, top, bottom, width: right - left, height: bottom - top};
+    }
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.right <= 0 || r.left >= window.innerWidth) continue;  // off-screen (skip link)
+    // Links inside a sentence are exempt (WCAG 2.5.5 "inline").
+    if (el.matches('a') && style.display === 'inline' && el.parentElement
+        && el.parentElement.textContent.trim() !== el.textContent.trim()) continue;
+    if (r.height < min - 0.5 || r.width < min - 0.5) {
+      const name = (target.textContent || target.getAttribute('aria-label')
+        || target.getAttribute('name') || '').trim().slice(0, 30);
+      found.push(target.tagName.toLowerCase()
+        + (target.className ? '.' + String(target.className).split(' ').join('.') : '')
+        + ' "' + name + '" ' + Math.round(r.width) + 'x' + Math.round(r.height));
+    }
+  }
+  return found;
+}"""
+
+
+def small_targets(page: Any) -> list[str]:
+    """Visible tap targets smaller than 44×44 CSS pixels."""
+    found: list[str] = page.evaluate(_SMALL_TARGETS_JS, MIN_TARGET_PX)
+    return found

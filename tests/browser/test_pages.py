@@ -32,6 +32,7 @@ from tests.browser.support import (
     run_axe,
     screenshot,
     sign_in,
+    small_targets,
 )
 
 pytestmark = pytest.mark.browser
@@ -137,6 +138,8 @@ def check_page(
     screenshot(page, f"{name}-{locale}-1024x768")
     page.set_viewport_size(TABLET)
     violations = run_axe(page)
+    for target in small_targets(page):
+        failures.append(f"{name} [{locale}]: tap target under 44 px: {target}")
     for v in blocking(violations):
         failures.append(
             f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
