@@ -394,8 +394,10 @@ def enqueue(
 
     Give exactly one recipient: ``case`` (survivor: the number is read from the case at
     send time), ``service`` (provider: its intake phone at send time) or ``to_e164`` (kept
-    sealed until sent). Returns ``None``, writing nothing, when the message may not be sent
-    now: a survivor whose consent does not permit SMS, or a number that opted out."""
+    sealed until sent). ``language`` defaults to the case's language, else English.
+    ``not_before`` delays the first try (e.g. the survivor's safe hours). Returns ``None``,
+    writing nothing, when the message may not be sent now: a survivor whose consent does
+    not permit SMS, or a number that opted out."""
     from app.consent import permits
 
     template = TEMPLATES.get(template_key)

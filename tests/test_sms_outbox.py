@@ -533,3 +533,25 @@ def test_cli_worker_once(twilio_app: Any, network: StubNetwork) -> None:
     assert result.exit_code == 0, result.output
     assert "1 sent" in result.output
     assert "4155550177" not in result.output
+
+
+def test_survivor_message_defaults_to_the_case_language(app: Any) -> None:
+    case = survivor_case()
+    case.language = "ar"
+    message = messaging.enqueue("survivor.update", case=case, params={"reference": case.reference})
+    assert message is not None and message.language == "ar"
+    other = messaging.enqueue("survivor.update", case=case, language="fr",
+                              params={"reference": case.reference})
+    assert other is not None and other.language == "fr"
+
+
+def test_not_before_delays_the_first_try(twilio_app: Any, network: StubNetwork) -> None:
+    case = survivor_case()
+    later = utcnow() + timedelta(hours=3)
+    message = messaging.enqueue("survivor.update", case=case, not_before=later,
+                                params={"reference": case.reference})
+    assert message is not None
+    db.session.commit()
+    assert worker(twilio_app).run(once=True).claimed == 0
+    result = worker(twilio_app, now=lambda: later + timedelta(seconds=1)).run(once=True)
+    assert result.sent == 1 and len(network.requests) == 1
