@@ -262,3 +262,21 @@ def new_caseworker(live: Live, world: World) -> Callable[..., Person]:
         return live.seed(build)
 
     return make
+
+
+@pytest.fixture
+def new_provider(live: Live, world: World) -> Callable[..., Person]:
+    """A fresh user of the provider organization that runs the shelter, TOTP enrolled."""
+
+    def make(locale: str | None = None) -> Person:
+        def build() -> Person:
+            from app.models import Organization
+
+            org = db.session.get(Organization, world.provider_org_id)
+            user = factories.make_user("provider", org, totp=True)
+            user.locale = locale
+            return person(user)
+
+        return live.seed(build)
+
+    return make

@@ -2,8 +2,10 @@
 
 A caseworker of an NGO that requires two-step sign-in signs in (password + TOTP), records
 the survivor's consent in the survivor's own language (not the interface language), completes
-the minimal profile and the needs, sees matching services, and leaves with one tap on quick
-exit. The idle lock is proven twice: the page's own timer (JavaScript) and the server's idle
+the minimal profile and the needs, sees the services matching the case and sends a referral
+with the survivor's release; the provider, in a second browser context, accepts it; the
+caseworker sees the acceptance (and the survivor's text is queued in the survivor's language);
+then one tap on quick exit. The idle lock is proven twice: the page's own timer (JavaScript) and the server's idle
 timeout (JavaScript off). Every request of every journey is recorded: anything that leaves
 the Haven server fails the test.
 """
@@ -48,6 +50,20 @@ def _case_by_reference(live: Any, reference: str) -> Any:
         return found
 
 
+def _survivor_messages(live: Any, case_id: int) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from app.models import Message
+
+    with live.app.app_context():
+        rows = db.session.scalars(
+            select(Message).where(Message.case_id == case_id, Message.audience == "survivor")
+        ).all()
+        found = [(m.template_key, m.language) for m in rows]
+        db.session.remove()
+        return found
+
+
 def assert_no_haven_data(page: Any, *secrets: str) -> None:
     """What is on screen now says nothing about the survivor or the case."""
     body = page.locator("body").inner_text()
@@ -57,7 +73,7 @@ def assert_no_haven_data(page: Any, *secrets: str) -> None:
 
 @pytest.mark.parametrize("ui", list(JOURNEYS))
 def test_caseworker_journey(
-    contexts: Any, live: Any, world: Any, new_caseworker: Any, ui: str
+    contexts: Any, live: Any, world: Any, new_caseworker: Any, new_provider: Any, ui: str
 ) -> None:
     survivor_language = JOURNEYS[ui]
     context = contexts.new(locale=BROWSER_LOCALE[ui])
@@ -117,17 +133,44 @@ def test_caseworker_journey(
     assert stored["needs"] == {"shelter": "immediate"}
     assert stored["phone"] == "+14155550134"
 
-    # Matching services for the need.
-    page.locator("nav a[href='/directory/match']").tap()
-    page.check("input[name=categories][value=shelter]")
-    page.select_option("#urgency", "immediate")
-    page.select_option("#language", survivor_language)
-    page.select_option("#age_band", "25_34")
-    page.select_option("#area_id", str(world.area_id))
-    submit(page, "main form.match-form")
+    # Matching services for the case, then a referral (with the survivor's release).
+    page.locator(f"a[href='/referrals/cases/{stored['id']}/new']").tap()
     results = page.locator(".match-list .match")
     results.first.wait_for()
     assert world.service_name in results.first.inner_text()
+    page.locator(f"input[name=services][value='{world.service_id}']").tap()
+    submit(page, "main form")
+    page.wait_for_url(f"**/referrals/cases/{stored['id']}/preview")
+    assert "Amal" not in page.locator("main").inner_text(), "no identity without consent"
+    page.locator(f"input[name=method_{world.provider_org_id}][value=verbal]").tap()
+    submit(page, "main form.intake-form")
+    page.wait_for_url(f"**/cases/{stored['id']}")
+    sent = REFERENCE.search(page.locator(".flash-success").inner_text())
+    assert sent, "the caseworker is told the referral code"
+    code = sent.group(0)
+    row = page.locator("#referrals tr", has_text=code)
+    assert row.locator(".badge.referral-pending").count() == 1
+
+    # The provider, on another device (a second browser context), accepts it.
+    provider_page = contexts.new(locale=BROWSER_LOCALE[ui]).new_page()
+    sign_in(provider_page, new_provider())
+    assert html_lang_dir(provider_page) == (ui, "rtl" if ui == "ar" else "ltr")
+    provider_page.locator("main a[href='/provider/']").tap()
+    provider_page.locator(".portal-item", has_text=code).tap()
+    provider_page.wait_for_url(re.compile(r".*/provider/referrals/\d+$"))
+    assert "Amal" not in provider_page.locator("main").inner_text()
+    with provider_page.expect_navigation():
+        provider_page.locator("form[action$='/accept'] [type=submit]").tap()
+    assert provider_page.locator(".flash-success").count() == 1
+    assert provider_page.locator(".badge.referral-accepted").count() == 1
+
+    # The caseworker sees the acceptance; the survivor's text is queued in their language.
+    page.reload()
+    row = page.locator("#referrals tr", has_text=code)
+    assert row.locator(".badge.referral-accepted").count() == 1
+    assert _survivor_messages(live, stored["id"]) == [
+        ("survivor.referral_accepted", survivor_language)
+    ]
 
     # Back to the case, then one tap on quick exit: a neutral page, the session is over,
     # and Back does not bring the case back.
@@ -139,8 +182,8 @@ def test_caseworker_journey(
     assert_no_haven_data(page, "Amal", reference.group(0), "Haven")
     page.go_back()
     page.wait_for_load_state("load")
-    assert "/cases/" not in page.url or "/auth/login" in page.url, page.url
-    assert_no_haven_data(page, "Amal", reference.group(0), "+1 415", world.service_name)
+    # (The browser may re-post the form before the case page: the server refuses it.)
+    assert_no_haven_data(page, "Amal", reference.group(0), code, "+1 415", world.service_name)
     page.goto(f"/cases/{stored['id']}")
     assert "/auth/login" in page.url, "the quick exit ended the session"
     assert_no_haven_data(page, "Amal", reference.group(0))
