@@ -18,6 +18,14 @@ def expire_command() -> None:
     reminded) and expire those past it (their beds are given back). Run every few minutes."""
     from app.referrals import expire_due
 
-    result = expire_due()
-    db.session.commit()
-    click.echo(f"Flagged {result.flagged}, expired {result.expired}.")
+    flagged = expired = 0
+    while True:  # one batch per transaction, until nothing is due
+        result = expire_due(batch=BATCH)
+        db.session.commit()
+        flagged, expired = flagged + result.flagged, expired + result.expired
+        if result.flagged < BATCH and result.expired < BATCH:
+            break
+    click.echo(f"Flagged {flagged}, expired {expired}.")
+
+
+BATCH = 500

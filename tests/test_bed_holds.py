@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from app import referrals
 from app.extensions import db
-from app.models import Referral, Service, utcnow
+from app.models import Referral, Release, Service, utcnow
 from tests import factories
 
 
@@ -233,3 +233,29 @@ def test_shelters_without_a_bed_count_hold_nothing(app):
     )
     referral = refer(factories.make_case(needs={"shelter": "immediate"}), service)
     assert referral.hold_status == "none" and beds(service) is None
+
+
+def test_a_double_submit_racing_itself_makes_one_referral(app):
+    """The same form sent twice at the same moment (a flaky network): one referral, one
+    bed held, and both requests see the same referral."""
+    service = shelter(free=2)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    service_id, case_id, org_id = service.id, case.id, service.organization_id
+    db.session.commit()
+    from app.models import Case
+
+    def submit() -> Any:
+        made, _created = referrals.create_referrals(
+            db.session.get(Case, case_id),
+            [referrals.ReferralRequest(service_id, referrals.ReleaseSpec(org_id, "verbal"))],
+            None,
+            idempotency_key="race_" + "d" * 30,
+        )
+        return [r.id for r in made]
+
+    results = run_together(app, [submit, submit])
+    assert all(isinstance(r, list) for r in results), results
+    assert results[0] == results[1]
+    assert db.session.scalar(select(func.count(Referral.id))) == 1
+    assert db.session.scalar(select(func.count(Release.id))) == 1
+    assert beds(service) == 1

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app import consent, referrals
 from app.extensions import db
-from app.models import AuditEvent, Message, Referral, Service
+from app.models import AuditEvent, Message, Organization, Referral, Service
 from tests import factories
 from tests.conftest import login_session
 
@@ -161,6 +161,13 @@ def test_decline_with_reason_and_text(app, client, provider, shelter):
     assert db.session.get(Service, shelter.id).beds_available == 3
     page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
     assert "Rosa" not in page  # a declined referral shows the code only
+    # The caseworker sees the answer on the case page.
+    ngo = db.session.get(Organization, row.referring_organization_id)
+    caseworker = factories.make_user("caseworker", organization=ngo)
+    db.session.commit()
+    login_session(client, caseworker)
+    case_page = client.get(f"/cases/{row.case_id}").get_data(as_text=True)
+    assert "Not eligible" in case_page and "men only this week" in case_page
 
 
 def test_bed_counts(app, client, provider, shelter):
