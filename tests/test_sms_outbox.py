@@ -555,3 +555,31 @@ def test_not_before_delays_the_first_try(twilio_app: Any, network: StubNetwork) 
     assert worker(twilio_app).run(once=True).claimed == 0
     result = worker(twilio_app, now=lambda: later + timedelta(seconds=1)).run(once=True)
     assert result.sent == 1 and len(network.requests) == 1
+
+
+def test_crash_after_twilio_accepted_resends_at_most_once(
+    twilio_app: Any, network: StubNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented bound: a crash between Twilio's answer and recording the SID sends
+    that message once more after the lease expires, and only once."""
+    message = messaging.enqueue("provider.referral_cancelled", to_e164="+14155550177",
+                                params={"code": "R7K-2MX"}, audience="staff")
+    assert message is not None
+    db.session.commit()
+    crashing = worker(twilio_app, owner="crashing")
+
+    def crash(message_id: int, result: Any) -> str:
+        raise SystemExit("power cut")
+
+    monkeypatch.setattr(crashing, "finish_sent", crash)
+    with pytest.raises(SystemExit):
+        crashing.run(once=True)
+    db.session.rollback()
+    assert len(network.requests) == 1
+    assert one(message.id).status == "queued" and one(message.id).twilio_sid is None
+    later = utcnow() + timedelta(seconds=twilio_app.config["SMS_LEASE_SECONDS"] + 1)
+    assert worker(twilio_app, now=lambda: later).run(once=True).sent == 1
+    much_later = later + timedelta(hours=1)
+    assert worker(twilio_app, now=lambda: much_later).run(once=True).claimed == 0
+    assert len(network.requests) == 2
+    assert one(message.id).status == "submitted"
