@@ -56,6 +56,7 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from app import audit, messaging
 from app.cases import CaseError, check_signature, new_reference, store_signature
@@ -859,6 +860,7 @@ def for_case(case: Case) -> list[Referral]:
         db.session.scalars(
             select(Referral)
             .where(Referral.case_id == case.id)
+            .options(selectinload(Referral.service))
             .order_by(Referral.created_at.desc(), Referral.id.desc())
         )
     )
@@ -874,6 +876,7 @@ def waiting_for_organization(organization_id: int, limit: int = 200) -> list[Ref
                 Referral.referring_organization_id == organization_id,
                 Referral.status.in_(OPEN_STATUSES),
             )
+            .options(selectinload(Referral.service), selectinload(Referral.case))
             .order_by(Referral.flagged_at.is_(None), Referral.hold_expires_at, Referral.id)
             .limit(limit)
         )

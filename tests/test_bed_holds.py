@@ -31,6 +31,7 @@ def shelter(free: int = 3, total: int = 10) -> Any:
         category="shelter",
         beds_total=total,
         beds_available=free,
+        intake_phone="+14155550100",
     )
 
 
@@ -111,6 +112,19 @@ def test_twenty_concurrent_referrals_at_three_free_beds(app):
     assert held == 3
     assert db.session.scalar(select(func.count(Referral.id))) == 3
     assert beds(service) == 0
+    # The refused 17 left nothing behind; the audit chain stayed whole.
+    from app import audit
+    from app.models import AuditEvent, Message, Release
+
+    assert db.session.scalar(select(func.count(Release.id))) == 3
+    assert db.session.scalar(select(func.count(Message.id))) == 3
+    assert (
+        db.session.scalar(
+            select(func.count(AuditEvent.id)).where(AuditEvent.action == "referral.create")
+        )
+        == 3
+    )
+    assert audit.verify_chain().ok
 
 
 def test_a_shelter_with_no_free_bed_refuses_with_a_reason(app):

@@ -10,6 +10,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from app import audit, referrals
 from app.extensions import db
@@ -70,6 +71,7 @@ def _render_index(tab: str, status: int = 200, errors_for: tuple[int, Any] | Non
             Referral.organization_id == current_user.organization_id,
             Referral.status.in_(TABS[tab]),
         )
+        .options(selectinload(Referral.service))
         .order_by(Referral.created_at.desc(), Referral.id.desc())
         .limit(PAGE_SIZE)
     ).all()
