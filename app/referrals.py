@@ -307,8 +307,8 @@ def provider_view(
             values[name] = code or str(_l("given when the referral is sent"))
         elif name == "needs":
             values[name] = (
-                ", ".join(
-                    f"{CATEGORY_LABELS[c]} ({URGENCY_LABELS[u]})"
+                "; ".join(
+                    f"{CATEGORY_LABELS[c]}: {URGENCY_LABELS[u]}"
                     for c, u in shared_needs(case, at, states)
                 )
                 or "—"

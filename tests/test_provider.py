@@ -80,7 +80,7 @@ def test_detail_shows_exactly_the_preview(app, client, provider, shelter):
     assert "Prefers mornings" not in page  # the case note is never shared
     page = client.get(f"/provider/referrals/{without.id}").get_data(as_text=True)
     assert without.code in page and "Rosa" not in page and "555-0123" not in page
-    assert "25–34" in page and "Shelter (Immediate)" in page
+    assert "25–34" in page and "Shelter: Immediate" in page
     with app.test_request_context():
         case = db.session.get(Referral, without.id).case
         preview = referrals.provider_view(case, "shelter", code=without.code)
@@ -96,11 +96,11 @@ def test_withdrawn_consent_leaves_the_code_only(app, client, provider, shelter):
     consent.change_consent(case, "share_identity", False, "verbal", None, language="en")
     db.session.commit()
     page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
-    assert "Rosa" not in page and "Shelter (Immediate)" in page
+    assert "Rosa" not in page and "Shelter: Immediate" in page
     consent.change_consent(case, "share_shelter", False, "verbal", None, language="en")
     db.session.commit()
     page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
-    assert referral.code in page and "Shelter (Immediate)" not in page and "25–34" not in page
+    assert referral.code in page and "Shelter: Immediate" not in page and "25–34" not in page
 
 
 def test_accept_then_outcomes(app, client, provider, shelter):

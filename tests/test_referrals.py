@@ -255,7 +255,7 @@ def test_shared_fields_matrix(app, ngo, share_category, share_identity, release_
     assert referral.shared_fields == list(expected)
     values = {f.name: f.value for f in view.fields}
     assert values["reference"] == referral.code
-    assert values["needs"] == "Legal aid (Soon (days))"
+    assert values["needs"] == "Legal aid: Soon (days)"
     assert values["age_band"] == "25–34" and values["language"] == "English"
     assert values["children"] == "1" and values["accessibility"] == "No"
     if share_identity:
