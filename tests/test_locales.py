@@ -222,5 +222,10 @@ def test_dates_and_phone_numbers_follow_the_locale(app: Any, client: Any, locale
     assert format_date(case.created_at, "medium", locale=locale) in html
     assert case.created_at.strftime("%Y-%m-%d") not in html
     # A phone number inside a sentence keeps its left-to-right order in Arabic.
-    html = client.get(f"/cases/{case.id}/needs").get_data(as_text=True)
-    assert '<bdi dir="ltr">+1 415-555-0123</bdi>' in html
+    for path in (f"/cases/{case.id}/needs", f"/cases/{case.id}"):
+        html = client.get(path).get_data(as_text=True)
+        assert '<bdi dir="ltr">+1 415-555-0123</bdi>' in html, path
+    # Consent "until" dates on the case page, per locale.
+    record = next(c for c in case.consents if c.scope == "store")
+    assert format_date(record.expires_at, "medium", locale=locale) in html
+    assert record.expires_at.strftime("%Y-%m-%d") not in html

@@ -5,9 +5,9 @@ the survivor's consent in the survivor's own language (not the interface languag
 the minimal profile and the needs, sees the services matching the case and sends a referral
 with the survivor's release; the provider, in a second browser context, accepts it; the
 caseworker sees the acceptance (and the survivor's text is queued in the survivor's language);
-then one tap on quick exit. The idle lock is proven twice: the page's own timer (JavaScript) and the server's idle
-timeout (JavaScript off). Every request of every journey is recorded: anything that leaves
-the Haven server fails the test.
+then one tap on quick exit. The idle lock is proven twice: the page's own timer (JavaScript)
+and the server's idle timeout (JavaScript off). Every request of every journey is recorded:
+anything that leaves the Haven server fails the test.
 """
 
 from __future__ import annotations

@@ -38,6 +38,22 @@ from tests.browser.support import (
 pytestmark = pytest.mark.browser
 
 LOCALES = {"en": "en-US", "ar": "ar"}
+# Pages also shot at 1024×768 (the tablet turned): the caseworkers' and providers' own.
+LANDSCAPE = {
+    "login",
+    "home-caseworker",
+    "cases",
+    "intake-consent",
+    "intake-profile",
+    "intake-needs",
+    "case",
+    "refer-choose",
+    "refer-preview",
+    "case-referred",
+    "match-results",
+    "provider-referrals",
+    "provider-referral",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +65,16 @@ def people(live: Any, world: Any) -> dict[str, Any]:
 
         ngo = db.session.get(Organization, world.ngo_id)
         area = db.session.get(Area, world.area_id)
-        case = factories.make_case(
-            ngo, alias="Rosa", area=area, needs={"shelter": "immediate", "legal": "soon"}
-        )
+        cases = {
+            locale: factories.make_case(
+                ngo, alias="Rosa", area=area, needs={"shelter": "immediate", "legal": "soon"}
+            ).id
+            for locale in LOCALES
+        }
         operator = factories.make_org("operator", name="Haven operator")
         provider_org = db.session.get(Organization, world.provider_org_id)
         return {
-            "case_id": case.id,
+            "case_ids": cases,
             "users": {
                 locale: {
                     "caseworker": person(factories.make_user("caseworker", ngo, totp=True)),
@@ -70,25 +89,36 @@ def people(live: Any, world: Any) -> dict[str, Any]:
     return live.seed(build)  # type: ignore[no-any-return]
 
 
-def _match_results(page: Any, world: Any) -> Callable[[], None]:
-    """Fill the matching form, then (measured) post it."""
+def _then(page: Any, path: str | None, fill: Callable[[], Any], act: Callable[[], Any]) -> Any:
+    """A page reached by an action (a form post, a tap): go to ``path`` and ``fill`` first
+    (not measured), then ``act`` (measured)."""
 
-    def act() -> None:
-        page.locator("main form.match-form [type=submit]").click()
-        page.wait_for_selector(".match-list")
+    def measured() -> None:
+        with page.expect_navigation():
+            act()
 
     def prepare() -> Callable[[], None]:
-        page.goto("/directory/match")
-        page.check("input[name=categories][value=shelter]")
-        page.select_option("#area_id", str(world.area_id))
-        return act
+        if path:
+            page.goto(path)
+        fill()
+        return measured
 
     return prepare
+
+
+def _post(page: Any, path: str | None, fill: Callable[[], Any], form: str) -> Any:
+    return _then(page, path, fill, lambda: page.locator(f"{form} [type=submit]").first.click())
 
 
 def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str, Any]]:
     common = [("language", "/auth/language"), ("password", "/auth/password")]
     if role == "caseworker":
+
+        def criteria() -> None:
+            page.check("input[name=categories][value=shelter]")
+            page.select_option("#area_id", str(world.area_id))
+
+        choose = f"/referrals/cases/{case_id}/new"
         return [
             ("home-caseworker", "/"),
             ("cases", "/cases/"),
@@ -103,14 +133,48 @@ def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str,
             ("directory", "/directory/"),
             ("service", f"/directory/services/{world.service_id}"),
             ("match", "/directory/match"),
-            ("match-results", _match_results(page, world)),  # a form post
+            ("match-results", _post(page, "/directory/match", criteria, "main form.match-form")),
+            ("refer-choose", choose),
+            (
+                "refer-preview",
+                _post(
+                    page,
+                    choose,
+                    lambda: page.check(f"input[name=services][value='{world.service_id}']"),
+                    "main form[action$='/preview']",
+                ),
+            ),
+            (
+                "case-referred",
+                _post(
+                    page,
+                    None,
+                    lambda: page.check(f"input[name=method_{world.provider_org_id}][value=verbal]"),
+                    "main form.intake-form",
+                ),
+            ),
+            ("referrals-waiting", "/referrals/"),
             *common,
         ]
     if role == "supervisor":
-        return [("home-supervisor", "/"), ("audit-supervisor", "/admin/audit")]
+        return [
+            ("home-supervisor", "/"),
+            ("audit-supervisor", "/admin/audit"),
+            ("figures", "/reports/"),
+        ]
     if role == "provider":
         return [
             ("home-provider", "/"),
+            ("provider-referrals", "/provider/"),
+            (
+                "provider-referral",
+                _then(
+                    page,
+                    "/provider/",
+                    lambda: None,
+                    lambda: page.locator(".portal-item").first.click(),
+                ),
+            ),
             ("service-edit", f"/directory/services/{world.service_id}/edit"),
         ]
     return [
@@ -120,11 +184,18 @@ def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str,
         ("areas", "/directory/areas"),
         ("service-new", "/directory/services/new"),
         ("audit", "/admin/audit"),
+        ("figures-admin", "/reports/"),
     ]
 
 
 def check_page(
-    page: Any, name: str, target: Any, locale: str, report: list[str], failures: list[str]
+    page: Any,
+    name: str,
+    target: Any,
+    locale: str,
+    report: list[str],
+    failures: list[str],
+    landscape: bool = True,
 ) -> None:
     weight = load_measured(page, target)
     lang, direction = html_lang_dir(page)
@@ -134,9 +205,10 @@ def check_page(
     if weight.total > PAGE_BUDGET_BYTES:
         failures.append(f"{name}: {weight.total} bytes transferred (budget {PAGE_BUDGET_BYTES})")
     shot = screenshot(page, f"{name}-{locale}-768x1024")
-    page.set_viewport_size(TABLET_LANDSCAPE)
-    screenshot(page, f"{name}-{locale}-1024x768")
-    page.set_viewport_size(TABLET)
+    if landscape:
+        page.set_viewport_size(TABLET_LANDSCAPE)
+        screenshot(page, f"{name}-{locale}-1024x768")
+        page.set_viewport_size(TABLET)
     violations = run_axe(page)
     for target in small_targets(page):
         failures.append(f"{name} [{locale}]: tap target under 44 px: {target}")
@@ -162,23 +234,24 @@ def test_main_pages(
     context = contexts.new(locale=LOCALES[locale])
     page = context.new_page()
     # Anonymous pages, and the second sign-in step.
-    check_page(page, "login", "/auth/login", locale, report, failures)
+    check_page(page, "login", "/auth/login", locale, report, failures, landscape=True)
     who: Person = people["users"][locale]["caseworker"]
     page.fill("#username", who.username)
     page.fill("#password", factories.PASSWORD)
     page.locator("main form [type=submit]").click()
     page.wait_for_url("**/auth/verify")
-    check_page(page, "totp", "/auth/verify", locale, report, failures)
+    check_page(page, "totp", "/auth/verify", locale, report, failures, landscape=False)
     context.close()
 
     for role in ("caseworker", "provider", "supervisor", "admin"):
         context = contexts.new(locale=LOCALES[locale])
         page = context.new_page()
         sign_in(page, people["users"][locale][role])
-        for name, target in pages_for(role, world, people["case_id"], page):
+        case_id = people["case_ids"][locale]
+        for name, target in pages_for(role, world, case_id, page):
             if callable(target):
                 target = target()  # prepare (fill a form): not part of the weight
-            check_page(page, name, target, locale, report, failures)
+            check_page(page, name, target, locale, report, failures, name in LANDSCAPE)
         context.close()
 
     page = contexts.new(locale=LOCALES[locale]).new_page()
