@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app app
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo run test test-sqlite test-postgresql lint bench translations translations-check deps clean
+.PHONY: demo run test test-sqlite test-postgresql test-tools lint bench translations deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,20 @@ run: $(VENV)/.deps .env translations-compile
 ## Every test, on SQLite and then on PostgreSQL (each on a fresh database)
 test: test-sqlite test-postgresql
 
-test-sqlite: $(VENV)/.deps translations-compile
-	HAVEN_TEST_DATABASE=sqlite $(BIN)/pytest -q -p no:cacheprovider
+# What the tests drive besides Python: Debian's Chromium (browser tests), axe-core and the
+# Prism mock of Twilio's API (npm, into the git-ignored .tools/). Each step is idempotent.
+test-tools:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	tests/tools/install_axe.sh
+	tests/tools/install_prism.sh
 
-test-postgresql: $(VENV)/.deps translations-compile
-	HAVEN_TEST_DATABASE=postgresql HAVEN_TEST_PG_URL=$(PG_URL) $(BIN)/pytest -q -p no:cacheprovider
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n 2
+
+test-sqlite: $(VENV)/.deps translations-compile test-tools
+	HAVEN_TEST_DATABASE=sqlite $(PYTEST)
+
+test-postgresql: $(VENV)/.deps translations-compile test-tools
+	HAVEN_TEST_DATABASE=postgresql HAVEN_TEST_PG_URL=$(PG_URL) $(PYTEST)
 
 lint: $(VENV)/.deps
 	$(BIN)/ruff check app config.py tests bench
