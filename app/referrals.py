@@ -487,13 +487,17 @@ def create_referrals(
     try:
         with db.session.begin_nested():
             made = _insert_all(case, requests, services, releases, keys, actor_id, at)
-    except (IntegrityError, ReferralError):
+    except (IntegrityError, ReferralError) as exc:
         # A resent form racing the first (which may also have taken the last bed): the
         # winner committed; show what it made. The savepoint undid everything of ours.
         if idempotency_key is not None:
             found = existing_batch(case, idempotency_key, service_ids)
             if found:
                 return found, False
+        if isinstance(exc, IntegrityError):
+            # Another form made an open referral to one of these services at the same
+            # moment (uq_referral_open_case_service): refused like the check above.
+            raise NotReferable() from None
         raise
     return made, True
 

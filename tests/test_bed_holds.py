@@ -273,3 +273,30 @@ def test_a_double_submit_racing_itself_makes_one_referral(app):
     assert db.session.scalar(select(func.count(Referral.id))) == 1
     assert db.session.scalar(select(func.count(Release.id))) == 1
     assert beds(service) == 1
+
+
+def test_two_forms_to_one_service_at_once_make_one_open_referral(app):
+    """Two caseworkers (two form tokens) refer the same case to the same legal service at
+    the same moment: one referral; the other is refused with a reason, not a crash."""
+    service = factories.make_service(organization=factories.make_org("provider"), category="legal")
+    case = factories.make_case(needs={"legal": "soon"})
+    service_id, case_id, org_id = service.id, case.id, service.organization_id
+    db.session.commit()
+    from app.models import Case
+
+    def submit(token: str) -> Any:
+        def run() -> Any:
+            made, _created = referrals.create_referrals(
+                db.session.get(Case, case_id),
+                [referrals.ReferralRequest(service_id, referrals.ReleaseSpec(org_id, "verbal"))],
+                None,
+                idempotency_key=token,
+            )
+            return [r.id for r in made]
+
+        return run
+
+    results = run_together(app, [submit("one_" + "e" * 30), submit("two_" + "f" * 30)])
+    assert sorted(type(r).__name__ for r in results) == ["NotReferable", "list"], results
+    assert db.session.scalar(select(func.count(Referral.id))) == 1
+    assert db.session.scalar(select(func.count(Release.id))) == 1

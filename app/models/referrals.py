@@ -31,6 +31,7 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     String,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -53,6 +54,7 @@ REFERRAL_STATUSES = (
     "completed",
 )
 OPEN_STATUSES = ("pending", "accepted")
+OPEN_WHERE = "status IN ('pending', 'accepted')"
 # none: no bed counted (not a shelter, or its capacity is not tracked). held: one bed taken
 # from beds_available. returned: given back (decline, expiry, cancellation, no-show).
 # used: the survivor arrived and occupies it (the provider's counts take over).
@@ -121,6 +123,15 @@ class Referral(db.Model):  # type: ignore[name-defined,misc]
         Index("ix_referral_referring_org_status", "referring_organization_id", "status"),
         # expire_due(): pending referrals by the end of their window.
         Index("ix_referral_status_hold_expires_at", "status", "hold_expires_at"),
+        # One open referral per case and service, even for two forms sent at once.
+        Index(
+            "uq_referral_open_case_service",
+            "case_id",
+            "service_id",
+            unique=True,
+            postgresql_where=text(OPEN_WHERE),
+            sqlite_where=text(OPEN_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
