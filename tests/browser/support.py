@@ -203,3 +203,21 @@ def small_targets(page: Any) -> list[str]:
     """Visible tap targets smaller than 44×44 CSS pixels."""
     found: list[str] = page.evaluate(_SMALL_TARGETS_JS, MIN_TARGET_PX)
     return found
+
+
+# --- layout stability ------------------------------------------------------------------------
+
+_LAYOUT_SHIFT_JS = """() => new Promise(resolve => {
+  let total = 0;
+  const observer = new PerformanceObserver(list => {
+    for (const entry of list.getEntries()) { if (!entry.hadRecentInput) total += entry.value; }
+  });
+  observer.observe({type: 'layout-shift', buffered: true});
+  setTimeout(() => { observer.disconnect(); resolve(total); }, 50);
+})"""
+
+
+def layout_shift(page: Any) -> float:
+    """Cumulative layout shift of the page so far (0 = nothing moved under the finger)."""
+    value: float = page.evaluate(_LAYOUT_SHIFT_JS)
+    return value

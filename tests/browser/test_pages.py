@@ -27,6 +27,7 @@ from tests.browser.support import (
     Person,
     blocking,
     html_lang_dir,
+    layout_shift,
     load_measured,
     person,
     run_axe,
@@ -38,6 +39,7 @@ from tests.browser.support import (
 pytestmark = pytest.mark.browser
 
 LOCALES = {"en": "en-US", "ar": "ar"}
+MAX_LAYOUT_SHIFT = 0.1  # "good" cumulative layout shift (web.dev)
 # Pages also shot at 1024×768 (the tablet turned): the caseworkers' and providers' own.
 LANDSCAPE = {
     "login",
@@ -198,6 +200,9 @@ def check_page(
     landscape: bool = True,
 ) -> None:
     weight = load_measured(page, target)
+    shift = layout_shift(page)
+    if shift > MAX_LAYOUT_SHIFT:
+        failures.append(f"{name} [{locale}]: layout shift {shift:.3f} while loading")
     lang, direction = html_lang_dir(page)
     expected_dir = "rtl" if locale == "ar" else "ltr"
     if (lang, direction) != (locale, expected_dir):
@@ -221,6 +226,7 @@ def check_page(
     kinds = " ".join(f"{k}={n}" for k, n in sorted(weight.by_type.items()))
     report.append(
         f"{name:18} {weight.total / 1024:6.1f} KB  ({weight.requests} requests: {kinds})"
+        f"  CLS {shift:.3f}"
         f"  axe: {others}  [{os.path.basename(shot)}]"
     )
 
