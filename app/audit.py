@@ -61,6 +61,18 @@ def _ensure_head() -> None:
         )
 
 
+def lock() -> None:
+    """Take the audit chain's lock (the head row, PostgreSQL) now rather than at this
+    transaction's first event. Every audited transaction takes it anyway; one that will
+    also lock rows other audited transactions lock (a service's bed count, a referral)
+    calls this first, so that all of them take the same lock first and no deadlock can
+    form. SQLite transactions are already serialised (BEGIN IMMEDIATE): nothing to do."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    _ensure_head()
+    db.session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+
+
 def record(
     action: str,
     object_type: str | None = None,

@@ -277,6 +277,7 @@ def _provider_reply(
     top = min(limits) if limits else 99999
     if beds < 0 or beds > top:
         return say("provider.beds_invalid", total=top)
+    audit.lock()  # before the service rows: the lock order of app.referrals (bed holds)
     for service in shelters:
         service.beds_available = beds
         db.session.flush()

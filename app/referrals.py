@@ -39,8 +39,11 @@ Consent. Withdrawing ``share_<category>`` cancels the case's open referrals of t
 withdrawing a release cancels the open referrals resting on it; erasure cancels every open
 referral first. The provider is told by code only.
 
-Lock order (to stay clear of deadlocks on PostgreSQL): referral row, then service row, then
-the audit head (``audit.record``).
+Lock order (no deadlocks on PostgreSQL): the audit chain's lock first (``audit.lock()``),
+then referral rows, then service rows. Every audited transaction takes the audit lock
+anyway; taking it first means a consent withdrawal (which audits, then cancels referrals
+and gives beds back) and a referral being sent to the same shelter queue instead of
+deadlocking. Provider bed updates (directory, BEDS by SMS) take it first too.
 """
 
 from __future__ import annotations
@@ -511,7 +514,8 @@ def _insert_all(
     actor_id: int | None,
     at: datetime,
 ) -> list[Referral]:
-    # Beds first (service rows, in id order), then rows, then audit (see lock order).
+    # The audit lock, then beds (service rows, in id order), then rows (see lock order).
+    audit.lock()
     held: dict[int, bool] = {}
     for sid in sorted(services):
         service = services[sid]
@@ -643,6 +647,7 @@ def set_beds_available(service: Service, free: int, *, at: datetime | None = Non
     referrals are not counted in it; they stay held). Audited, no commit."""
     if not service.is_shelter or service.beds_total is None:
         raise BedCountError("no bed count is kept for this service")
+    audit.lock()
     held = beds_held(service.id)
     if free < 0 or free + held > service.beds_total:
         raise BedCountError("out of range")
@@ -658,6 +663,7 @@ def _move(
     referral: Referral, from_statuses: Sequence[str], to: str, at: datetime, **values: Any
 ) -> bool:
     """Compare-and-set the status: False when another change got there first."""
+    audit.lock()
     result = db.session.execute(
         update(Referral)
         .where(Referral.id == referral.id, Referral.status.in_(tuple(from_statuses)))
@@ -924,6 +930,7 @@ def expire_due(now: datetime | None = None, *, batch: int = 500) -> ExpiryResult
         .order_by(Referral.hold_expires_at, Referral.id)
         .limit(batch)
     ).all():
+        audit.lock()
         result = db.session.execute(
             update(Referral)
             .where(

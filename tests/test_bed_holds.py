@@ -7,6 +7,7 @@ SQLite and on PostgreSQL)."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -300,3 +301,81 @@ def test_two_forms_to_one_service_at_once_make_one_open_referral(app):
     assert sorted(type(r).__name__ for r in results) == ["NotReferable", "list"], results
     assert db.session.scalar(select(func.count(Referral.id))) == 1
     assert db.session.scalar(select(func.count(Release.id))) == 1
+
+
+def _slow_release_grant(monkeypatch: Any) -> None:
+    """The sending thread ("sender") pauses inside its transaction, after its first row
+    locks, so that a second transaction starts in the middle of it."""
+    from app import audit
+
+    real = audit.record
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "sender" and args[0] == "release.grant":
+            time.sleep(0.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "record", record)
+
+
+def _sender(service_id: int, org_id: int, case_id: int) -> Any:
+    from app.models import Case
+
+    def run() -> Any:
+        threading.current_thread().name = "sender"
+        made, _ = referrals.create_referrals(
+            db.session.get(Case, case_id),
+            [referrals.ReferralRequest(service_id, referrals.ReleaseSpec(org_id, "verbal"))],
+            None,
+            idempotency_key=None,
+        )
+        return made[0].id
+
+    return run
+
+
+def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch):
+    """A survivor withdraws share_shelter (their open shelter referral is cancelled, its
+    bed given back) while another survivor is referred to the same shelter. On PostgreSQL
+    both used to lock the audit head and the service row in opposite orders (deadlock:
+    the withdrawal failed); with one lock order both succeed."""
+    from app import consent
+    from app.models import Case
+
+    service = shelter(free=3)
+    first = factories.make_case(needs={"shelter": "immediate"})
+    second = factories.make_case(needs={"shelter": "immediate"})
+    refer(first, service)
+    ids = (service.id, service.organization_id, first.id, second.id)
+    db.session.commit()
+    _slow_release_grant(monkeypatch)
+
+    def withdraw() -> str:
+        time.sleep(0.2)  # while the sender is inside its transaction
+        case = db.session.get(Case, ids[2])
+        consent.change_consent(case, "share_shelter", False, "verbal", None, language="en")
+        return "withdrawn"
+
+    results = run_together(app, [_sender(ids[0], ids[1], ids[3]), withdraw])
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert beds(service) == 2  # 3 - 1 (first) + 1 (given back) - 1 (second)
+
+
+def test_beds_by_sms_racing_a_new_referral(app, monkeypatch):
+    """A shelter texts BEDS while a referral to it is being sent: no deadlock."""
+    from app import hotline
+
+    service = shelter(free=3, total=10)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    ids = (service.id, service.organization_id, case.id)
+    db.session.commit()
+    _slow_release_grant(monkeypatch)
+
+    def beds_by_sms() -> list[str]:
+        time.sleep(0.2)
+        return hotline.handle_inbound("SM" + "7" * 32, "+14155550100", "BEDS 5")
+
+    results = run_together(app, [_sender(*ids), beds_by_sms])
+    assert not any(isinstance(r, Exception) for r in results), results
+    assert "5" in results[1][0]
+    assert beds(service) in (4, 5)  # the update sets beds for new holds; order decides

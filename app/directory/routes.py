@@ -176,6 +176,7 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
         form.organization_id.errors = [_("Choose an organization.")]
         return again()
     creating = service is None
+    audit.lock()  # before the service row: the lock order of app.referrals (bed holds)
     if service is None:
         service = Service()
     if org is not None:
@@ -217,6 +218,7 @@ def service_beds(service_id: int) -> Response | tuple[str, int]:
         if service.beds_total is not None and free is not None and free > service.beds_total:
             form.beds_available.errors = [_("More beds free than beds in total.")]
         else:
+            audit.lock()  # before the service row: the lock order of app.referrals
             service.beds_available = free
             service.updated_at = utcnow()
             audit.record("service.beds_update", "service", service.id)
