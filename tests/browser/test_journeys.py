@@ -196,9 +196,9 @@ def test_idle_lock_in_the_page(contexts: Any, live: Any, new_caseworker: Any) ->
     context = contexts.new(base_url=live.short_url)
     page = context.new_page()
     sign_in(page, new_caseworker())
+    started = time.monotonic()
     page.goto("/cases/")
     assert page.locator("body").get_attribute("data-idle-seconds") == str(SHORT_IDLE_SECONDS)
-    started = time.monotonic()
     page.wait_for_url("**/leave?locked=1", timeout=(SHORT_IDLE_SECONDS + 7) * 1000)
     waited = time.monotonic() - started
     assert waited >= SHORT_IDLE_SECONDS - 0.5, f"locked after {waited:.1f}s"
