@@ -229,3 +229,21 @@ def test_dates_and_phone_numbers_follow_the_locale(app: Any, client: Any, locale
     record = next(c for c in case.consents if c.scope == "store")
     assert format_date(record.expires_at, "medium", locale=locale) in html
     assert record.expires_at.strftime("%Y-%m-%d") not in html
+
+
+def test_hints_and_errors_are_tied_to_their_fields(app: Any, client: Any) -> None:
+    """Screen readers read a field's hint (and its error) with the field."""
+    org = factories.make_org("ngo")
+    user = factories.make_user("caseworker", org)
+    case = factories.make_case(org)
+    db.session.commit()
+    login_session(client, user)
+    html = client.get(f"/cases/{case.id}/profile").get_data(as_text=True)
+    assert re.search(r'<input[^>]*aria-describedby="phone-hint"[^>]*id="phone"', html)
+    response = client.post(f"/cases/{case.id}/profile", data={"phone": "not a phone"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert re.search(
+        r'<input[^>]*aria-describedby="phone-hint phone-error"[^>]*aria-invalid="true"', html
+    )
+    assert 'id="phone-error"' in html and 'id="phone-hint"' in html
