@@ -167,7 +167,7 @@ class BaseConfig:
         self.RETENTION_CONSENT_REASK = timedelta(
             days=_int(env, "HAVEN_RETENTION_REASK_DAYS", 30))
         self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))
-        self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 500)
+        self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
         for key, value in overrides.items():

@@ -119,9 +119,9 @@ def register_blueprints(app: Flask) -> None:
     from app.directory import bp as directory_bp
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
-    from app.reports import bp as reports_bp
     from app.provider import bp as provider_bp
     from app.referrals_web import bp as referrals_bp
+    from app.reports import bp as reports_bp
     from app.sms import bp as sms_bp
 
     app.register_blueprint(main_bp)

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -67,7 +68,21 @@ from typing import Any
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
 from app import audit
@@ -102,6 +117,7 @@ class RuleResult:
     name: str
     count: int = 0
     oldest_due: datetime | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -128,6 +144,17 @@ def cfg(name: str) -> Any:
 
 def _month(value: datetime) -> date:
     return date(value.year, value.month, 1)
+
+
+def _in(column: Any, values: Any) -> Any:
+    """``column IN (values)`` for a list of ids or codes. On PostgreSQL one array
+    parameter (``= ANY(%s)``): the same short statement for every batch, instead of a
+    statement with one parameter per value that the driver must parse each time."""
+    values = list(values)
+    if db.session.get_bind().dialect.name == "postgresql":
+        kind = String() if values and isinstance(values[0], str) else Integer()
+        return column == func.any(bindparam(None, values, type_=ARRAY(kind)))
+    return column.in_(values)
 
 
 def _ids_batches(query: Any, batch: int) -> Iterator[list[int]]:
@@ -227,7 +254,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
     already erased are skipped. Returns the ids erased."""
     from app.cases import ERASURE_HOOKS, need_categories
 
-    query = select(Case).where(Case.id.in_(case_ids), Case.status != "erased").order_by(Case.id)
+    query = select(Case).where(_in(Case.id, case_ids), Case.status != "erased").order_by(Case.id)
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     cases = list(db.session.scalars(query))
@@ -243,7 +270,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
                 hook(case, None, at)
     needs: dict[int, list[str]] = {}
     for case_id, category in db.session.execute(
-        select(Need.case_id, Need.category).where(Need.case_id.in_(ids))
+        select(Need.case_id, Need.category).where(_in(Need.case_id, ids))
     ):
         needs.setdefault(case_id, []).append(category)
     db.session.execute(
@@ -262,13 +289,22 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
         ],
     )
     key_ids = [c.data_key_id for c in cases if c.data_key_id is not None]
-    db.session.execute(delete(ConsentTask).where(ConsentTask.case_id.in_(ids)))
-    db.session.execute(delete(Consent).where(Consent.case_id.in_(ids)))
-    db.session.execute(delete(ConsentSignature).where(ConsentSignature.case_id.in_(ids)))
-    db.session.execute(delete(Need).where(Need.case_id.in_(ids)))
+    db.session.execute(
+        delete(Consent)
+        .where(_in(Consent.case_id, ids))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        delete(ConsentSignature)
+        .where(_in(ConsentSignature.case_id, ids))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        delete(Need).where(_in(Need.case_id, ids)).execution_options(synchronize_session=False)
+    )
     db.session.execute(
         update(Case)
-        .where(Case.id.in_(ids))
+        .where(_in(Case.id, ids))
         .values(
             alias_enc=None,
             phone_enc=None,
@@ -293,7 +329,11 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
         .execution_options(synchronize_session=False)
     )
     if key_ids:
-        db.session.execute(delete(DataKey).where(DataKey.id.in_(key_ids)))
+        db.session.execute(
+            delete(DataKey)
+            .where(_in(DataKey.id, key_ids))
+            .execution_options(synchronize_session=False)
+        )
     for case in cases:
         db.session.expire(case)
     audit.record_many("case.erase", "case", ids)
@@ -302,20 +342,21 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
 
 
 def _forget_conversations(case: Case, actor_id: int | None, at: datetime) -> None:
-    """Erasure hook: the hotline session of the case (or of its number) and the blind index
-    on inbound message rows of its number go with the case."""
+    """Erasure hook: the hotline session of the case (or of its number), the blind index
+    on inbound message rows of its number and the case's re-ask tasks go with the case."""
     _forget_conversations_batch([case], actor_id, at)
 
 
 def _forget_conversations_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
     ids = [c.id for c in cases]
+    db.session.execute(delete(ConsentTask).where(_in(ConsentTask.case_id, ids)))
     indexes = [c.phone_index for c in cases if c.phone_index]
-    condition: Any = HotlineSession.case_id.in_(ids)
+    condition: Any = _in(HotlineSession.case_id, ids)
     if indexes:
-        condition = or_(condition, HotlineSession.phone_index.in_(indexes))
+        condition = or_(condition, _in(HotlineSession.phone_index, indexes))
         db.session.execute(
             update(Message)
-            .where(Message.direction == "in", Message.counterpart_index.in_(indexes))
+            .where(Message.direction == "in", _in(Message.counterpart_index, indexes))
             .values(counterpart_index=None)
             .execution_options(synchronize_session=False)
         )
@@ -330,7 +371,7 @@ def _messaging_batch(cases: list[Case], actor_id: int | None, at: datetime) -> N
     now = utcnow()
     db.session.execute(
         update(Message)
-        .where(Message.direction == "out", Message.status == "queued", Message.case_id.in_(ids))
+        .where(Message.direction == "out", Message.status == "queued", _in(Message.case_id, ids))
         .values(
             status="cancelled",
             final_at=now,
@@ -343,7 +384,10 @@ def _messaging_batch(cases: list[Case], actor_id: int | None, at: datetime) -> N
     )
     db.session.execute(
         update(Message)
-        .where(Message.case_id.in_(ids))
+        .where(
+            _in(Message.case_id, ids),
+            or_(Message.counterpart_index.is_not(None), Message.recipient.is_not(None)),
+        )
         .values(counterpart_index=None, recipient=None)
         .execution_options(synchronize_session=False)
     )
@@ -380,7 +424,7 @@ def _referral_statistics_batch(cases: list[Case], actor_id: int | None, at: date
             referral_model.status,
             referral_model.created_at,
             referral_model.responded_at,
-        ).where(referral_model.case_id.in_(list(area_of)))
+        ).where(_in(referral_model.case_id, list(area_of)))
     ).all()
     if not rows:
         return
@@ -405,35 +449,29 @@ def _referral_statistics_batch(cases: list[Case], actor_id: int | None, at: date
 
 
 def _referrals_erasure_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
-    """Set-wise form of ``app.referrals._on_erasure``: open referrals are cancelled one by
-    one through the referrals module (bed given back, provider told); the scrubbing is
-    done for the whole batch."""
+    """Set-wise form of ``app.referrals._on_erasure`` for retention: open referrals are
+    cancelled one by one through the referrals module (bed given back, provider told by
+    code); then, their statistics being written (``_referral_statistics`` runs first),
+    the referral and release rows go with the case. (``erase_case`` keeps them scrubbed;
+    the ``erased_referrals`` rule removes those on the next run.)"""
     from app import referrals
 
     referral_model, release_model = referrals.Referral, referrals.Release
     ids = [c.id for c in cases]
     for referral in db.session.scalars(
         select(referral_model).where(
-            referral_model.case_id.in_(ids), referral_model.status.in_(referrals.OPEN_STATUSES)
+            _in(referral_model.case_id, ids), referral_model.status.in_(referrals.OPEN_STATUSES)
         )
     ).all():
         referrals.cancel(referral, actor_id, reason="case_erased", at=at)
     db.session.execute(
-        update(referral_model)
-        .where(referral_model.case_id.in_(ids))
-        .values(response_text_enc=None, data_key_id=None)
+        delete(referral_model)
+        .where(_in(referral_model.case_id, ids))
         .execution_options(synchronize_session=False)
     )
     db.session.execute(
-        update(release_model)
-        .where(release_model.case_id.in_(ids), release_model.withdrawn_at.is_(None))
-        .values(withdrawn_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        update(release_model)
-        .where(release_model.case_id.in_(ids))
-        .values(signature_id=None)
+        delete(release_model)
+        .where(_in(release_model.case_id, ids))
         .execution_options(synchronize_session=False)
     )
 
@@ -508,7 +546,7 @@ def _hotline_apply(now: datetime, batch: int) -> Iterator[int]:
     def work(ids: list[int]) -> int:
         return int(
             db.session.execute(
-                delete(HotlineSession).where(HotlineSession.id.in_(ids), _hotline_where(now))
+                delete(HotlineSession).where(_in(HotlineSession.id, ids), _hotline_where(now))
             ).rowcount  # type: ignore[attr-defined]
             or 0
         )
@@ -544,7 +582,7 @@ def _inbound_apply(now: datetime, batch: int) -> Iterator[int]:
     def work(ids: list[int]) -> int:
         return int(
             db.session.execute(
-                delete(Message).where(Message.id.in_(ids), _inbound_where(now))
+                delete(Message).where(_in(Message.id, ids), _inbound_where(now))
             ).rowcount  # type: ignore[attr-defined]
             or 0
         )
@@ -575,7 +613,7 @@ def _outbound_apply(now: datetime, batch: int) -> Iterator[int]:
         return int(
             db.session.execute(
                 update(Message)
-                .where(Message.id.in_(ids), _outbound_where(now))
+                .where(_in(Message.id, ids), _outbound_where(now))
                 .values(recipient=None, counterpart_index=None)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
@@ -606,7 +644,7 @@ def _erasing(
     def apply(now: datetime, batch: int) -> Iterator[int]:
         for ids in _ids_batches(select(Case.id).where(where(now)), batch):
             # Re-checked under the batch's lock: a case reopened meanwhile is left alone.
-            due = list(db.session.scalars(select(Case.id).where(Case.id.in_(ids), where(now))))
+            due = list(db.session.scalars(select(Case.id).where(_in(Case.id, ids), where(now))))
             yield len(erase_batch(due, reason, now)) if due else 0
 
     return apply
@@ -683,12 +721,12 @@ def _consent_apply(now: datetime, batch: int) -> Iterator[int]:
     for ids in _ids_batches(select(Consent.id).where(_consent_task_where(now)), batch):
         rows = db.session.execute(
             select(Consent.id, Consent.case_id, Consent.scope, Consent.expires_at).where(
-                Consent.id.in_(ids), _consent_task_where(now)
+                _in(Consent.id, ids), _consent_task_where(now)
             )
         ).all()
         cases = {
             c.id: c
-            for c in db.session.scalars(select(Case).where(Case.id.in_({r.case_id for r in rows})))
+            for c in db.session.scalars(select(Case).where(_in(Case.id, {r.case_id for r in rows})))
         }
         for row in rows:
             case = cases[row.case_id]
@@ -736,11 +774,11 @@ def _idle_preview(now: datetime) -> tuple[int, datetime | None]:
 
 def _idle_apply(now: datetime, batch: int) -> Iterator[int]:
     for ids in _ids_batches(select(Case.id).where(_idle_where(now)), batch):
-        due = list(db.session.scalars(select(Case.id).where(Case.id.in_(ids), _idle_where(now))))
+        due = list(db.session.scalars(select(Case.id).where(_in(Case.id, ids), _idle_where(now))))
         if due:
             db.session.execute(
                 update(Case)
-                .where(Case.id.in_(due))
+                .where(_in(Case.id, due))
                 .values(
                     status="closed",
                     closed_at=now,
@@ -819,14 +857,14 @@ def _erased_referrals_apply(now: datetime, batch: int) -> Iterator[int]:
     referral_model, release_model = models
     for ids in _ids_batches(select(referral_model.id).where(_erased_referrals_where()), batch):
         release_ids = list(
-            db.session.scalars(select(referral_model.release_id).where(referral_model.id.in_(ids)))
+            db.session.scalars(select(referral_model.release_id).where(_in(referral_model.id, ids)))
         )
         done = db.session.execute(
-            delete(referral_model).where(referral_model.id.in_(ids), _erased_referrals_where())
+            delete(referral_model).where(_in(referral_model.id, ids), _erased_referrals_where())
         ).rowcount  # type: ignore[attr-defined]
         still_used = select(referral_model.id).where(referral_model.release_id == release_model.id)
         db.session.execute(
-            delete(release_model).where(release_model.id.in_(release_ids), ~still_used.exists())
+            delete(release_model).where(_in(release_model.id, release_ids), ~still_used.exists())
         )
         yield int(done or 0)
     # Releases of erased cases that no referral used.
@@ -922,7 +960,7 @@ def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
         rows = db.session.execute(
             select(
                 Service.id, Service.organization_id, Service.beds_total, Service.beds_available
-            ).where(Service.id.in_(ids))
+            ).where(_in(Service.id, ids))
         ).all()
         db.session.execute(
             insert(BedSnapshot),
@@ -1043,6 +1081,7 @@ def run(
             result = RuleResult(rule.name, 0, due[rule.name].oldest_due)
             report.results.append(result)
             batches = rule.apply(now, size)
+            started = time.perf_counter()
             while True:
                 renew_lock(owner)
                 try:
@@ -1056,6 +1095,7 @@ def run(
                     erased_any = True
                 if after_batch is not None:
                     after_batch(rule.name, handled)
+            result.seconds = time.perf_counter() - started
         renew_lock(owner)
         finished = db.session.get(RetentionRun, report.run_id)
         assert finished is not None

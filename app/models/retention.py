@@ -51,9 +51,10 @@ class ConsentTask(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "consent_task"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    consent_id: Mapped[int] = mapped_column(
-        ForeignKey("consent.id", ondelete="CASCADE"), unique=True
-    )
+    # The expired consent record. No foreign key: erasure deletes a case's consent rows in
+    # bulk, and a per-row cascade trigger would cost a lookup per row; the erasure hook
+    # deletes the case's tasks instead.
+    consent_id: Mapped[int] = mapped_column(Integer, unique=True)
     case_id: Mapped[int] = mapped_column(
         ForeignKey("survivor_case.id", ondelete="CASCADE"), index=True
     )

@@ -53,7 +53,7 @@ def index() -> Any:
 @bp.get("/export.csv")
 @roles("supervisor", "admin")
 def export_csv() -> Response:
-    name = request.args.get("table", "")
+    name = request.args.get("table", "cases")
     maker = TABLES.get(name)
     if maker is None:
         abort(404)

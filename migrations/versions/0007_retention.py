@@ -73,7 +73,6 @@ def upgrade():
     sa.Column('expired_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['survivor_case.id'], name=op.f('fk_consent_task_case_id_survivor_case'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['consent_id'], ['consent.id'], name=op.f('fk_consent_task_consent_id_consent'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['organization_id'], ['organization.id'], name=op.f('fk_consent_task_organization_id_organization')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_consent_task')),
     sa.UniqueConstraint('consent_id', name=op.f('uq_consent_task_consent_id'))
