@@ -207,6 +207,12 @@ def check_page(
     shift = layout_shift(page)
     if shift > MAX_LAYOUT_SHIFT:
         failures.append(f"{name} [{locale}]: layout shift {shift:.3f} while loading")
+    exit_box = page.locator("[data-quick-exit]").bounding_box()
+    if not exit_box or exit_box["y"] < 0 or exit_box["y"] + exit_box["height"] > 200:
+        failures.append(f"{name} [{locale}]: quick exit not at the top of the screen")
+    signed_in = page.locator("form[action='/auth/logout']").count() > 0
+    if signed_in and not page.locator("body[data-idle-seconds][data-lock-url]").count():
+        failures.append(f"{name} [{locale}]: no idle lock on a signed-in page")
     lang, direction = html_lang_dir(page)
     expected_dir = "rtl" if locale == "ar" else "ltr"
     if (lang, direction) != (locale, expected_dir):
