@@ -152,8 +152,10 @@ def test_caseworker_journey(
     assert row.locator(".badge.referral-pending").count() == 1
 
     # The provider, on another device (a second browser context), accepts it.
-    provider_page = contexts.new(locale=BROWSER_LOCALE[ui]).new_page()
-    sign_in(provider_page, new_provider())
+    # Their browser asks for the other language; their own language setting wins.
+    other = "ar" if ui == "en" else "en-US"
+    provider_page = contexts.new(locale=other).new_page()
+    sign_in(provider_page, new_provider(locale=ui))
     assert html_lang_dir(provider_page) == (ui, "rtl" if ui == "ar" else "ltr")
     provider_page.locator("main a[href='/provider/']").tap()
     provider_page.locator(".portal-item", has_text=code).tap()

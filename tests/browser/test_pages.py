@@ -289,6 +289,8 @@ def test_main_pages(
     weight = load_measured(page, "/leave")
     report.append(f"{'leave':18} {weight.total / 1024:6.1f} KB  (neutral page, lang=en by design)")
     screenshot(page, f"leave-{locale}-768x1024")
+    for v in blocking(run_axe(page)):
+        failures.append(f"leave [{locale}]: axe {v['impact']} {v['id']}: {v['help']}")
 
     out = os.path.join(ROOT, "test-output", f"page-report-{locale}.txt")
     with open(out, "w", encoding="utf-8") as fh:
