@@ -119,9 +119,15 @@ class ServiceForm(FlaskForm):
         validators=[Optional(), Length(max=32)],
         render_kw={"type": "tel", "autocomplete": "off"},
     )
-    beds_total = IntegerField(_l("Beds in total"), validators=[Optional(), NumberRange(0, 10000)])
+    beds_total = IntegerField(
+        _l("Beds in total"),
+        validators=[Optional(), NumberRange(0, 10000)],
+        render_kw={"inputmode": "numeric", "min": 0},
+    )
     beds_available = IntegerField(
-        _l("Beds free now"), validators=[Optional(), NumberRange(0, 10000)]
+        _l("Beds free now"),
+        validators=[Optional(), NumberRange(0, 10000)],
+        render_kw={"inputmode": "numeric", "min": 0},
     )
     active = BooleanField(_l("Active (shown in matching)"), default=True)
     submit = SubmitField(_l("Save"))
@@ -161,7 +167,9 @@ class ServiceForm(FlaskForm):
 
 class BedsForm(FlaskForm):
     beds_available = IntegerField(
-        _l("Beds free now"), validators=[InputRequired(), NumberRange(0, 10000)]
+        _l("Beds free now"),
+        validators=[InputRequired(), NumberRange(0, 10000)],
+        render_kw={"inputmode": "numeric", "min": 0},
     )
     submit = SubmitField(_l("Update beds"))
 

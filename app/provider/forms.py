@@ -51,5 +51,6 @@ class BedsForm(FlaskForm):
     beds_available = IntegerField(
         _l("Beds free for new referrals"),
         validators=[InputRequired(message=_l("Give a number.")), NumberRange(0, 10000)],
+        render_kw={"inputmode": "numeric", "min": 0},
     )
     submit = SubmitField(_l("Update beds"))

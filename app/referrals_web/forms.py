@@ -51,5 +51,6 @@ def send_form(organization_ids: list[int], on_file: set[int], max_days: int) -> 
                 InputRequired(message=_l("Give a number of days.")),
                 NumberRange(1, max_days, message=_l("From 1 to %(max)s days.", max=max_days)),
             ],
+            render_kw={"inputmode": "numeric", "min": 1, "max": max_days},
         )
     return type("SendReferralsForm", (FlaskForm,), attrs)()  # type: ignore[no-any-return]

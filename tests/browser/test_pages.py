@@ -213,6 +213,11 @@ def check_page(
     signed_in = page.locator("form[action='/auth/logout']").count() > 0
     if signed_in and not page.locator("body[data-idle-seconds][data-lock-url]").count():
         failures.append(f"{name} [{locale}]: no idle lock on a signed-in page")
+    # The on-screen keyboard fits the field: a number pad for numbers, a phone pad for phones.
+    if page.locator("input[type=number]:not([inputmode=numeric])").count():
+        failures.append(f"{name} [{locale}]: a number field without inputmode=numeric")
+    if page.locator("input[name*=phone]:not([type=tel])").count():
+        failures.append(f"{name} [{locale}]: a phone field that is not type=tel")
     lang, direction = html_lang_dir(page)
     expected_dir = "rtl" if locale == "ar" else "ltr"
     if (lang, direction) != (locale, expected_dir):
