@@ -563,8 +563,8 @@ def _inbound_where(now: datetime) -> Any:
         Message.remote_deleted_at.is_not(None),
         Message.remote_delete_attempts >= cfg("SMS_MAX_ATTEMPTS"),
     )
-    if not cfg("TWILIO_DELETE_AFTER_DELIVERY"):
-        remote_done = True
+    if not cfg("TWILIO_DELETE_AFTER_DELIVERY") or cfg("SMS_BACKEND") != "twilio":
+        remote_done = True  # nothing to delete at Twilio (the worker does not try either)
     return and_(
         Message.direction == "in",
         Message.created_at <= now - cfg("RETENTION_INBOUND_SID"),

@@ -127,10 +127,8 @@ def setup_inbound(org):
                 remote_deleted_at=deleted,
             )
         )
-    # Still to be deleted at Twilio: kept (the worker needs its SID).
-    return T0 + timedelta(
-        hours=24
-    ), lambda: list(db.session.scalars(select(Message.twilio_sid))) == ["SMpending"]
+    # With the console backend nothing is kept at Twilio: both go (see the Twilio case below).
+    return T0 + timedelta(hours=24), lambda: count(Message) == 0
 
 
 def setup_outbound(org):
@@ -292,6 +290,37 @@ def test_inbound_text_is_never_stored():
     columns = {c.name for c in Message.__table__.columns}
     assert not columns & {"body", "text", "content", "message"}
     assert {c.name for c in HotlineSession.__table__.columns}.isdisjoint({"body", "text"})
+
+
+def test_with_twilio_an_inbound_record_waits_for_the_text_to_be_deleted_there(app_factory):
+    twilio = app_factory(SMS_BACKEND="twilio")
+    with twilio.app_context():
+        setup_inbound(None)
+        db.session.commit()
+        assert run(T0 + timedelta(days=2))["inbound_messages"] == 1
+        # Still to be deleted at Twilio: kept (the worker needs its SID).
+        assert list(db.session.scalars(select(Message.twilio_sid))) == ["SMpending"]
+        db.session.remove()
+
+
+def test_an_inbound_text_leaves_no_copy_and_its_record_goes_after_a_day(app):
+    from app import hotline
+
+    phrase = f"quinceberry{uuid.uuid4().hex[:12]}"
+    hotline.handle_inbound("SM" + uuid.uuid4().hex, "+14155550177", f"hello {phrase}")
+    db.session.commit()
+    for table in db.metadata.sorted_tables:
+        for row in db.session.execute(select(table)):
+            assert phrase not in repr(tuple(row)), table.name
+    path = sqlite_file(app)
+    if path:
+        assert phrase.encode() not in raw_bytes(path)
+    # What is kept (SID, blind index, a session at the language step) goes on schedule.
+    assert count(Message, Message.direction == "in") == 1 and count(HotlineSession) == 1
+    later = datetime.now(UTC) + timedelta(hours=24, seconds=5)
+    counts = run(later)
+    assert counts["hotline_unconsented"] == 1 and counts["inbound_messages"] == 1
+    assert count(Message) == 0 and count(HotlineSession) == 0
 
 
 def test_activity_keeps_a_case_open(app):
@@ -754,20 +783,29 @@ def test_a_killed_run_is_finished_by_the_next(app, database_url):
             if erased >= 1:
                 break
             time.sleep(0.005)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
+        # (A loaded machine may stall the child past its lock: it then stops by itself
+        # with status 75, "lock lost" — an interruption too, just not by us.)
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)
+    assert killed or proc.returncode == 75, "the run finished before it could be killed"
     db.session.rollback()
     db.session.expire_all()
     states = [consistent(i) for i in ids]
     erased = states.count("erased")
     assert 1 <= erased < 300 and count(CaseStatistic) == erased
     assert audit.verify_chain().ok
-    # The dead run still holds the lock until it expires: a run now is refused...
-    with pytest.raises(retention.RetentionLocked):
-        retention.run(datetime(2021, 1, 1, tzinfo=UTC))
-    time.sleep(2.1)
+    if killed:
+        # The dead run still holds the lock until it expires: a run now is refused...
+        with pytest.raises(retention.RetentionLocked):
+            retention.run(datetime(2021, 1, 1, tzinfo=UTC))
+        deadline = time.monotonic() + 15
+        while retention.lock_holder() is not None and time.monotonic() < deadline:
+            db.session.rollback()
+            time.sleep(0.1)
+        db.session.rollback()
     # ...and the next one finishes the job.
     assert run(datetime(2021, 1, 1, tzinfo=UTC))["closed_cases"] == 300 - erased
     assert [consistent(i) for i in ids] == ["erased"] * 300
