@@ -233,8 +233,8 @@ def world(live: Live) -> World:
             name="Safe Roof night shelter",
             areas=[area],
             languages="en,es,ar",
-            beds_total=10,
-            beds_available=4,
+            beds_total=60,  # every referral in the session holds one
+            beds_available=40,
             intake_phone="+14155550199",
         )
         provider = factories.make_user("provider", provider_org, totp=True)
