@@ -228,3 +228,47 @@ def test_idle_timeout_on_the_server(contexts: Any, live: Any, new_caseworker: An
     page.goto("/")
     assert "/auth/login" in page.url
     contexts.recorder.check()
+
+
+def test_written_consent_signed_on_the_tablet(
+    contexts: Any, live: Any, new_caseworker: Any
+) -> None:
+    """The signature pad works with a finger-like pointer in Arabic (mirrored) layout, and the
+    signature is stored with every consent record of the step; an unsigned written consent is
+    sent back with the error next to the pad."""
+    page = contexts.new(locale="ar").new_page()
+    sign_in(page, new_caseworker())
+    page.goto("/cases/new?lang=ar")
+    page.locator("input[name=scope_store][value=yes]").tap()
+    page.locator("input[name=method][value=written]").tap()
+    submit(page, "main form.intake-form")
+    assert page.locator("[data-signature-pad] .error").count() == 1, "unsigned is refused"
+
+    page.locator("input[name=scope_store][value=yes]").tap()
+    page.locator("input[name=method][value=written]").tap()
+    canvas = page.locator("[data-signature-canvas]")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and box["width"] >= 300, "a signature box wide enough for a finger"
+    page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    for step in range(1, 12):
+        page.mouse.move(box["x"] + 40 + step * 20, box["y"] + box["height"] / 2 + (-1) ** step * 15)
+    page.mouse.up()
+    assert page.locator("[data-signature-input]").input_value().startswith("data:image/png")
+    submit(page, "main form.intake-form")
+    page.wait_for_url(re.compile(r".*/cases/\d+/profile$"))
+    reference = REFERENCE.search(page.locator("main").inner_text())
+    assert reference
+
+    from sqlalchemy import select
+
+    from app.models import Case
+
+    with live.app.app_context():
+        case = db.session.scalar(select(Case).where(Case.reference == reference.group(0)))
+        assert case is not None
+        assert case.consents and all(c.signature_id is not None for c in case.consents)
+        assert {c.method for c in case.consents} == {"written"}
+        db.session.remove()
+    contexts.recorder.check()
