@@ -27,6 +27,15 @@ def healthz() -> tuple[Response, int]:
     return jsonify(status="ok" if status == 200 else "degraded", database=database), status
 
 
+@bp.post("/session/alive")
+@roles(*ANY_ROLE)
+def keepalive() -> tuple[str, int]:
+    """The page reports that someone is using it (typing, tapping: a consent read aloud can
+    take longer than the idle timeout without a request). The gate has just refreshed the
+    session; nothing else happens. A session already expired gets no new life here."""
+    return "", 204
+
+
 @bp.route("/leave", methods=["GET", "POST"])
 def leave() -> str:
     """Quick exit: ends the session and shows a page that says nothing about Haven."""

@@ -12,11 +12,26 @@
   var body = document.body;
   var seconds = parseInt(body.getAttribute("data-idle-seconds") || "0", 10);
   var lockUrl = body.getAttribute("data-lock-url");
+  var aliveUrl = body.getAttribute("data-alive-url");
   if (seconds > 0 && lockUrl) {
     var timer = null;
+    // Activity in the page also tells the server (at most once a minute, or every third of
+    // a shorter timeout), so a long form being filled in is not signed out under the user.
+    var every = Math.max(1, Math.min(60, seconds / 3)) * 1000;
+    var told = Date.now();
+    var tell = function () {
+      var token = document.querySelector("input[name=csrf_token]");
+      if (!aliveUrl || !window.fetch || Date.now() - told < every) { return; }
+      told = Date.now();
+      window.fetch(aliveUrl, {
+        method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: token ? { "X-CSRFToken": token.value } : {}
+      }).catch(function () { /* offline: the lock still runs here */ });
+    };
     var reset = function () {
       if (timer) { window.clearTimeout(timer); }
       timer = window.setTimeout(function () { leave(lockUrl); }, seconds * 1000);
+      tell();
     };
     ["pointerdown", "keydown", "touchstart", "scroll", "input"].forEach(function (name) {
       window.addEventListener(name, reset, { passive: true });

@@ -193,14 +193,27 @@ def test_caseworker_journey(
 
 
 def test_idle_lock_in_the_page(contexts: Any, live: Any, new_caseworker: Any) -> None:
-    """The page's own timer (read from the page: the server's idle timeout) leaves for the
-    neutral page by itself; afterwards nothing of Haven comes back."""
+    """While someone works in a long form (no request, only taps and keys) neither the page
+    nor the server locks; once nobody touches it, the page's own timer (read from the page:
+    the server's idle timeout) leaves for the neutral page by itself, and nothing of Haven
+    comes back."""
     context = contexts.new(base_url=live.short_url)
     page = context.new_page()
     sign_in(page, new_caseworker())
-    started = time.monotonic()
-    page.goto("/cases/")
+    page.goto("/cases/new")
     assert page.locator("body").get_attribute("data-idle-seconds") == str(SHORT_IDLE_SECONDS)
+    page.locator("input[name=scope_store][value=yes]").tap()
+    page.locator("input[name=method][value=verbal]").tap()
+    working_until = time.monotonic() + SHORT_IDLE_SECONDS * 2
+    while time.monotonic() < working_until:
+        page.keyboard.press("Shift")  # reading, scrolling, typing: activity without requests
+        page.wait_for_timeout(700)
+    assert page.url.endswith("/cases/new"), "locked while someone was working"
+    submit(page, "main form.intake-form")
+    page.wait_for_url(re.compile(r".*/cases/\d+/profile$"))  # the server kept the session
+
+    started = time.monotonic()
+    page.reload()
     page.wait_for_url("**/leave?locked=1", timeout=(SHORT_IDLE_SECONDS + 7) * 1000)
     waited = time.monotonic() - started
     assert waited >= SHORT_IDLE_SECONDS - 0.5, f"locked after {waited:.1f}s"
