@@ -213,7 +213,7 @@ _LAYOUT_SHIFT_JS = """() => new Promise(resolve => {
     for (const entry of list.getEntries()) { if (!entry.hadRecentInput) total += entry.value; }
   });
   observer.observe({type: 'layout-shift', buffered: true});
-  setTimeout(() => { observer.disconnect(); resolve(total); }, 50);
+  setTimeout(() => { observer.disconnect(); resolve(total); }, 20);
 })"""
 
 

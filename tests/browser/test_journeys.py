@@ -204,7 +204,7 @@ def test_idle_lock_in_the_page(contexts: Any, live: Any, new_caseworker: Any) ->
     assert page.locator("body").get_attribute("data-idle-seconds") == str(SHORT_IDLE_SECONDS)
     page.locator("input[name=scope_store][value=yes]").tap()
     page.locator("input[name=method][value=verbal]").tap()
-    working_until = time.monotonic() + SHORT_IDLE_SECONDS * 2
+    working_until = time.monotonic() + SHORT_IDLE_SECONDS * 1.5
     while time.monotonic() < working_until:
         page.keyboard.press("Shift")  # reading, scrolling, typing: activity without requests
         page.wait_for_timeout(700)
