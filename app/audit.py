@@ -16,9 +16,11 @@ from types import SimpleNamespace
 
 from flask import g, has_request_context
 from flask_login import current_user
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
+from sqlalchemy.orm import Session
 
 from app.extensions import db
 from app.models.audit import AuditEvent, AuditHead
@@ -62,6 +64,12 @@ def _ensure_head() -> None:
         )
 
 
+@sa_event.listens_for(Session, "after_commit")
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_head_check(session: Session) -> None:
+    session.info.pop("haven_audit_head", None)
+
+
 def lock() -> None:
     """Take the audit chain's lock (the head row, PostgreSQL) now rather than at this
     transaction's first event. Every audited transaction takes it anyway; one that will
@@ -98,12 +106,16 @@ def record(
     if actor_user_id is None and has_request_context() and current_user.is_authenticated:
         actor_user_id = current_user.id
         actor_org_id = current_user.organization_id
-    _ensure_head()
-    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before we read
-    # the tip, so concurrent writers queue here and the chain never forks.
-    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1))
+    if not db.session.info.get("haven_audit_head"):
+        _ensure_head()
+        db.session.info["haven_audit_head"] = True
+    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) and returns the
+    # tip in the same statement, so concurrent writers queue here and the chain never forks.
     head = db.session.execute(
-        select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)
+        update(AuditHead)
+        .where(AuditHead.id == 1)
+        .values(seq=AuditHead.seq + 1)
+        .returning(AuditHead.seq, AuditHead.last_hash)
     ).one()
     event = AuditEvent(
         seq=head.seq,
