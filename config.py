@@ -169,7 +169,10 @@ class BaseConfig:
         self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))
         self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
-        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
+        # A liveness ping per checkout only where connections can go stale (a server).
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {
+            "pool_pre_ping": not self.SQLALCHEMY_DATABASE_URI.startswith("sqlite")
+        }
         for key, value in overrides.items():
             setattr(self, key, value)
 
