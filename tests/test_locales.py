@@ -247,3 +247,23 @@ def test_hints_and_errors_are_tied_to_their_fields(app: Any, client: Any) -> Non
         r'<input[^>]*aria-describedby="phone-hint phone-error"[^>]*aria-invalid="true"', html
     )
     assert 'id="phone-error"' in html and 'id="phone-hint"' in html
+
+
+def test_stylesheets_use_logical_properties_so_arabic_mirrors() -> None:
+    """margin-left, padding-right, text-align: left ... do not flip in right-to-left pages;
+    the inline-start/end forms do."""
+    import os
+
+    static = os.path.join(os.path.dirname(os.path.dirname(__file__)), "app", "static")
+    physical = re.compile(
+        r"(?:margin|padding|border)-(?:left|right)\b|(?<![-\w])(?:left|right)\s*:"
+        r"|text-align\s*:\s*(?:left|right)|float\s*:\s*(?:left|right)"
+    )
+    found = []
+    for name in sorted(os.listdir(static)):
+        if name.endswith(".css") and name != "leave.css":  # (the neutral page has no RTL)
+            with open(os.path.join(static, name), encoding="utf-8") as fh:
+                for number, line in enumerate(fh, 1):
+                    if physical.search(line):
+                        found.append(f"{name}:{number}: {line.strip()}")
+    assert found == [], "use logical properties:\n" + "\n".join(found)
