@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -264,9 +265,18 @@ def child(url: str, now_iso: str) -> None:
 
     app = make_app(bench_env(url))
     with app.app_context():
+        db.session.execute(text("SELECT count(*) FROM survivor_case")).scalar()
+        db.session.rollback()
+        baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        traced = os.environ.get("BENCH_TRACEMALLOC") == "1"
+        if traced:  # Python allocations of the run itself (slower: not used for timing)
+            tracemalloc.start()
         started = time.perf_counter()
         report = retention.run(datetime.fromisoformat(now_iso))
         duration = time.perf_counter() - started
+        traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
+        if traced:
+            tracemalloc.stop()
         erased = db.session.scalar(
             text("SELECT count(*) FROM survivor_case WHERE status = 'erased'")
         )
@@ -278,6 +288,8 @@ def child(url: str, now_iso: str) -> None:
             {
                 "duration": duration,
                 "peak_kb": peak_kb,
+                "baseline_kb": baseline_kb,
+                "traced_peak": traced_peak,
                 "erased": erased,
                 "keys_left": left,
                 "counts": {r.name: r.count for r in report.results},
@@ -287,7 +299,7 @@ def child(url: str, now_iso: str) -> None:
     )
 
 
-def measure(label: str, url: str, n: int) -> dict[str, Any]:
+def measure(label: str, url: str, n: int, traced: bool = False) -> dict[str, Any]:
     env = bench_env(url)
     now = datetime.now(UTC).replace(microsecond=0)
     app = make_app(env)
@@ -305,6 +317,7 @@ def measure(label: str, url: str, n: int) -> dict[str, Any]:
         BENCH_SECRET_KEY=env["SECRET_KEY"],
         BENCH_DATA_KEYS=env["HAVEN_DATA_KEYS"],
         BENCH_INDEX_KEY=env["HAVEN_INDEX_KEY"],
+        BENCH_TRACEMALLOC="1" if traced else "0",
     )
     out = subprocess.run(
         [sys.executable, "-m", "bench.bench_retention", "--child", url, now.isoformat()],
@@ -319,25 +332,46 @@ def measure(label: str, url: str, n: int) -> dict[str, Any]:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["erased"] == n and result["keys_left"] == 0, result
     duration = result["duration"]
+    if traced:
+        print(
+            f"[{label}] {n:>7,} cases: Python allocations of the run peak at "
+            f"{result['traced_peak'] / 1024 / 1024:.1f} MB (tracemalloc on: timing not "
+            f"comparable, {duration:.1f} s)"
+        )
+        return {"n": n, "traced_peak": result["traced_peak"]}
     print(
         f"[{label}] {n:>7,} cases ({rows:,} rows seeded in {seeded:.1f} s): retention run "
         f"{duration:.1f} s, {n / duration:,.0f} cases/s, {rows / duration:,.0f} rows/s, "
-        f"peak memory {result['peak_kb'] / 1024:.0f} MB; "
+        f"peak memory {result['peak_kb'] / 1024:.0f} MB "
+        f"(+{(result['peak_kb'] - result['baseline_kb']) / 1024:.1f} MB during the run); "
         f"{'within' if n < 100_000 or duration < 60 else 'OVER'} budget"
     )
     slow = {k: v for k, v in result["seconds"].items() if v >= 0.05}
     print(f"[{label}]          time per rule (s): {slow}")
-    return {"n": n, "duration": duration, "peak_kb": result["peak_kb"]}
+    return {
+        "n": n,
+        "duration": duration,
+        "peak_kb": result["peak_kb"],
+        "growth_kb": result["peak_kb"] - result["baseline_kb"],
+    }
 
 
-def run_backend(label: str, url_for: Any, sizes: list[int]) -> None:
-    results = [measure(label, url_for(n), n) for n in sizes]
-    if len(results) > 1:
+def run_backend(label: str, url_for: Any, sizes: list[int], traced: bool = False) -> None:
+    results = [measure(label, url_for(n), n, traced) for n in sizes]
+    if traced and len(results) > 1:
+        small, large = results[0], results[-1]
+        print(
+            f"[{label}] traced peak {small['n']:,} -> {large['n']:,} cases: "
+            f"{small['traced_peak'] / 1048576:.1f} MB -> {large['traced_peak'] / 1048576:.1f} MB"
+        )
+    elif len(results) > 1:
         small, large = results[0], results[-1]
         print(
             f"[{label}] memory {small['n']:,} -> {large['n']:,} cases: "
             f"{small['peak_kb'] / 1024:.0f} MB -> {large['peak_kb'] / 1024:.0f} MB "
-            f"(x{large['peak_kb'] / small['peak_kb']:.2f} for x{large['n'] / small['n']:.0f} cases)"
+            f"(x{large['peak_kb'] / small['peak_kb']:.2f} for x{large['n'] / small['n']:.0f} "
+            f"cases); growth during the run {small['growth_kb'] / 1024:.1f} MB -> "
+            f"{large['growth_kb'] / 1024:.1f} MB"
         )
 
 
@@ -348,11 +382,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--no-postgresql", action="store_true")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="measure the run's Python allocations (tracemalloc) instead of timing it",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         run_backend(
-            "sqlite", lambda n: "sqlite:///" + os.path.join(tmp, f"bench-{n}.sqlite"), sizes
+            "sqlite",
+            lambda n: "sqlite:///" + os.path.join(tmp, f"bench-{n}.sqlite"),
+            sizes,
+            args.tracemalloc,
         )
     if args.no_postgresql:
         return
@@ -367,7 +409,7 @@ def main() -> None:
         return PG_SERVER.rsplit("/", 1)[0] + "/" + name
 
     try:
-        run_backend("postgresql", pg_url, sizes)
+        run_backend("postgresql", pg_url, sizes, args.tracemalloc)
     finally:
         with admin.connect() as conn:
             for name in made:
