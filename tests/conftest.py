@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -129,13 +130,19 @@ def _empty_all_tables() -> None:
     db.session.commit()
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 @pytest.fixture
 def app_factory(database_url: str) -> Iterator[Any]:
     """Build extra apps on the same database (another 'process' for cross-process checks)."""
     made: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        app = create_app(make_config(database_url, **overrides))
+        # Serialised: tests that race "processes" build apps in threads, and CPython 3.11's
+        # compiler (Werkzeug compiles each URL rule) is not safe to run concurrently.
+        with _BUILD_LOCK:
+            app = create_app(make_config(database_url, **overrides))
         app.test_client_class = HavenTestClient
         made.append(app)
         return app
