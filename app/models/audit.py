@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -13,6 +13,8 @@ class AuditEvent(db.Model):  # type: ignore[name-defined,misc]
     """Append-only, hash-chained. Holds ids and action names only, never PII."""
 
     __tablename__ = "audit_event"
+    # A case page's timeline reads the events of one object.
+    __table_args__ = (Index("ix_audit_event_object", "object_type", "object_id", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
