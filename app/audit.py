@@ -16,11 +16,9 @@ from types import SimpleNamespace
 
 from flask import g, has_request_context
 from flask_login import current_user
-from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
-from sqlalchemy.orm import Session
 
 from app.extensions import db
 from app.models.audit import AuditEvent, AuditHead
@@ -64,10 +62,15 @@ def _ensure_head() -> None:
         )
 
 
-@sa_event.listens_for(Session, "after_commit")
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_head_check(session: Session) -> None:
-    session.info.pop("haven_audit_head", None)
+_HEAD = AuditHead.__table__
+_EVENTS = AuditEvent.__table__
+_ADVANCE = (
+    _HEAD.update()
+    .where(_HEAD.c.id == 1)
+    .values(seq=_HEAD.c.seq + 1)
+    .returning(_HEAD.c.seq, _HEAD.c.last_hash)
+)
+_SET_TIP = _HEAD.update().where(_HEAD.c.id == 1).values(last_hash=bindparam("tip"))
 
 
 def lock() -> None:
@@ -91,7 +94,9 @@ def record(
     actor_org_id: int | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
-    """Add one event to the session (flushes, never commits).
+    """Write one event in the session's transaction, at once, with three Core statements on
+    its connection (never an ORM flush, never a commit: the caller's pending changes are
+    flushed when it next queries or commits, in the same transaction as the event).
 
     The actor defaults to the logged-in user. Object ids are database ids or reference
     codes, never names, phone numbers or free text: the regexes below refuse anything else.
@@ -106,33 +111,30 @@ def record(
     if actor_user_id is None and has_request_context() and current_user.is_authenticated:
         actor_user_id = current_user.id
         actor_org_id = current_user.organization_id
-    if not db.session.info.get("haven_audit_head"):
-        _ensure_head()
-        db.session.info["haven_audit_head"] = True
+    # Core statements on the session's connection (not ORM bulk updates): every audited
+    # request pays for these, the SMS webhook's included (bench/bench_sms_inbound.py).
+    connection = db.session.connection()
     # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) and returns the
     # tip in the same statement, so concurrent writers queue here and the chain never forks.
-    head = db.session.execute(
-        update(AuditHead)
-        .where(AuditHead.id == 1)
-        .values(seq=AuditHead.seq + 1)
-        .returning(AuditHead.seq, AuditHead.last_hash)
-    ).one()
-    event = AuditEvent(
-        seq=head.seq,
-        at=at or utcnow(),
-        actor_user_id=actor_user_id,
-        actor_org_id=actor_org_id,
-        action=action,
-        object_type=object_type,
-        object_id=oid,
-        request_id=g.get("request_id") if has_request_context() else None,
-        prev_hash=head.last_hash,
-    )
-    event.hash = compute_hash(event)
-    db.session.add(event)
-    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=event.hash))
-    db.session.flush()
-    return event
+    head = connection.execute(_ADVANCE).first()
+    if head is None:  # the first event ever
+        _ensure_head()
+        head = connection.execute(_ADVANCE).one()
+    values = {
+        "seq": head.seq,
+        "at": at or utcnow(),
+        "actor_user_id": actor_user_id,
+        "actor_org_id": actor_org_id,
+        "action": action,
+        "object_type": object_type,
+        "object_id": oid,
+        "request_id": g.get("request_id") if has_request_context() else None,
+        "prev_hash": head.last_hash,
+    }
+    values["hash"] = compute_hash(SimpleNamespace(**values))  # type: ignore[arg-type]
+    connection.execute(_EVENTS.insert(), values)
+    connection.execute(_SET_TIP, {"tip": values["hash"]})
+    return AuditEvent(**values)
 
 
 def record_many(

@@ -208,7 +208,7 @@ def set_needs(case: Case, needs: dict[str, str]) -> None:
     for category in SERVICE_CATEGORIES:
         if category in needs:
             db.session.add(Need(case_id=case.id, category=category, urgency=needs[category]))
-    db.session.flush()
+    # The new rows are flushed with the rest of the transaction (the event needs only the id).
     audit.record("case.needs_update", "case", case.id)
 
 

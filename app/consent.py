@@ -250,7 +250,8 @@ def change_consent(
     at: datetime | None = None,
 ) -> Consent:
     """Record a grant or withdrawal of ``scope`` and apply its effects now (DESIGN §3).
-    Flushes, never commits. ``actor_id`` is the staff user (None for the SMS hotline)."""
+    Never commits: the record joins the session's pending changes and is flushed by the
+    next query or the commit. ``actor_id`` is the staff user (None for the SMS hotline)."""
     if scope not in CONSENT_SCOPES:
         raise ConsentError("unknown scope")
     if method not in CONSENT_METHODS:
@@ -273,13 +274,13 @@ def change_consent(
         expires_at=at + validity if granted else None,
         signature=signature,
     )
-    db.session.add(record)
-    db.session.flush()
+    db.session.add(record)  # a grant is flushed with the caller's other changes
     audit.record(
         "consent.grant" if granted else "consent.withdraw", "case", case.id,
         actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
     )
     if not granted:
+        db.session.flush()  # the effects below may read or bulk-delete consent rows
         for effect in list(WITHDRAWAL_EFFECTS):
             effect(case, scope, actor_id, at)
         if scope == "store":

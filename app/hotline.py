@@ -36,10 +36,10 @@ from functools import lru_cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Boolean, bindparam, delete, exists, func, literal, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
-from sqlalchemy.exc import IntegrityError
 
 from app import audit, messaging
 from app.crypto import blind_index
@@ -292,26 +292,54 @@ def _provider_reply(
 
 @lru_cache(maxsize=4)
 def _inbound_insert(dialect: str) -> Any:
-    # Built once: the webhook's hottest statement (see bench/bench_sms_inbound.py).
+    """The webhook's first statement: the inbound row (no text), its audience decided in
+    the same statement (a registered intake phone, or a number claiming to answer a
+    referral, is a provider), nothing when this MessageSid was already handled."""
     table = Message.__table__
+    service = Service.__table__
     insert = pg_insert if dialect == "postgresql" else lite_insert
+    registered = exists().where(
+        service.c.intake_phone_index == bindparam("phone_index"), service.c.active.is_(True)
+    )
+    audience = sql_case(
+        (or_(bindparam("claimed", type_=Boolean), registered), literal("provider")),
+        else_=literal("survivor"),
+    )
     return (
         insert(table)
         .values(
-            direction="in", audience=bindparam("audience"), status="received",
+            direction="in", audience=audience, status="received",
             twilio_sid=bindparam("sid"), counterpart_index=bindparam("phone_index"),
             final_at=bindparam("at"), created_at=bindparam("at"), updated_at=bindparam("at"),
             attempts=0, params={}, language="en", remote_delete_attempts=0,
         )
         .on_conflict_do_nothing(index_elements=["twilio_sid"])
-        .returning(table.c.id)
+        .returning(table.c.id, table.c.audience)
     )
 
 
-_SERVICES_BY_PHONE = select(Service.id).where(
-    Service.intake_phone_index == bindparam("phone_index"), Service.active.is_(True)
+# The webhook's statements are Core, on the session's connection: the ORM's per-statement
+# cost was most of the hotline's time (bench/bench_sms_inbound.py). The conversation falls
+# back to ORM objects only where it changes a case.
+_CASE = Case.__table__
+_CASE_REFERENCE = select(_CASE.c.reference, _CASE.c.status).where(
+    _CASE.c.id == bindparam("case_id")
 )
-_CASE_REFERENCE = select(Case.reference, Case.status).where(Case.id == bindparam("case_id"))
+_HOTLINE = HotlineSession.__table__
+# Touch the number's session and read its state in one statement; on PostgreSQL the UPDATE
+# also takes the row lock that serialises messages from one number.
+_TOUCH_SESSION = (
+    _HOTLINE.update()
+    .where(_HOTLINE.c.phone_index == bindparam("session_index"))
+    .values(last_message_at=bindparam("touched_at"))
+    .returning(
+        _HOTLINE.c.step, _HOTLINE.c.language, _HOTLINE.c.case_id,
+        select(_CASE.c.reference).where(_CASE.c.id == _HOTLINE.c.case_id)
+        .scalar_subquery().label("reference"),
+        select(_CASE.c.status).where(_CASE.c.id == _HOTLINE.c.case_id)
+        .scalar_subquery().label("case_status"),
+    )
+)
 # FOR UPDATE: messages from one number are handled one at a time (two quick "yes" must not
 # open two cases). On SQLite the clause is dropped; BEGIN IMMEDIATE serialises already.
 _SESSION_BY_PHONE = (
@@ -321,39 +349,63 @@ _SESSION_BY_PHONE = (
 )
 
 
-def record_inbound(sid: str, phone_index: str, audience: str, at: datetime) -> int | None:
-    """Insert the inbound row (no text); its id, or None when this MessageSid was already
-    handled (a Twilio retry). ``INSERT ... ON CONFLICT DO NOTHING`` on the unique SID is
-    race-safe on both databases (a concurrent duplicate waits for the first, then does
-    nothing) and costs one statement."""
-    statement = _inbound_insert(db.session.get_bind().dialect.name)
-    return db.session.execute(
-        statement, {"audience": audience, "sid": sid, "phone_index": phone_index, "at": at}
-    ).scalar()
+def record_inbound(
+    connection: Any, sid: str, phone_index: str, claimed_provider: bool, at: datetime
+) -> str | None:
+    """Insert the inbound row (no text) and return its audience ("provider" or "survivor"),
+    or None when this MessageSid was already handled (a Twilio retry). ``INSERT ... ON
+    CONFLICT DO NOTHING`` on the unique SID is race-safe on both databases (a concurrent
+    duplicate waits for the first, then does nothing) and costs one statement."""
+    statement = _inbound_insert(connection.dialect.name)
+    row = connection.execute(statement, {
+        "sid": sid, "phone_index": phone_index, "claimed": claimed_provider, "at": at,
+    }).first()
+    return None if row is None else str(row.audience)
 
 
 def handle_inbound(sid: str, e164: str, text: str, at: datetime | None = None) -> list[str]:
     """Handle one inbound SMS; return the reply texts (rendered, never stored)."""
     at = at or utcnow()
     index = blind_index(e164)
-    service_ids = list(db.session.scalars(_SERVICES_BY_PHONE, {"phone_index": index}))
+    connection = db.session.connection()
     norm = normalize(text)
     command = parse_provider_command(norm)
-    provider = bool(service_ids) or (
-        command is not None and command.action in ("accept", "decline")
-    )
-    if record_inbound(sid, index, "provider" if provider else "survivor", at) is None:
+    claimed = command is not None and command.action in ("accept", "decline")
+    audience = record_inbound(connection, sid, index, claimed, at)
+    if audience is None:
         return []
-    if provider:
-        services = list(
-            db.session.scalars(select(Service).where(Service.id.in_(service_ids))
-                               .order_by(Service.id))
-        ) if service_ids else []
+    if audience == "provider":
+        services = list(db.session.scalars(
+            select(Service).where(Service.intake_phone_index == index, Service.active.is_(True))
+            .order_by(Service.id)
+        ))
         language = _provider_language(norm) or "en"
         if command is None:
             return [messaging.render("provider.help", language)]
         return _provider_reply(services, command, language, at)
+    quick = _follow_up(connection, index, norm, at)
+    if quick is not None:
+        return quick
     return Conversation(index, e164, at).answer(norm)
+
+
+def _follow_up(connection: Any, index: str, norm: str, at: datetime) -> list[str] | None:
+    """The hotline's steady state, without ORM objects: a number whose conversation is done
+    texts again about its open case ("any news?", HELP). One UPDATE touches the session
+    and returns its state with its case's code and status. None when the message needs
+    the whole conversation (no session yet, another step, another keyword, a danger word,
+    a case that is not open)."""
+    row = connection.execute(_TOUCH_SESSION, {"session_index": index, "touched_at": at}).first()
+    if row is None or row.step != "done" or row.case_id is None or row.language is None:
+        return None
+    kind = keyword(norm)
+    if kind not in (None, "help") or means_danger(norm):
+        return None
+    if kind == "help":
+        return [messaging.render("hotline.help", row.language)]
+    if row.case_status != "open":
+        return None
+    return [messaging.render("hotline.resume", row.language, {"reference": row.reference})]
 
 
 def _provider_language(norm: str) -> str | None:
@@ -368,14 +420,34 @@ def _provider_language(norm: str) -> str | None:
 # --- the survivor conversation ---------------------------------------------------------
 
 
-def hotline_organization() -> Organization | None:
+def hotline_organization() -> int | None:
+    """The id of the organization that owns hotline cases (``HAVEN_HOTLINE_ORG``, else the
+    first NGO)."""
     name = current_app.config.get("HAVEN_HOTLINE_ORG") or ""
-    query = select(Organization)
+    table = Organization.__table__
+    query = select(table.c.id)
     if name:
-        query = query.where(func.lower(Organization.name) == name.lower())
+        query = query.where(func.lower(table.c.name) == name.lower())
     else:
-        query = query.where(Organization.kind == "ngo").order_by(Organization.id)
-    return db.session.scalars(query.limit(1)).first()
+        query = query.where(table.c.kind == "ngo").order_by(table.c.id)
+    return db.session.connection().execute(query.limit(1)).scalar()
+
+
+_AREA = Area.__table__
+_AREAS = select(_AREA.c.id, _AREA.c.name).order_by(_AREA.c.name, _AREA.c.id)
+_LATEST_CASE = (
+    select(_CASE.c.id, _CASE.c.language)
+    .where(_CASE.c.phone_index == bindparam("phone_index"),
+           _CASE.c.status.in_(("open", "closed")))
+    .order_by(_CASE.c.created_at.desc(), _CASE.c.id.desc())
+    .limit(1)
+)
+
+
+@lru_cache(maxsize=4)
+def _session_insert(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else lite_insert
+    return insert(_HOTLINE).on_conflict_do_nothing(index_elements=["phone_index"])
 
 
 def find_case(phone_index: str) -> Case | None:
@@ -393,6 +465,7 @@ class Conversation:
         self.e164 = e164
         self.at = at
         self.replies: list[str] = []
+        self._areas: list[tuple[int, str]] | None = None
         self.session = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": phone_index})
 
     # -- helpers --
@@ -413,24 +486,23 @@ class Conversation:
         return case
 
     def start_session(self) -> HotlineSession:
-        session = HotlineSession(
-            phone_index=self.index, step="language", failures=0, menu_page=0, urgent=False,
-            created_at=self.at, last_message_at=self.at,
-        )
-        existing = find_case(self.index)
+        """A number's first message (or its first since FORGET, or since its session was
+        cleaned up): a session row, resuming the number's latest case if it has one. INSERT
+        ... ON CONFLICT DO NOTHING: when two first messages race, the second uses the
+        first's row (no savepoint, no IntegrityError)."""
+        connection = db.session.connection()
+        existing = connection.execute(_LATEST_CASE, {"phone_index": self.index}).first()
+        values = {
+            "phone_index": self.index, "step": "language", "failures": 0, "menu_page": 0,
+            "urgent": False, "created_at": self.at, "last_message_at": self.at,
+            "case_id": None, "language": None,
+        }
         if existing is not None:
-            session.case_id = existing.id
-            session.language = existing.language
-            session.step = "done"
-        try:
-            with db.session.begin_nested():
-                db.session.add(session)
-                db.session.flush()
-        except IntegrityError:  # two first messages at once: use the winner's session
-            found = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": self.index})
-            assert found is not None
-            return found
-        return session
+            values.update(case_id=existing.id, language=existing.language, step="done")
+        connection.execute(_session_insert(connection.dialect.name), values)
+        found = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": self.index})
+        assert found is not None
+        return found
 
     # -- dispatch --
 
@@ -536,12 +608,12 @@ class Conversation:
         from app.consent import change_consent
 
         assert self.session is not None
-        org = hotline_organization()
-        if org is None:
+        org_id = hotline_organization()
+        if org_id is None:
             current_app.logger.warning("sms hotline: no organization to own hotline cases")
             return None
         case, _created = create_case(
-            org.id, None, idempotency_key=None, language=self.language, channel="sms", at=self.at
+            org_id, None, idempotency_key=None, language=self.language, channel="sms", at=self.at
         )
         for scope in ("store", "contact_sms"):
             change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
@@ -575,8 +647,12 @@ class Conversation:
             self.finish(case)
 
     def areas(self) -> list[tuple[int, str]]:
-        return [(row.id, row.name) for row in
-                db.session.execute(select(Area.id, Area.name).order_by(Area.name, Area.id))]
+        if self._areas is None:  # read once per message
+            self._areas = [
+                (row.id, row.name)
+                for row in db.session.connection().execute(_AREAS)
+            ]
+        return self._areas
 
     def area_pages(self) -> list[list[tuple[int, str]]]:
         """Menu pages that fit in 2 segments in the conversation's language."""
@@ -616,7 +692,6 @@ class Conversation:
             return
         if norm.isascii() and norm.isdigit() and 1 <= int(norm) <= len(page):
             case.area_id = page[int(norm) - 1][0]
-            db.session.flush()
             audit.record("case.profile_update", "case", case.id)
             self.finish(case)
             return
@@ -632,7 +707,7 @@ class Conversation:
         assert self.session is not None
         if self.session.case_id is not None:
             # The common follow-up: an open case, answered from two columns.
-            row = db.session.execute(
+            row = db.session.connection().execute(
                 _CASE_REFERENCE, {"case_id": self.session.case_id}
             ).first()
             if row is not None and row.status == "open":

@@ -5,10 +5,12 @@ and dropped, never stored and never logged."""
 from __future__ import annotations
 
 import fcntl
+import hmac
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 from flask import Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
@@ -33,12 +35,23 @@ def _signed_url() -> str:
     return base + request.path + (f"?{query}" if query else "")
 
 
+@lru_cache(maxsize=2)
+def _validator(token: str) -> RequestValidator:
+    return RequestValidator(token)
+
+
 def check_signature() -> None:
     token = current_app.config.get("TWILIO_AUTH_TOKEN") or ""
     signature = request.headers.get("X-Twilio-Signature", "")
     if not token or not signature:
         abort(403)
-    if not RequestValidator(token).validate(_signed_url(), request.form, signature):
+    validator = _validator(token)
+    url = _signed_url()
+    # The URL exactly as signed first (one HMAC); the SDK's full check, which also tries the
+    # URL with and without its port, only when that does not match.
+    if hmac.compare_digest(validator.compute_signature(url, request.form), signature):
+        return
+    if not validator.validate(url, request.form, signature):
         abort(403)
 
 
@@ -70,11 +83,18 @@ def sqlite_writers_queue() -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def twiml(replies: list[str]) -> Response:
+@lru_cache(maxsize=1024)
+def _twiml(replies: tuple[str, ...]) -> str:
+    # Replies are rendered templates with codes in them, so the same few documents are
+    # built over and over.
     response = MessagingResponse()
     for text in replies:
         response.message(text)
-    return Response(str(response), status=200, content_type="text/xml; charset=utf-8")
+    return str(response)
+
+
+def twiml(replies: list[str]) -> Response:
+    return Response(_twiml(tuple(replies)), status=200, content_type="text/xml; charset=utf-8")
 
 
 @bp.post("/inbound")
