@@ -121,12 +121,17 @@ def _empty_all_tables() -> None:
     existing = set(inspect(db.engine).get_table_names())
     # (Only tables that exist: a model without its migration is reported by test_migrations.)
     tables = [t for t in reversed(db.metadata.sorted_tables) if t.name in existing]
+    # DELETE, children first, on both databases: a test leaves a few rows, and PostgreSQL's
+    # TRUNCATE of every table cost ~120 ms per test (new files for each table). Ids start
+    # again at 1 as they do after TRUNCATE ... RESTART IDENTITY (and on SQLite after DELETE).
+    for table in tables:
+        db.session.execute(table.delete())
     if db.engine.dialect.name == "postgresql":
-        names = ", ".join(f'"{t.name}"' for t in tables)
-        db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    else:
-        for table in tables:
-            db.session.execute(table.delete())
+        db.session.execute(
+            text("SELECT setval(c.oid, 1, false) FROM pg_class c "
+                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                 "WHERE c.relkind = 'S' AND n.nspname = current_schema()")
+        )
     db.session.commit()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.extensions import db
 from tests import factories
 from tests.conftest import login_session
 
@@ -45,7 +46,13 @@ def test_hsts_in_production(app_factory: Any) -> None:
     env = dict(TEST_ENV, DATABASE_URL=app_factory().config["SQLALCHEMY_DATABASE_URI"])
     prod = create_app(ProductionConfig(env))
     with prod.app_context():
-        response = prod.test_client().get("/healthz")
+        try:
+            response = prod.test_client().get("/healthz")
+        finally:
+            # Within this app context the request's session is not removed at teardown:
+            # give its connection back, then close the pool (nothing may outlive the test).
+            db.session.remove()
+            db.engine.dispose()
     assert "max-age=" in response.headers["Strict-Transport-Security"]
     assert prod.config["SESSION_COOKIE_SECURE"] is True
 
