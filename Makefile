@@ -61,7 +61,7 @@ bench: $(VENV)/.deps translations-compile
 
 ## Extract, update and compile the gettext catalogs
 translations: $(VENV)/.deps
-	$(BIN)/pybabel extract -F translations/babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 -o translations/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel extract -F translations/babel.cfg -k _l -k lazy_gettext -k ngettext:1,2 -k lazy_ngettext:1,2 -o translations/messages.pot --no-location --omit-header --sort-output .
 	$(BIN)/pybabel update -i translations/messages.pot -d translations -D messages --ignore-obsolete
 	$(BIN)/pybabel compile -d translations -D messages
 

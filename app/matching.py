@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_ngettext
 from sqlalchemy import Select, Text, and_, bindparam, cast, select
 
 from app import vocab
@@ -136,7 +137,7 @@ def _reason_text(code: str, p: dict[str, Any]) -> Any:
     if code == "distance":
         return _l("about %(km)s km away", km=p["km"])
     if code == "beds_free":
-        return _l("%(n)s beds free", n=p["n"]) if p["n"] != 1 else _l("1 bed free")
+        return lazy_ngettext("%(num)d bed free", "%(num)d beds free", int(p["n"]))
     if code == "full":
         return _l("full: no free bed")
     if code == "children":

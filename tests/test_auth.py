@@ -86,6 +86,27 @@ def test_account_locks_after_five_failures_even_with_the_right_password(
     assert response.status_code == 429
 
 
+@pytest.mark.parametrize(("minutes", "said"), [(30, b"Wait 30 minutes"), (1, b"Wait 1 minute ")])
+def test_lockout_message_gives_the_configured_window(
+    app_factory: Any, minutes: int, said: bytes
+) -> None:
+    """The message tells the real wait (HAVEN_LOGIN_WINDOW_MINUTES), not a fixed 15."""
+    app = app_factory(LOGIN_WINDOW=timedelta(minutes=minutes))
+    with app.app_context():
+        user = factories.make_user("caseworker")
+        username = user.username
+        db.session.commit()
+        client = app.test_client()
+        for _ in range(5):
+            client.post("/auth/login", data={"username": username, "password": "wrong one"})
+        response = client.post(
+            "/auth/login", data={"username": username, "password": factories.PASSWORD}
+        )
+        assert response.status_code == 429
+        assert said in response.data and b"15 minutes" not in response.data
+        db.session.remove()
+
+
 def test_lock_expires_after_the_window(client: Any) -> None:
     user = factories.make_user("caseworker")
     for _ in range(5):

@@ -7,6 +7,7 @@ import segno
 from cryptography.fernet import InvalidToken
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_user
 from werkzeug.wrappers import Response
 
@@ -63,6 +64,19 @@ def _complete_login(user: User, target: str | None) -> Response:
     return redirect(target if target and is_safe_next(target) else url_for("main.index"))
 
 
+
+def throttled_message() -> str:
+    """The lock-out message, with the window the deployment really uses
+    (``HAVEN_LOGIN_WINDOW_MINUTES``)."""
+    minutes = max(1, int(current_app.config["LOGIN_WINDOW"].total_seconds() // 60))
+    return ngettext(
+        "Too many failed sign-in attempts. Wait %(num)d minute and try again, or ask an "
+        "administrator.",
+        "Too many failed sign-in attempts. Wait %(num)d minutes and try again, or ask an "
+        "administrator.",
+        minutes,
+    )
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
@@ -78,10 +92,7 @@ def login() -> Response | str | tuple[str, int]:
         except accounts.LoginThrottledException:
             db.session.commit()
             flash(
-                _(
-                    "Too many failed sign-in attempts. Wait 15 minutes and try again, "
-                    "or ask an administrator."
-                ),
+                throttled_message(),
                 "error",
             )
             return render_template("auth/login.html", form=form), 429
@@ -117,10 +128,7 @@ def second_factor() -> Response | str | tuple[str, int]:
     if form.validate_on_submit():
         if accounts.is_throttled(user.username, _client()):
             flash(
-                _(
-                    "Too many failed sign-in attempts. Wait 15 minutes and try again, "
-                    "or ask an administrator."
-                ),
+                throttled_message(),
                 "error",
             )
             return render_template("auth/totp.html", form=form), 429
