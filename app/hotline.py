@@ -322,9 +322,6 @@ def _inbound_insert(dialect: str) -> Any:
 # cost was most of the hotline's time (bench/bench_sms_inbound.py). The conversation falls
 # back to ORM objects only where it changes a case.
 _CASE = Case.__table__
-_CASE_REFERENCE = select(_CASE.c.reference, _CASE.c.status).where(
-    _CASE.c.id == bindparam("case_id")
-)
 _HOTLINE = HotlineSession.__table__
 # Touch the number's session and read its state in one statement; on PostgreSQL the UPDATE
 # also takes the row lock that serialises messages from one number.
@@ -451,12 +448,9 @@ def _session_insert(dialect: str) -> Any:
 
 
 def find_case(phone_index: str) -> Case | None:
-    return db.session.scalars(
-        select(Case)
-        .where(Case.phone_index == phone_index, Case.status.in_(("open", "closed")))
-        .order_by(Case.created_at.desc(), Case.id.desc())
-        .limit(1)
-    ).first()
+    """The number's latest open or closed case (``_LATEST_CASE``)."""
+    row = db.session.connection().execute(_LATEST_CASE, {"phone_index": phone_index}).first()
+    return None if row is None else db.session.get(Case, row.id)
 
 
 class Conversation:
@@ -704,15 +698,7 @@ class Conversation:
         self.say("hotline.confirm", reference=case.reference)
 
     def step_done(self, norm: str) -> None:
-        assert self.session is not None
-        if self.session.case_id is not None:
-            # The common follow-up: an open case, answered from two columns.
-            row = db.session.connection().execute(
-                _CASE_REFERENCE, {"case_id": self.session.case_id}
-            ).first()
-            if row is not None and row.status == "open":
-                self.say("hotline.resume", reference=row.reference)
-                return
+        # (The common follow-up, an open case, is answered by ``_follow_up`` before this.)
         case = self.case() or self.resume_case()
         if case is None:
             self.restart()

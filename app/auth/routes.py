@@ -64,7 +64,6 @@ def _complete_login(user: User, target: str | None) -> Response:
     return redirect(target if target and is_safe_next(target) else url_for("main.index"))
 
 
-
 def throttled_message() -> str:
     """The lock-out message, with the window the deployment really uses
     (``HAVEN_LOGIN_WINDOW_MINUTES``)."""
@@ -76,6 +75,7 @@ def throttled_message() -> str:
         "administrator.",
         minutes,
     )
+
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
