@@ -9,11 +9,14 @@ YES, needs, an area, then "any news?" — so sessions, cases, consent records, a
 and inbound message rows are all written, as in production.
 
     .venv/bin/python -m bench.bench_sms_inbound [--requests 2000] [--concurrency 6]
-        [--seconds 30] [--phones 300] [--no-postgresql]
+        [--seconds 30] [--phones 300] [--no-postgresql] [--no-floors]
 
 Prints requests/s, p50 and p99 (ms) per target, the CPU time per request of the server
 (gunicorn and its workers) and of the load generator, and the ratio of the app's
 throughput to the bare endpoint's. Budget: ratio >= 0.4, p99 < 100 ms. 127.0.0.1 only.
+Two reference floors follow (``--no-floors`` skips them): Haven's request cycle for the same
+URL with no hotline work, and with only the MessageSid row written by the raw DBAPI; they show
+how much of the budget the framework and one durable write already take on this machine.
 PostgreSQL: a scratch database on HAVEN_BENCH_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/
 postgres), dropped at the end.
 """
@@ -49,6 +52,10 @@ OFFSET = 0  # first phone number of a load run (warm-up numbers differ from meas
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 BUDGET_RATIO = 0.4
 BUDGET_P99_MS = 100.0
+FLOORS = {
+    "noop": "floor: no hotline work",
+    "row": "floor: one raw row/message",
+}
 
 
 # --- the bare endpoint (served by gunicorn as bench.bench_sms_inbound:bare_app) ----------
@@ -68,6 +75,59 @@ def _bare() -> Any:
 
 
 bare_app = _bare() if os.environ.get("HAVEN_BENCH_BARE") == "1" else None
+
+
+# --- reference floors (served as bench.bench_sms_inbound:floor_app; not Haven's webhook) ---
+#
+# What does the budget leave for the hotline itself? Two reference targets answer it: Haven's
+# whole request cycle for POST /sms/inbound (gate, signature, form and phone checks, the
+# SQLite writers' queue, commit, TwiML, headers) with the hotline replaced by
+#   "noop": nothing at all, and
+#   "row":  the one durable write any correct webhook needs, the MessageSid row that makes a
+#           Twilio retry harmless, written with the raw DBAPI (no ORM, no SQLAlchemy Core).
+# They are printed beside the real webhook, never judged against the budget.
+
+FLOOR_ROW_SQL = (
+    "INSERT INTO sms_message (direction, audience, status, twilio_sid, counterpart_index, "
+    "final_at, created_at, updated_at, attempts, params, language, remote_delete_attempts) "
+    "VALUES ('in', 'survivor', 'received', ?, ?, ?, ?, ?, 0, '{}', 'en', 0) "
+    "ON CONFLICT (twilio_sid) DO NOTHING"
+)
+
+
+def _floor(mode: str) -> Any:
+    from app import create_app, hotline
+    from app.crypto import blind_index
+    from app.extensions import db
+    from app.models.base import utcnow
+
+    def row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
+        when = at or utcnow()
+        raw = db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            if db.engine.dialect.name == "postgresql":
+                cursor.execute(FLOOR_ROW_SQL.replace("?", "%s"),
+                               (sid, blind_index(e164), when, when, when))
+                raw.commit()
+            else:  # the pysqlite connection runs in autocommit; Haven begins IMMEDIATE
+                stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(FLOOR_ROW_SQL, (sid, blind_index(e164), stamp, stamp, stamp))
+                cursor.execute("COMMIT")
+        finally:
+            raw.close()
+        return []
+
+    def noop(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
+        return []
+
+    hotline.handle_inbound = row if mode == "row" else noop  # type: ignore[assignment]
+    return create_app()
+
+
+floor_app = (_floor(os.environ["HAVEN_BENCH_FLOOR"])
+             if os.environ.get("HAVEN_BENCH_FLOOR") in ("noop", "row") else None)
 
 
 # --- load generator (a second process) ---------------------------------------------------
@@ -317,6 +377,9 @@ def main() -> int:
     parser.add_argument("--mix", choices=[*SCRIPTS, "both"], default="both",
                         help="conversation: whole conversations; followup: numbers that "
                         "finished texting again; both (default)")
+    parser.add_argument("--no-floors", action="store_true",
+                        help="skip the two reference floors (Haven's request cycle with no "
+                        "hotline work, and with only the MessageSid row)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a mix is over budget")
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
@@ -358,6 +421,11 @@ def main() -> int:
                 bare = measure("bench.bench_sms_inbound:bare_app",
                                dict(env, HAVEN_BENCH_BARE="1"), args, "conversation")
                 results = {mix: measure("app:create_app()", env, args, mix) for mix in mixes}
+                floors = {} if args.no_floors else {
+                    mode: measure("bench.bench_sms_inbound:floor_app",
+                                  dict(env, HAVEN_BENCH_FLOOR=mode), args, "conversation")
+                    for mode in FLOORS
+                }
             finally:
                 if pg_name is not None:
                     admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
@@ -373,6 +441,11 @@ def main() -> int:
                 print(line(f"Haven /sms/inbound, {mix}", real))
                 print(f"    ratio {ratio:.2f} (budget >= {BUDGET_RATIO}), p99 {real['p99']:.1f} ms "
                       f"(budget < {BUDGET_P99_MS:.0f} ms): {'OK' if ok else 'OVER BUDGET'}")
+            for mode, floor in floors.items():
+                ratio = floor["rps"] / bare["rps"] if bare["rps"] else 0.0
+                failed |= bool(floor["errors"])
+                print(line(FLOORS[mode], floor))
+                print(f"    ratio {ratio:.2f} (a reference, not judged)")
     return 1 if failed else 0
 
 
