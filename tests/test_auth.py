@@ -408,3 +408,21 @@ def test_empty_login_form_re_renders_with_errors(client: Any) -> None:
     response = client.post("/auth/login", data={})
     assert response.status_code == 400
     assert b"This field is required." in response.data
+
+
+@pytest.mark.parametrize(
+    ("role", "page"),
+    [("caseworker", "/auth/password"), ("admin", "/admin/users/new")],
+)
+def test_password_hint_gives_the_policy_length(
+    client: Any, monkeypatch: pytest.MonkeyPatch, role: str, page: str
+) -> None:
+    # The hint is derived from the policy, not written beside it: change one, the other follows.
+    from app import accounts
+
+    monkeypatch.setattr(accounts, "MIN_PASSWORD_LENGTH", 14)
+    login_session(client, factories.make_user(role))
+    response = client.get(page)
+    assert response.status_code == 200
+    assert b"At least 14 characters." in response.data
+    assert b"At least 12 characters" not in response.data

@@ -52,9 +52,11 @@ def user_new() -> Response | str | tuple[str, int]:
                 db.session.commit()
                 flash(_("User created."), "success")
                 return redirect(url_for("admin.users", _anchor=f"user-{user.id}"))
-        return render_template("admin/user_new.html", form=form), 400
+        return render_template("admin/user_new.html", form=form,
+                           min_password_length=accounts.MIN_PASSWORD_LENGTH), 400
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/user_new.html", form=form), status
+    return render_template("admin/user_new.html", form=form,
+                           min_password_length=accounts.MIN_PASSWORD_LENGTH), status
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])

@@ -232,9 +232,11 @@ def change_password() -> Response | str | tuple[str, int]:
                 session["seen"] = time.time()
                 flash(_("Your password was changed. Other sessions were signed out."), "success")
                 return redirect(url_for("main.index"))
-        return render_template("auth/password.html", form=form), 400
+        return render_template("auth/password.html", form=form,
+                           min_password_length=accounts.MIN_PASSWORD_LENGTH), 400
     status = 400 if request.method == "POST" else 200
-    return render_template("auth/password.html", form=form), status
+    return render_template("auth/password.html", form=form,
+                           min_password_length=accounts.MIN_PASSWORD_LENGTH), status
 
 
 @bp.route("/language", methods=["GET", "POST"])
