@@ -505,7 +505,6 @@ class Conversation:
         if self.session is None:
             self.session = self.start_session()
         session = self.session
-        session.last_message_at = self.at
         kind = keyword(norm)
         if session.language is None and kind is not None:
             session.language = keyword_language(norm)
@@ -522,6 +521,11 @@ class Conversation:
                 self.say("hotline.language_menu", "en")
         else:
             getattr(self, f"step_{session.step}")(norm)
+        if self.session is not None:
+            # Already so after the touch in `_follow_up` or the session insert; assigned last
+            # all the same, so that a step that flushes on its own (a new case's savepoint)
+            # does not flush the session separately.
+            self.session.last_message_at = self.at
         db.session.flush()
         return self.replies
 
@@ -613,7 +617,8 @@ class Conversation:
             change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
         case.phone = self.e164
         case.phone_index = self.index
-        db.session.flush()
+        # The case has its id already (create_case flushed it); its phone, the consents and
+        # the session are written by the conversation's one flush at the end.
         self.session.case_id = case.id
         return case
 
