@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -67,9 +69,10 @@ _EVENTS = AuditEvent.__table__
 _ADVANCE = (
     _HEAD.update()
     .where(_HEAD.c.id == 1)
-    .values(seq=_HEAD.c.seq + 1)
+    .values(seq=_HEAD.c.seq + bindparam("count"))
     .returning(_HEAD.c.seq, _HEAD.c.last_hash)
 )
+_BATCH = "haven_audit_batch"  # key in db.session.info while `batched()` collects events
 _SET_TIP = _HEAD.update().where(_HEAD.c.id == 1).values(last_hash=bindparam("tip"))
 
 
@@ -96,7 +99,9 @@ def record(
 ) -> AuditEvent:
     """Write one event in the session's transaction, at once, with three Core statements on
     its connection (never an ORM flush, never a commit: the caller's pending changes are
-    flushed when it next queries or commits, in the same transaction as the event).
+    flushed when it next queries or commits, in the same transaction as the event). Inside
+    ``batched()`` the event is written when the batch ends instead, and the returned event
+    has no ``seq`` or ``hash`` yet.
 
     The actor defaults to the logged-in user. Object ids are database ids or reference
     codes, never names, phone numbers or free text: the regexes below refuse anything else.
@@ -111,17 +116,7 @@ def record(
     if actor_user_id is None and has_request_context() and current_user.is_authenticated:
         actor_user_id = current_user.id
         actor_org_id = current_user.organization_id
-    # Core statements on the session's connection (not ORM bulk updates): every audited
-    # request pays for these, the SMS webhook's included (bench/bench_sms_inbound.py).
-    connection = db.session.connection()
-    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) and returns the
-    # tip in the same statement, so concurrent writers queue here and the chain never forks.
-    head = connection.execute(_ADVANCE).first()
-    if head is None:  # the first event ever
-        _ensure_head()
-        head = connection.execute(_ADVANCE).one()
     values = {
-        "seq": head.seq,
         "at": at or utcnow(),
         "actor_user_id": actor_user_id,
         "actor_org_id": actor_org_id,
@@ -129,12 +124,54 @@ def record(
         "object_type": object_type,
         "object_id": oid,
         "request_id": g.get("request_id") if has_request_context() else None,
-        "prev_hash": head.last_hash,
     }
-    values["hash"] = compute_hash(SimpleNamespace(**values))  # type: ignore[arg-type]
-    connection.execute(_EVENTS.insert(), values)
-    connection.execute(_SET_TIP, {"tip": values["hash"]})
+    pending = db.session.info.get(_BATCH)
+    if pending is not None:
+        pending.append(values)
+        return AuditEvent(**values)
+    _append([values])
     return AuditEvent(**values)
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Collect the events ``record`` is asked for inside the block and write them, in order,
+    when it ends: one head update, one insert, one tip update, however many there are (the
+    hotline's new case writes three). The chain is the same as with one ``record`` each.
+    If the block raises, nothing is written (the caller rolls the transaction back).
+    Nested blocks join the outermost."""
+    if _BATCH in db.session.info:
+        yield
+        return
+    pending: list[dict[str, object]] = []
+    db.session.info[_BATCH] = pending
+    try:
+        yield
+    finally:
+        del db.session.info[_BATCH]
+    if pending:
+        _append(pending)
+
+
+def _append(events: list[dict[str, object]]) -> None:
+    """Chain ``events`` (dicts of the event's fields but seq and hashes) onto the tip, on the
+    session's connection. Core statements, not ORM bulk updates: every audited request pays
+    for these, the SMS webhook's included (bench/bench_sms_inbound.py)."""
+    connection = db.session.connection()
+    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) and returns the
+    # tip in the same statement, so concurrent writers queue here and the chain never forks.
+    count = len(events)
+    head = connection.execute(_ADVANCE, {"count": count}).first()
+    if head is None:  # the first event ever
+        _ensure_head()
+        head = connection.execute(_ADVANCE, {"count": count}).one()
+    prev = head.last_hash
+    for offset, values in enumerate(events):
+        values["seq"] = head.seq - count + 1 + offset
+        values["prev_hash"] = prev
+        values["hash"] = prev = compute_hash(SimpleNamespace(**values))  # type: ignore[arg-type]
+    connection.execute(_EVENTS.insert(), events)
+    connection.execute(_SET_TIP, {"tip": prev})
 
 
 def record_many(

@@ -610,11 +610,14 @@ class Conversation:
         if org_id is None:
             current_app.logger.warning("sms hotline: no organization to own hotline cases")
             return None
-        case, _created = create_case(
-            org_id, None, idempotency_key=None, language=self.language, channel="sms", at=self.at
-        )
-        for scope in ("store", "contact_sms"):
-            change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
+        # The case's three audit events (created, two consents) go in with one batch.
+        with audit.batched():
+            case, _created = create_case(
+                org_id, None, idempotency_key=None, language=self.language, channel="sms",
+                at=self.at,
+            )
+            for scope in ("store", "contact_sms"):
+                change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
         case.phone = self.e164
         case.phone_index = self.index
         # The case has its id already (create_case flushed it); its phone, the consents and

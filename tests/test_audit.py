@@ -306,6 +306,50 @@ THREADS, EACH = 4, 10
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["existing-head", "first-event"])
+def test_a_batch_writes_the_same_chain_in_order(app, warm):
+    if warm:
+        _events(2)
+    before = _seqs()
+    audit.record("case.view", "case", 1, actor_user_id=3)
+    with audit.batched():
+        audit.record("case.create", "case", 2)
+        with audit.batched():  # nested: joins the outer batch
+            audit.record("consent.grant", "case", 2)
+        assert _seqs() == [*before, len(before) + 1]  # nothing of the batch written yet
+        audit.record("consent.grant", "case", 2)
+    audit.record("case.view", "case", 2, actor_user_id=3)
+    db.session.commit()
+    new = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.seq > len(before)).order_by(AuditEvent.seq)
+    ).all()
+    assert [(e.seq, e.action) for e in new] == [
+        (len(before) + 1, "case.view"), (len(before) + 2, "case.create"),
+        (len(before) + 3, "consent.grant"), (len(before) + 4, "consent.grant"),
+        (len(before) + 5, "case.view"),
+    ]
+    assert audit.verify_chain().ok
+    assert _verify(app).exit_code == 0
+
+
+def test_a_batch_that_raises_writes_nothing(app):
+    _events(2)
+    head = db.session.get(AuditHead, 1)
+    tip = (head.seq, head.last_hash)
+    with pytest.raises(RuntimeError), audit.batched():
+        audit.record("case.create", "case", 9)
+        raise RuntimeError("half-way")
+    assert audit._BATCH not in db.session.info  # the next record is written at once again
+    db.session.commit()
+    assert _seqs() == [1, 2]
+    db.session.expire_all()
+    head = db.session.get(AuditHead, 1)
+    assert (head.seq, head.last_hash) == tip
+    audit.record("case.view", "case", 9, actor_user_id=3)
+    db.session.commit()
+    assert _seqs() == [1, 2, 3] and audit.verify_chain().ok
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["existing-head", "first-event"])
 def test_concurrent_appends_never_fork_the_chain(app, warm):
     """Several writers, each with its own app context, session and connection."""
     if warm:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app import consent, hotline, messaging
+from app import audit, consent, hotline, messaging
 from app.extensions import db
 from app.models import AuditEvent, Case, HotlineSession, Message, Need, Service, SmsOptOut
 from app.sms.worker import Worker
@@ -203,6 +203,16 @@ def test_full_conversation_in_every_language(
     assert {c.method for c in case.consents} == {"sms"}
     session = session_of()
     assert session is not None and session.step == "done"
+    # Audited, in order, on an intact chain: the case, its two consents, the area.
+    events = db.session.execute(
+        select(AuditEvent.action, AuditEvent.object_id).order_by(AuditEvent.seq)
+    ).all()
+    assert [tuple(e) for e in events] == [
+        ("case.create", str(case.id)), ("consent.grant", str(case.id)),
+        ("consent.grant", str(case.id)), ("case.needs_update", str(case.id)),
+        ("case.profile_update", str(case.id)),
+    ]
+    assert audit.verify_chain().ok
 
 
 def test_no_consent_keeps_nothing(client: Any) -> None:
