@@ -153,6 +153,12 @@ def batched() -> Iterator[None]:
         _append(pending)
 
 
+def _not_in_batch() -> None:
+    # These write at once: inside a batch they would take seqs before its earlier events.
+    if _BATCH in db.session.info:
+        raise AuditError("record_many and prune_through cannot run inside audit.batched()")
+
+
 def _append(events: list[dict[str, object]]) -> None:
     """Chain ``events`` (dicts of the event's fields but seq and hashes) onto the tip, on the
     session's connection. Core statements, not ORM bulk updates: every audited request pays
@@ -187,6 +193,7 @@ def record_many(
     chained the same way, with one head update and one bulk insert. Flushes, never commits."""
     if not object_ids:
         return 0
+    _not_in_batch()
     if not _ACTION.match(action) or not _OBJECT_TYPE.match(object_type):
         raise AuditError("invalid audit action or object type")
     _ensure_head()
@@ -222,6 +229,7 @@ def prune_through(last_seq: int) -> int:
     tip's seq and hash, and verification starts from them instead of the genesis. The
     caller records an ``audit.prune`` event (object id = ``last_seq``) in the same
     transaction, so the checkpoint itself is part of the chain. Flushes, never commits."""
+    _not_in_batch()
     _ensure_head()
     # Lock the head first (as `record` does): no event is appended while we move the base.
     db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))

@@ -349,6 +349,19 @@ def test_a_batch_that_raises_writes_nothing(app):
     assert _seqs() == [1, 2, 3] and audit.verify_chain().ok
 
 
+def test_bulk_writers_refuse_to_run_inside_a_batch(app):
+    # They write at once, so inside a batch they would jump ahead of its pending events.
+    _events(2)
+    with audit.batched():
+        audit.record("case.create", "case", 9)
+        with pytest.raises(audit.AuditError):
+            audit.record_many("case.erase", "case", [1, 2])
+        with pytest.raises(audit.AuditError):
+            audit.prune_through(1)
+    db.session.commit()
+    assert _seqs() == [1, 2, 3] and audit.verify_chain().ok
+
+
 @pytest.mark.parametrize("warm", [True, False], ids=["existing-head", "first-event"])
 def test_concurrent_appends_never_fork_the_chain(app, warm):
     """Several writers, each with its own app context, session and connection."""
