@@ -190,37 +190,24 @@ def record_many(
     at: datetime | None = None,
 ) -> int:
     """``record`` for many objects at once (batch jobs such as retention): the same events,
-    chained the same way, with one head update and one bulk insert. Flushes, never commits."""
+    chained the same way, with one head update, one bulk insert and one tip update. Flushes,
+    never commits."""
     if not object_ids:
         return 0
     _not_in_batch()
     if not _ACTION.match(action) or not _OBJECT_TYPE.match(object_type):
         raise AuditError("invalid audit action or object type")
-    _ensure_head()
-    count = len(object_ids)
-    db.session.execute(
-        update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + count)
-    )
-    head = db.session.execute(
-        select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)
-    ).one()
-    prev = head.last_hash
+    db.session.flush()  # as before: the caller's pending changes go first
     when = (at or utcnow()).astimezone(UTC)
-    rows = []
-    for offset, object_id in enumerate(object_ids):
-        # The same fields `canonical` hashes, without building ORM objects (thousands of
-        # events per retention batch).
-        row = SimpleNamespace(
-            seq=head.seq - count + 1 + offset, at=when, actor_user_id=actor_user_id,
-            actor_org_id=actor_org_id, action=action, object_type=object_type,
-            object_id=str(int(object_id)), request_id=None, prev_hash=prev,
-        )
-        row.hash = compute_hash(row)  # type: ignore[arg-type]
-        prev = row.hash
-        rows.append(vars(row))
-    db.session.execute(AuditEvent.__table__.insert(), rows)
-    db.session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
-    return count
+    # The same fields `canonical` hashes, without building ORM objects (thousands of events
+    # per retention batch); `_append` chains and writes them.
+    _append([
+        {"at": when, "actor_user_id": actor_user_id, "actor_org_id": actor_org_id,
+         "action": action, "object_type": object_type, "object_id": str(int(object_id)),
+         "request_id": None}
+        for object_id in object_ids
+    ])
+    return len(object_ids)
 
 
 def prune_through(last_seq: int) -> int:
