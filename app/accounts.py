@@ -7,12 +7,13 @@ style). Nothing here commits: callers own the transaction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
 from sqlalchemy import func, select
@@ -22,9 +23,20 @@ from app.crypto import keyring
 from app.extensions import db
 from app.models import ROLES, LoginAttempt, Organization, User, utcnow
 
-_hasher = PasswordHasher()
-# Verified against when the username is unknown, so timing does not reveal which accounts exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+@functools.cache
+def _hashing(profile: str) -> tuple[PasswordHasher, str]:
+    """The argon2id hasher of a named ``argon2.profiles`` profile, and a hash of a random
+    password made with it: verified against when the username is unknown, so that timing
+    does not reveal which accounts exist."""
+    hasher = PasswordHasher.from_parameters(getattr(profiles, profile))
+    return hasher, hasher.hash(secrets.token_urlsafe(16))
+
+
+def _hasher() -> PasswordHasher:
+    # config.ARGON2_PROFILE: RFC 9106's low-memory profile everywhere but in tests.
+    return _hashing(current_app.config["ARGON2_PROFILE"])[0]
+
 
 COMMON_PASSWORDS = frozenset(
     """
@@ -88,20 +100,22 @@ def password_problem(password: str, username: str) -> str | None:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def check_password(user: User | None, password: str) -> bool:
+    hasher, dummy_hash = _hashing(current_app.config["ARGON2_PROFILE"])
     if user is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+            hasher.verify(dummy_hash, password)
         return False
     try:
-        ok = _hasher.verify(user.password_hash, password)
+        ok = hasher.verify(user.password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-    if ok and _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
+    if ok and hasher.check_needs_rehash(user.password_hash):
+        # Made with other parameters (older, or weaker): upgraded at this sign-in.
+        user.password_hash = hasher.hash(password)
     return ok
 
 

@@ -35,6 +35,29 @@ def test_caseworker_signs_in_without_totp_and_is_audited(client: Any, auth: Auth
     assert "auth.login" in actions()
 
 
+def test_real_configurations_hash_with_rfc_9106_and_upgrade_weaker_hashes(
+    app: Any, app_factory: Any
+) -> None:
+    # Tests hash with argon2's CHEAPEST profile (config.TestingConfig); a hash made that way
+    # (or with an older, weaker profile) is replaced at the next sign-in under the real one.
+    user = factories.make_user("caseworker")
+    db.session.commit()
+    assert "$argon2id$v=19$m=8,t=1,p=1$" in user.password_hash
+    real = app_factory(ARGON2_PROFILE="RFC_9106_LOW_MEMORY")
+    wrong = real.test_client().post(
+        "/auth/login", data={"username": user.username, "password": "not the password!"}
+    )
+    assert wrong.status_code == 401 and b"Wrong username or password." in wrong.data
+    db.session.refresh(user)
+    assert "m=8,t=1,p=1" in user.password_hash  # a wrong password changes nothing
+    response = AuthActions(real.test_client()).login(user)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    db.session.refresh(user)
+    assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    # ...and the upgraded hash still signs in, with the test profile as with the real one.
+    assert AuthActions(real.test_client()).login(user).status_code == 302
+
+
 @pytest.mark.parametrize(
     ("username", "password"),
     [("caseworker-x", "wrong password!!"), ("nobody-here", factories.PASSWORD)],

@@ -123,6 +123,19 @@ def test_no_environment_has_fallback_secrets(cls):
         assert f"{name} is not set" in message
 
 
+def test_passwords_are_hashed_with_rfc_9106_outside_tests():
+    assert DevelopmentConfig({}).ARGON2_PROFILE == "RFC_9106_LOW_MEMORY"
+    assert ProductionConfig(_prod_env()).ARGON2_PROFILE == "RFC_9106_LOW_MEMORY"
+    assert config.TestingConfig({}).ARGON2_PROFILE == "CHEAPEST"
+
+
+@pytest.mark.parametrize("cls", [DevelopmentConfig, ProductionConfig])
+def test_a_test_hashing_profile_is_refused_outside_tests(cls):
+    with pytest.raises(ConfigError) as caught:
+        create_app(cls(_prod_env(), ARGON2_PROFILE="CHEAPEST"))
+    assert "ARGON2_PROFILE is a test profile" in str(caught.value.code)
+
+
 def test_development_has_a_default_sqlite_database_but_no_keys():
     assert DevelopmentConfig({}).SQLALCHEMY_DATABASE_URI.startswith("sqlite:///")
     assert "DATABASE_URL" not in "".join(DevelopmentConfig({}).problems())
