@@ -124,31 +124,61 @@ def _empty_all_tables() -> None:
     # DELETE, children first, on both databases: a test leaves a few rows, and PostgreSQL's
     # TRUNCATE of every table cost ~120 ms per test (new files for each table). Ids start
     # again at 1 as they do after TRUNCATE ... RESTART IDENTITY (and on SQLite after DELETE).
-    for table in tables:
-        db.session.execute(table.delete())
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(
-            text("SELECT setval(c.oid, 1, false) FROM pg_class c "
-                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                 "WHERE c.relkind = 'S' AND n.nspname = current_schema()")
+        # One round trip for the lot (no parameters: psycopg sends it as one simple query).
+        db.session.connection().exec_driver_sql(
+            "".join(f'DELETE FROM "{table.name}";' for table in tables)
+            + "SELECT setval(c.oid, 1, false) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'S' AND n.nspname = current_schema()"
         )
+    else:
+        for table in tables:
+            db.session.execute(table.delete())
     db.session.commit()
 
 
 _BUILD_LOCK = threading.Lock()
 
 
+def _build_app(database_url: str, **overrides: Any) -> Flask:
+    # Serialised: tests that race "processes" build apps in threads, and CPython 3.11's
+    # compiler (Werkzeug compiles each URL rule) is not safe to run concurrently.
+    with _BUILD_LOCK:
+        app = create_app(make_config(database_url, **overrides))
+    app.test_client_class = HavenTestClient
+    return app
+
+
+@pytest.fixture(scope="session")
+def shared_app(database_url: str) -> Iterator[Flask]:
+    """The app of the ``app`` fixture: one per test worker, as production serves many
+    requests from one app and one connection pool. Building an app (Werkzeug compiles every
+    URL rule) and a pool for each test cost 60-110 ms a test; ``app`` puts back what a test
+    may change (config, extensions, log handlers) and the database is emptied after each."""
+    app = _build_app(database_url)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
 @pytest.fixture
-def app_factory(database_url: str) -> Iterator[Any]:
-    """Build extra apps on the same database (another 'process' for cross-process checks)."""
+def clean_database(shared_app: Flask) -> Iterator[None]:
+    """Every table is emptied after the test (whichever apps it used)."""
+    yield
+    with shared_app.app_context():
+        _empty_all_tables()
+        db.session.remove()
+
+
+@pytest.fixture
+def app_factory(database_url: str, clean_database: None) -> Iterator[Any]:
+    """Build extra apps on the same database: other settings, or another 'process' (its own
+    app and connection pool) for cross-process checks."""
     made: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
-        # Serialised: tests that race "processes" build apps in threads, and CPython 3.11's
-        # compiler (Werkzeug compiles each URL rule) is not safe to run concurrently.
-        with _BUILD_LOCK:
-            app = create_app(make_config(database_url, **overrides))
-        app.test_client_class = HavenTestClient
+        app = _build_app(database_url, **overrides)
         made.append(app)
         return app
 
@@ -156,21 +186,23 @@ def app_factory(database_url: str) -> Iterator[Any]:
     for app in made:
         with app.app_context():
             db.session.remove()
-    if made:
-        with made[0].app_context():
-            _empty_all_tables()
-            db.session.remove()
-    for app in made:
-        with app.app_context():
             db.engine.dispose()
 
 
 @pytest.fixture
-def app(app_factory: Any) -> Iterator[Flask]:
-    app = app_factory()
-    with app.app_context():
-        yield app
+def app(shared_app: Flask, clean_database: None) -> Iterator[Flask]:
+    config = dict(shared_app.config)
+    extensions = dict(shared_app.extensions)
+    handlers, level = list(shared_app.logger.handlers), shared_app.logger.level
+    with shared_app.app_context():
+        yield shared_app
         db.session.remove()
+    shared_app.config.clear()
+    shared_app.config.update(config)
+    shared_app.extensions.clear()
+    shared_app.extensions.update(extensions)
+    shared_app.logger.handlers[:] = handlers
+    shared_app.logger.setLevel(level)
 
 
 @pytest.fixture
