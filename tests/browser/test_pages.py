@@ -6,7 +6,7 @@
 * no request leaves the Haven server, no CSP violation, no JavaScript error;
 * a screenshot at 768×1024 and at 1024×768 lands in test-output/screenshots/ for people to
   look at. Figures are printed (run with ``-s``) and written to
-  test-output/page-report-<locale>.txt.
+  test-output/page-report-<locale>-<role>.txt.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def people(live: Any, world: Any) -> dict[str, Any]:
     """A user of every role (TOTP enrolled) and an open case of the caseworkers' NGO."""
 
     def build() -> dict[str, Any]:
-        from app.models import Area, Organization
+        from app.models import Area, Organization, Service
 
         ngo = db.session.get(Organization, world.ngo_id)
         area = db.session.get(Area, world.area_id)
@@ -77,6 +77,14 @@ def people(live: Any, world: Any) -> dict[str, Any]:
         }
         operator = factories.make_org("operator", name="Haven operator")
         provider_org = db.session.get(Organization, world.provider_org_id)
+        # A referral waiting in the provider's portal (another case of the NGO's), so that
+        # the provider's pages do not depend on the caseworker's test having run first.
+        service = db.session.get(Service, world.service_id)
+        for _locale in LOCALES:
+            factories.make_referral(
+                factories.make_case(ngo, alias="Ana", area=area, needs={"shelter": "immediate"}),
+                service,
+            )
         return {
             "case_ids": cases,
             "users": {
@@ -253,15 +261,14 @@ def check_page(
     )
 
 
-@pytest.mark.parametrize("locale", list(LOCALES))
-def test_main_pages(
-    contexts: Any, live: Any, world: Any, people: dict[str, Any], locale: str
+GROUPS = ("anonymous", "caseworker", "provider", "supervisor", "admin")
+
+
+def check_anonymous_pages(
+    contexts: Any, people: dict[str, Any], locale: str, report: list[str], failures: list[str]
 ) -> None:
-    report: list[str] = []
-    failures: list[str] = []
-    context = contexts.new(locale=LOCALES[locale])
-    page = context.new_page()
-    # Anonymous pages, and the second sign-in step.
+    """Sign-in, the second step, TOTP enrolment and the neutral quick-exit page."""
+    page = contexts.new(locale=LOCALES[locale]).new_page()
     check_page(page, "login", "/auth/login", locale, report, failures, landscape=True)
     who: Person = people["users"][locale]["caseworker"]
     page.fill("#username", who.username)
@@ -269,7 +276,7 @@ def test_main_pages(
     page.locator("main form [type=submit]").click()
     page.wait_for_url("**/auth/verify")
     check_page(page, "totp", "/auth/verify", locale, report, failures, landscape=False)
-    context.close()
+    page.context.close()
     page = contexts.new(locale=LOCALES[locale]).new_page()
     page.goto("/auth/login")
     page.fill("#username", people["users"][locale]["enrolling"].username)
@@ -279,27 +286,43 @@ def test_main_pages(
     check_page(page, "totp-enroll", "/auth/enroll", locale, report, failures, landscape=False)
     page.context.close()
 
-    for role in ("caseworker", "provider", "supervisor", "admin"):
-        context = contexts.new(locale=LOCALES[locale])
-        page = context.new_page()
-        sign_in(page, people["users"][locale][role])
-        case_id = people["case_ids"][locale]
-        for name, target in pages_for(role, world, case_id, page):
-            if callable(target):
-                target = target()  # prepare (fill a form): not part of the weight
-            check_page(page, name, target, locale, report, failures, name in LANDSCAPE)
-        context.close()
-
     page = contexts.new(locale=LOCALES[locale]).new_page()
     weight = load_measured(page, "/leave")
     report.append(f"{'leave':18} {weight.total / 1024:6.1f} KB  (neutral page, lang=en by design)")
     screenshot(page, f"leave-{locale}-768x1024")
     for v in blocking(run_axe(page)):
         failures.append(f"leave [{locale}]: axe {v['impact']} {v['id']}: {v['help']}")
+    page.context.close()
 
-    out = os.path.join(ROOT, "test-output", f"page-report-{locale}.txt")
+
+# One test per locale and role (not one per locale): each is 5-30 s in a browser, and
+# pytest-xdist can then share them out between its workers.
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("locale", list(LOCALES))
+def test_main_pages(
+    contexts: Any, live: Any, world: Any, people: dict[str, Any], locale: str, group: str
+) -> None:
+    report: list[str] = []
+    failures: list[str] = []
+    if group == "anonymous":
+        check_anonymous_pages(contexts, people, locale, report, failures)
+        expected = 4
+    else:
+        page = contexts.new(locale=LOCALES[locale]).new_page()
+        sign_in(page, people["users"][locale][group])
+        pages = pages_for(group, world, people["case_ids"][locale], page)
+        for name, target in pages:
+            if callable(target):
+                target = target()  # prepare (fill a form): not part of the weight
+            check_page(page, name, target, locale, report, failures, name in LANDSCAPE)
+        page.context.close()
+        expected = len(pages)
+
+    out = os.path.join(ROOT, "test-output", f"page-report-{locale}-{group}.txt")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write("\n".join(report) + "\n")
-    print(f"\n[{locale}] page weights and axe results:\n" + "\n".join(report))
+    print(f"\n[{locale}, {group}] page weights and axe results:\n" + "\n".join(report))
+    assert len(report) == expected, "a page was left out of the report"
     contexts.recorder.check()
     assert not failures, "\n".join(failures)
