@@ -242,6 +242,33 @@ class VerifyResult:
     reason: str | None = None
 
 
+def tip() -> tuple[int, str]:
+    """The chain's last seq and hash: an anchor to keep outside this database (a ticket, a
+    printout, another system). Someone able to write to the database could rewrite the
+    whole chain consistently; a kept anchor that no longer matches shows it."""
+    head = db.session.get(AuditHead, 1)
+    return (head.seq, head.last_hash) if head else (0, GENESIS)
+
+
+def check_anchor(seq: int, expected_hash: str) -> str | None:
+    """Why the event ``seq`` no longer has the hash an anchor recorded, or None if it has.
+    Run after ``verify_chain``: it checks one link against a value kept elsewhere."""
+    head = db.session.get(AuditHead, 1)
+    base_seq = int(head.base_seq or 0) if head else 0
+    if seq < base_seq:
+        return f"event #{seq} was pruned by retention (the chain now starts at #{base_seq})"
+    actual: str | None
+    if seq == base_seq:
+        actual = (head.base_hash or GENESIS) if head else GENESIS
+    else:
+        actual = db.session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == seq))
+    if actual is None:
+        return f"event #{seq} does not exist"
+    if actual != expected_hash.lower():  # (public values: no constant-time compare needed)
+        return f"event #{seq} has another hash than the anchor: the chain was rewritten"
+    return None
+
+
 def verify_chain(batch: int = 1000) -> VerifyResult:
     """Walk the chain in order; report the first event that was edited, deleted, inserted
     or reordered, and a tip that does not match the head row (last events deleted)."""

@@ -232,16 +232,46 @@ def audit_group() -> None:
     """Audit trail tools."""
 
 
+def _anchor(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[tuple[int, str]]:
+    anchors = []
+    for value in values:
+        seq, _, digest = value.partition(":")
+        if not (seq.isdigit() and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+            raise click.BadParameter("write it as SEQ:HASH, as `audit verify` printed it")
+        anchors.append((int(seq), digest))
+    return anchors
+
+
 @audit_group.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain; exit 1 at the first broken link."""
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    callback=_anchor,
+    metavar="SEQ:HASH",
+    help="A tip printed by an earlier run and kept outside the database; repeatable.",
+)
+def audit_verify(anchors: list[tuple[int, str]]) -> None:
+    """Check the hash chain; exit 1 at the first broken link or at an anchor that no
+    longer matches (a chain rewritten as a whole by someone with database access)."""
     result = audit.verify_chain()
-    if result.ok:
-        click.echo(f"Audit chain intact: {result.checked} events verified.")
-        return
-    click.echo(
-        f"Audit chain BROKEN at event #{result.broken_seq}: {result.reason} "
-        f"({result.checked} events verified before it).",
-        err=True,
-    )
-    sys.exit(1)
+    if not result.ok:
+        click.echo(
+            f"Audit chain BROKEN at event #{result.broken_seq}: {result.reason} "
+            f"({result.checked} events verified before it).",
+            err=True,
+        )
+        sys.exit(1)
+    problems = [p for p in (audit.check_anchor(seq, digest) for seq, digest in anchors) if p]
+    for problem in problems:
+        click.echo(f"Audit anchor MISMATCH: {problem}.", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"Audit chain intact: {result.checked} events verified.")
+    if anchors:
+        click.echo(f"Anchors matched: {len(anchors)}.")
+    seq, digest = audit.tip()
+    click.echo(f"Tip: {seq}:{digest} (keep it outside this database; check it later with "
+               f"--anchor {seq}:{digest})")

@@ -394,3 +394,95 @@ def test_concurrent_appends_never_fork_the_chain(app, warm):
     result = audit.verify_chain()
     assert result.ok, result
     assert result.checked == expected
+
+
+# --- anchors kept outside the database -------------------------------------------------------
+
+
+def _verify_with(app, *anchors: str):
+    args = ["audit", "verify"] + [a for anchor in anchors for a in ("--anchor", anchor)]
+    result = app.test_cli_runner().invoke(args=args)
+    db.session.rollback()
+    return result
+
+
+def _printed_tip(output: str) -> str:
+    [line] = [line for line in output.splitlines() if line.startswith("Tip: ")]
+    return line.split()[1]
+
+
+def _rewrite_from(seq: int) -> None:
+    """What someone with write access to the database can do: edit an event, then recompute
+    every later link and hash and move the head's tip. The chain is consistent again."""
+    db.session.execute(
+        update(AuditEvent).where(AuditEvent.seq == seq).values(action="auth.logout")
+    )
+    db.session.expire_all()
+    events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    prev = audit.GENESIS
+    for event in events:
+        if event.seq >= seq:
+            event.prev_hash = prev
+            event.hash = audit.compute_hash(event)
+        prev = event.hash
+    db.session.get(AuditHead, 1).last_hash = prev
+    db.session.commit()
+
+
+def test_a_kept_anchor_catches_a_chain_rewritten_as_a_whole(app):
+    _events(6)
+    first = _verify(app)
+    assert first.exit_code == 0, first.output
+    anchor = _printed_tip(first.output)
+    seq, digest = audit.tip()
+    assert anchor == f"{seq}:{digest}" and seq == 6
+    early = "2:" + db.session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == 2))
+    # The chain grows: the anchors still match.
+    audit.record("case.view", "case", 9, actor_user_id=7)
+    db.session.commit()
+    grown = _verify_with(app, anchor, early)
+    assert grown.exit_code == 0, grown.output
+    assert "Anchors matched: 2." in grown.output and _printed_tip(grown.output).startswith("7:")
+
+    _rewrite_from(3)
+    assert audit.verify_chain().ok  # the chain alone cannot tell
+    caught = _verify_with(app, early, anchor)
+    assert caught.exit_code == 1, caught.output
+    assert (
+        "Audit anchor MISMATCH: event #6 has another hash than the anchor: the chain was "
+        "rewritten." in caught.stderr
+    )
+    assert "#2" not in caught.stderr  # events before the rewrite still match their anchor
+    assert "Audit chain intact" not in caught.output
+
+
+@pytest.mark.parametrize(
+    ("anchor", "code", "expected"),
+    [
+        ("6", 2, "write it as SEQ:HASH"),
+        ("six:" + "a" * 64, 2, "write it as SEQ:HASH"),
+        ("6:" + "a" * 63, 2, "write it as SEQ:HASH"),
+        ("6:" + "g" * 64, 2, "write it as SEQ:HASH"),
+        ("99:" + "a" * 64, 1, "event #99 does not exist"),
+        ("4:" + "a" * 64, 1, "event #4 has another hash than the anchor"),
+    ],
+)
+def test_bad_or_unknown_anchors_get_a_clear_answer(app, anchor, code, expected):
+    _events(6)
+    result = _verify_with(app, anchor)
+    assert result.exit_code == code, result.output
+    assert expected in result.output + result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_anchors_at_and_before_a_pruned_checkpoint(app):
+    _events(6)
+    hashes = dict(db.session.execute(select(AuditEvent.seq, AuditEvent.hash)).all())
+    audit.prune_through(3)
+    audit.record("audit.prune", "audit", 3)
+    db.session.commit()
+    # The checkpoint (#3) keeps its hash in the head; #2 is gone and cannot be checked.
+    assert _verify_with(app, f"3:{hashes[3]}", f"5:{hashes[5]}").exit_code == 0
+    pruned = _verify_with(app, f"2:{hashes[2]}")
+    assert pruned.exit_code == 1
+    assert "event #2 was pruned by retention (the chain now starts at #3)" in pruned.stderr
