@@ -238,7 +238,8 @@ def _anchor(
     anchors = []
     for value in values:
         seq, _, digest = value.partition(":")
-        if not (seq.isdigit() and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
+        # (At most 18 digits: a seq fits a 64-bit integer column.)
+        if not (re.fullmatch(r"[0-9]{1,18}", seq) and re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
             raise click.BadParameter("write it as SEQ:HASH, as `audit verify` printed it")
         anchors.append((int(seq), digest))
     return anchors

@@ -463,6 +463,8 @@ def test_a_kept_anchor_catches_a_chain_rewritten_as_a_whole(app):
         ("six:" + "a" * 64, 2, "write it as SEQ:HASH"),
         ("6:" + "a" * 63, 2, "write it as SEQ:HASH"),
         ("6:" + "g" * 64, 2, "write it as SEQ:HASH"),
+        ("9" * 30 + ":" + "a" * 64, 2, "write it as SEQ:HASH"),
+        ("\u0666:" + "a" * 64, 2, "write it as SEQ:HASH"),
         ("99:" + "a" * 64, 1, "event #99 does not exist"),
         ("4:" + "a" * 64, 1, "event #4 has another hash than the anchor"),
     ],
