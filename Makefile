@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app app
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: demo run test test-sqlite test-postgresql test-tools lint bench translations deps clean
+.PHONY: demo run test test-sqlite test-postgresql test-tools lint bench translations deps clean lock audit-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# Every package pinned with its hashes (pip-tools, `make lock`): pip refuses anything else.
 $(VENV)/.deps: requirements.txt tests/requirements.txt | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
 deps: $(VENV)/.deps
@@ -50,6 +51,17 @@ test-sqlite: $(VENV)/.deps translations-compile test-tools
 
 test-postgresql: $(VENV)/.deps translations-compile test-tools
 	HAVEN_TEST_DATABASE=postgresql HAVEN_TEST_PG_URL=$(PG_URL) $(PYTEST)
+
+## Compile requirements.txt and tests/requirements.txt from the .in files (pins + hashes)
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock: $(VENV)/.deps
+	$(PIP_COMPILE) --output-file=requirements.txt requirements.in
+	cd tests && ../$(PIP_COMPILE) --output-file=requirements.txt requirements.in
+
+## Known vulnerabilities in the pinned packages (pip-audit; fails when one is found)
+audit-deps: $(VENV)/.deps
+	$(BIN)/python tests/tools/audit_deps.py
 
 lint: $(VENV)/.deps
 	$(BIN)/ruff check app config.py tests bench
