@@ -99,6 +99,7 @@ def _labels() -> dict[str, Any]:
     return {
         "scope_labels": consent.SCOPE_LABELS,
         "method_labels": consent.METHOD_LABELS,
+        "decision_labels": consent.DECISION_LABELS,
         "category_labels": CATEGORY_LABELS,
         "urgency_labels": URGENCY_LABELS,
         "age_band_labels": AGE_BAND_LABELS,
@@ -430,17 +431,22 @@ def change_consent(case_id: int) -> Any:
             _texts, shown = consent.texts_for(language, form.text_version.data)
             if form.method.data == "written":
                 signature = cases.store_signature(case, form.signature.data or "")
-            consent.change_consent(
+            record = consent.change_consent(
                 case, form.scope.data, granted, form.method.data, current_user.id,
                 language=shown, text_version=form.text_version.data, signature=signature,
             )
+            refused = record.decision == "refuse"
             erased = case.is_erased
             db.session.commit()
             if erased:
                 flash(_("The survivor withdrew consent to keep a record: the case was erased."),
                       "success")
                 return redirect(url_for("intake.case_list"))
-            flash(_("Consent recorded."), "success")
+            if refused:
+                flash(_("Recorded as a refusal: this consent had not been given, so there "
+                        "was nothing to withdraw."), "success")
+            else:
+                flash(_("Consent recorded."), "success")
             return redirect(url_for("intake.case_page", case_id=case.id))
     status = 400 if request.method == "POST" else 200
     version = form.text_version.data if form.text_version.data in consent.CONSENT_TEXTS \

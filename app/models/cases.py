@@ -53,6 +53,9 @@ CONSENT_SCOPES = (
     "explicit_wording",
 )
 CONSENT_METHODS = ("verbal", "written", "sms")
+# What a consent record is: a grant; a withdrawal of the grant in force (or expired) just
+# before it; a refusal of a scope that was not granted (asked and answered "no").
+CONSENT_DECISIONS = ("grant", "withdraw", "refuse")
 ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention")
 
 
@@ -165,13 +168,24 @@ class ConsentSignature(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+def _decision_default(context: Any) -> str:
+    """A row written without a decision (tests and fixtures that add records directly):
+    what the record says by ``granted``, as existing rows were migrated. ``change_consent``
+    always says which it is."""
+    return "grant" if context.get_current_parameters()["granted"] else "withdraw"
+
+
 class Consent(db.Model):  # type: ignore[name-defined,misc]
-    """Append-only: a change of mind is a new row; the newest row per scope decides."""
+    """Append-only: a change of mind is a new row; the newest row per scope decides.
+    ``decision`` says what the row is (grant, withdraw, refuse); ``granted`` is true for a
+    grant only, and the database refuses a row where the two disagree."""
 
     __tablename__ = "consent"
     __table_args__ = (
         CheckConstraint(f"scope IN {_in(CONSENT_SCOPES)}", name="scope"),
         CheckConstraint(f"method IN {_in(CONSENT_METHODS)}", name="method"),
+        CheckConstraint(f"decision IN {_in(CONSENT_DECISIONS)}", name="decision"),
+        CheckConstraint("granted = (decision = 'grant')", name="decision_granted"),
         Index("ix_consent_case_scope", "case_id", "scope", "recorded_at"),
     )
 
@@ -179,6 +193,7 @@ class Consent(db.Model):  # type: ignore[name-defined,misc]
     case_id: Mapped[int] = mapped_column(ForeignKey("survivor_case.id", ondelete="CASCADE"))
     scope: Mapped[str] = mapped_column(String(24))
     granted: Mapped[bool] = mapped_column(Boolean)
+    decision: Mapped[str] = mapped_column(String(8), default=_decision_default)
     method: Mapped[str] = mapped_column(String(10))
     text_version: Mapped[str] = mapped_column(String(16))
     language: Mapped[str] = mapped_column(String(8))
