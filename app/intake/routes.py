@@ -29,7 +29,7 @@ from sqlalchemy import false, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent
+from app import audit, cases, consent, messaging, referrals
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.intake import bp
@@ -521,7 +521,10 @@ def export(case_id: int) -> Any:
     data = cases.export_data(case)
     audit.record("case.export", "case", case.id)
     db.session.commit()
-    return render_template("intake/export.html", case=case, data=data, **_labels())
+    return render_template(
+        "intake/export.html", case=case, data=data, field_labels=referrals.FIELD_LABELS,
+        message_labels=messaging.MESSAGE_LABELS, **_labels(),
+    )
 
 
 @bp.get("/<int:case_id>/export.json")
