@@ -69,6 +69,11 @@ class CaseError(ValueError):
     pass
 
 
+class NotADraft(CaseError):
+    """Only a draft can be discarded: this case has its profile now (or was closed or
+    erased meanwhile)."""
+
+
 def new_reference() -> str:
     raw = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
     return f"{raw[:3]}-{raw[3:]}"
@@ -267,6 +272,38 @@ def reopen_case(case: Case) -> None:
     case.retention_due_at = None
     db.session.flush()
     audit.record("case.reopen", "case", case.id)
+
+
+# --- drafts ----------------------------------------------------------------------------
+
+
+def drafts(organization_id: int, limit: int = 20) -> list[Case]:
+    """The organization's drafts (``Case.is_draft``), newest first."""
+    return list(
+        db.session.scalars(
+            select(Case)
+            .where(Case.organization_id == organization_id, Case.is_draft)
+            .order_by(Case.created_at.desc(), Case.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def discard_draft(
+    case: Case, actor_id: int | None, *, at: datetime | None = None
+) -> CaseStatistic | None:
+    """Discard an abandoned intake: audited (``case.discard_draft``), then erased like any
+    case (``erase_case``, reason ``draft_discarded``: its consent records and signature go
+    with its key, one de-identified count stays). Raises ``NotADraft`` for anything else.
+    The case row is locked first, so a profile saved at the same moment is not lost."""
+    db.session.refresh(case, with_for_update=True)
+    if not case.is_draft:
+        raise NotADraft("only a draft can be discarded")
+    audit.record(
+        "case.discard_draft", "case", case.id,
+        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
+    )
+    return erase_case(case, actor_id, reason="draft_discarded", at=at)
 
 
 # --- export -----------------------------------------------------------------------------

@@ -24,14 +24,17 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Date,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    and_,
     event,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto import sealed
@@ -56,7 +59,7 @@ CONSENT_METHODS = ("verbal", "written", "sms")
 # What a consent record is: a grant; a withdrawal of the grant in force (or expired) just
 # before it; a refusal of a scope that was not granted (asked and answered "no").
 CONSENT_DECISIONS = ("grant", "withdraw", "refuse")
-ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention")
+ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention", "draft_discarded")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -126,6 +129,21 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     @property
     def is_erased(self) -> bool:
         return self.status == "erased"
+
+    @hybrid_property
+    def is_draft(self) -> bool:
+        """An intake on the tablet that recorded consent (the consent step makes the case)
+        but no profile yet. Hotline cases without a profile are the SMS queue instead."""
+        return self.channel == "tablet" and self.status == "open" and (
+            self.profile_completed_at is None
+        )
+
+    @is_draft.inplace.expression
+    @classmethod
+    def _is_draft_expression(cls) -> ColumnElement[bool]:
+        return and_(
+            cls.channel == "tablet", cls.status == "open", cls.profile_completed_at.is_(None)
+        )
 
 
 class Need(db.Model):  # type: ignore[name-defined,misc]
