@@ -295,7 +295,9 @@ def discard_draft(
     """Discard an abandoned intake: audited (``case.discard_draft``), then erased like any
     case (``erase_case``, reason ``draft_discarded``: its consent records and signature go
     with its key, one de-identified count stays). Raises ``NotADraft`` for anything else.
-    The case row is locked first, so a profile saved at the same moment is not lost."""
+    The case row is locked (after the audit lock, the usual order) and re-read first, so a
+    profile saved at the same moment is not lost."""
+    audit.lock()
     db.session.refresh(case, with_for_update=True)
     if not case.is_draft:
         raise NotADraft("only a draft can be discarded")

@@ -812,10 +812,12 @@ def _drafts_preview(now: datetime) -> tuple[int, datetime | None]:
 
 def _drafts_apply(now: datetime, batch: int) -> Iterator[int]:
     for ids in _ids_batches(select(Case.id).where(_drafts_where(now)), batch):
-        # Re-checked with the rows locked (PostgreSQL): a draft whose profile was saved
-        # meanwhile is no longer due, and one being saved now waits for this batch.
+        # Re-checked with the rows locked (PostgreSQL; after the audit lock, the usual
+        # order): a draft whose profile was saved meanwhile is no longer due, and one being
+        # saved now waits for this batch.
         query = select(Case.id).where(_in(Case.id, ids), _drafts_where(now))
         if db.session.get_bind().dialect.name == "postgresql":
+            audit.lock()
             query = query.with_for_update()
         due = list(db.session.scalars(query))
         if not due:

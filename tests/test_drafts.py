@@ -154,6 +154,24 @@ def test_a_case_with_a_profile_is_not_a_draft_and_is_not_discarded(worker, clien
         cases.discard_draft(case, worker.id)
 
 
+def test_discarding_reads_the_case_again_so_a_profile_saved_meanwhile_is_kept(app):
+    """The caseworker's page loaded the draft; its profile was saved (elsewhere) before the
+    discard arrived. The discard decides on the row as it is now, not as it was loaded."""
+    draft = make_draft(factories.make_org(), at=datetime.now(UTC))
+    db.session.commit()
+    assert draft.is_draft
+    db.session.execute(  # behind the session's back, as another request's commit would be
+        update(Case).where(Case.id == draft.id)
+        .values(profile_completed_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    assert draft.is_draft  # what this session loaded
+    with pytest.raises(cases.NotADraft):
+        cases.discard_draft(draft, None)
+    db.session.rollback()
+    assert db.session.get(Case, draft.id).status == "open" and count(CaseStatistic) == 0
+
+
 def test_the_case_page_of_a_draft_offers_to_discard_it(worker, client):
     draft = start_intake(client, "p")
     page = client.get(f"/cases/{draft.id}").get_data(as_text=True)
