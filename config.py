@@ -168,6 +168,7 @@ class BaseConfig:
         self.RETENTION_OUTBOUND_AFTER_FINAL = timedelta(
             hours=_int(env, "HAVEN_RETENTION_OUTBOUND_HOURS", 0))
         self.RETENTION_IDLE_CASE = timedelta(days=_int(env, "HAVEN_RETENTION_IDLE_DAYS", 180))
+        self.RETENTION_DRAFT = timedelta(hours=_int(env, "HAVEN_RETENTION_DRAFT_HOURS", 24))
         self.RETENTION_CONSENT_REASK = timedelta(
             days=_int(env, "HAVEN_RETENTION_REASK_DAYS", 30))
         self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))

@@ -30,13 +30,15 @@ from datetime import date, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, event, select
+from sqlalchemy import and_, delete, event, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import audit
 from app.crypto import blind_index, format_phone
 from app.extensions import db
+from app.models.accounts import Organization
+from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.models.cases import (
     Case,
@@ -46,6 +48,8 @@ from app.models.cases import (
     Need,
 )
 from app.models.keys import DataKey
+from app.models.messages import Message
+from app.models.referrals import Referral, Release
 from app.vocab import SERVICE_CATEGORIES, URGENCIES
 
 # Reference codes: 6 characters from 31 that cannot be confused when read aloud or
@@ -63,6 +67,11 @@ SIGNATURE_MAX_SIZE = (2000, 1000)
 
 class CaseError(ValueError):
     pass
+
+
+class NotADraft(CaseError):
+    """Only a draft can be discarded: this case has its profile now (or was closed or
+    erased meanwhile)."""
 
 
 def new_reference() -> str:
@@ -265,16 +274,56 @@ def reopen_case(case: Case) -> None:
     audit.record("case.reopen", "case", case.id)
 
 
+# --- drafts ----------------------------------------------------------------------------
+
+
+def drafts(organization_id: int, limit: int = 20) -> list[Case]:
+    """The organization's drafts (``Case.is_draft``), newest first."""
+    return list(
+        db.session.scalars(
+            select(Case)
+            .where(Case.organization_id == organization_id, Case.is_draft)
+            .order_by(Case.created_at.desc(), Case.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def discard_draft(
+    case: Case, actor_id: int | None, *, at: datetime | None = None
+) -> CaseStatistic | None:
+    """Discard an abandoned intake: audited (``case.discard_draft``), then erased like any
+    case (``erase_case``, reason ``draft_discarded``: its consent records and signature go
+    with its key, one de-identified count stays). Raises ``NotADraft`` for anything else.
+    The case row is locked (after the audit lock, the usual order) and re-read first, so a
+    profile saved at the same moment is not lost."""
+    audit.lock()
+    db.session.refresh(case, with_for_update=True)
+    if not case.is_draft:
+        raise NotADraft("only a draft can be discarded")
+    audit.record(
+        "case.discard_draft", "case", case.id,
+        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
+    )
+    return erase_case(case, actor_id, reason="draft_discarded", at=at)
+
+
 # --- export -----------------------------------------------------------------------------
 
 
 def export_data(case: Case) -> dict[str, Any]:
-    """Everything held about the case, decrypted, for the survivor (DESIGN §1, rights)."""
+    """Everything held about the case, decrypted, for the survivor (DESIGN §1, rights),
+    including who received her data (GDPR Art. 15(1)(c)): every referral (recipient
+    organization, what was shared under which release, status history), every release and
+    every text message about her — never a message body or a phone number other than her
+    own (in her profile)."""
     from app.consent import current_consents
 
     area = case.area.name if case.area is not None else None
     states = current_consents(case)
     phone = case.phone
+    releases = _export_releases(case)
+    referrals = _export_referrals(case, {r.pop("id"): r for r in releases})
     return {
         "reference": case.reference,
         "status": case.status,
@@ -303,6 +352,7 @@ def export_data(case: Case) -> dict[str, Any]:
             {
                 "scope": c.scope,
                 "granted": c.granted,
+                "decision": c.decision,
                 "method": c.method,
                 "text_version": c.text_version,
                 "language": c.language,
@@ -312,15 +362,139 @@ def export_data(case: Case) -> dict[str, Any]:
             }
             for c in case.consents
         ],
+        "referrals": referrals,
+        "releases": releases,
+        "messages": _export_messages(case, {r["code"] for r in referrals}),
         "activity": [
             {"at": e.at.isoformat(), "action": e.action} for e in case_audit_events(case)
         ],
     }
 
 
-def case_audit_events(case: Case, limit: int = 500) -> list[Any]:
-    from app.models.audit import AuditEvent
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
+
+def _export_releases(case: Case) -> list[dict[str, Any]]:
+    """Every release of the case: recipient, method, given, until, withdrawn (and the id,
+    which ``export_data`` takes back out to link each referral to its release)."""
+    rows = db.session.execute(
+        select(Release, Organization.name)
+        .join(Organization, Organization.id == Release.organization_id)
+        .where(Release.case_id == case.id)
+        .order_by(Release.granted_at, Release.id)
+    ).all()
+    return [
+        {
+            "id": release.id,
+            "recipient_organization": name,
+            "method": release.method,
+            "granted_at": release.granted_at.isoformat(),
+            "expires_at": release.expires_at.isoformat(),
+            "withdrawn_at": _iso(release.withdrawn_at),
+        }
+        for release, name in rows
+    ]
+
+
+def _export_referrals(
+    case: Case, releases: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every referral of the case: code, recipient organization, category, when, the names
+    of the fields shared and the release they rest on, the status, the provider's answer,
+    and the status history from the referral's audit events (action and time)."""
+    rows = db.session.execute(
+        select(Referral, Organization.name)
+        .join(Organization, Organization.id == Referral.organization_id)
+        .where(Referral.case_id == case.id)
+        .order_by(Referral.created_at, Referral.id)
+    ).all()
+    history: dict[str, list[dict[str, str]]] = {}
+    if rows:
+        for object_id, action, at in db.session.execute(
+            select(AuditEvent.object_id, AuditEvent.action, AuditEvent.at)
+            .where(
+                AuditEvent.object_type == "referral",
+                AuditEvent.object_id.in_([str(r.id) for r, _name in rows]),
+            )
+            .order_by(AuditEvent.seq)
+        ):
+            history.setdefault(str(object_id), []).append({"at": at.isoformat(), "action": action})
+    out = []
+    for referral, name in rows:
+        release = releases.get(referral.release_id, {})
+        out.append(
+            {
+                "code": referral.code,
+                "recipient_organization": name,
+                "category": referral.category,
+                "created_at": referral.created_at.isoformat(),
+                "shared_fields": list(referral.shared_fields or []),
+                "release": {
+                    "recipient_organization": release.get("recipient_organization"),
+                    "method": release.get("method"),
+                    "granted_at": release.get("granted_at"),
+                },
+                "status": referral.status,
+                "response_reason": referral.response_reason,
+                "response_text": referral.response_text,
+                "cancel_reason": referral.cancel_reason,
+                "status_history": history.get(str(referral.id), []),
+            }
+        )
+    return out
+
+
+def _export_messages(case: Case, referral_codes: set[str]) -> list[dict[str, Any]]:
+    """Every text message about her: those to her (the case's outbox rows), those she sent
+    from her number (the inbound records, by the number's blind index) and those to a
+    provider's phone about one of her referrals. Template, direction, times and status
+    only: no body is ever kept, and no number or parameter is given out."""
+    code = Message.params["code"].as_string()
+    about: list[Any] = [Message.case_id == case.id]
+    if case.phone_index:
+        about.append(
+            and_(Message.direction == "in", Message.counterpart_index == case.phone_index)
+        )
+    if referral_codes:
+        services = select(Referral.service_id).where(Referral.case_id == case.id)
+        about.append(
+            and_(
+                Message.direction == "out",
+                Message.audience == "provider",
+                Message.service_id.in_(services),
+                code.in_(sorted(referral_codes)),
+            )
+        )
+    rows = db.session.execute(
+        select(
+            Message.template_key,
+            Message.audience,
+            Message.direction,
+            Message.created_at,
+            Message.sent_at,
+            Message.status,
+            code,
+        )
+        .where(or_(*about))
+        .order_by(Message.created_at, Message.id)
+    ).all()
+    return [
+        {
+            "template": row.template_key,
+            "audience": row.audience,
+            "direction": row.direction,
+            "created_at": row.created_at.isoformat(),
+            "sent_at": _iso(row.sent_at),
+            "status": row.status,
+            "referral_code": row[6] if row.audience == "provider" and row[6] in referral_codes
+            else None,
+        }
+        for row in rows
+    ]
+
+
+def case_audit_events(case: Case, limit: int = 500) -> list[Any]:
     return list(
         db.session.scalars(
             select(AuditEvent)

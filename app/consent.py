@@ -10,7 +10,12 @@ State. ``current_consents(case, at)``: the newest record per scope decides; a gr
 ``expires_at`` counts as withdrawn. ``has_consent`` and ``permits`` answer from that.
 
 Changes. ``change_consent(...)`` appends the record, audits it, and applies the effects at
-once, in the same transaction:
+once, in the same transaction. A record is one of three decisions, each with its own audit
+action: a *grant* (``consent.grant``); a *withdrawal* (``consent.withdraw``) — a "no" while
+the newest record of the scope is a grant, in force or expired; a *refusal*
+(``consent.refuse``) — a "no" to a scope that was not granted: never asked before (the
+intake's unticked scopes), or asked again after a withdrawal or refusal. A refusal counts as
+not granted and has no effects: nothing was permitted, so nothing can be under way.
 
 * every withdrawal (explicit, not expiry) runs the registered *withdrawal effects* —
   ``@on_withdrawal`` handlers with the signature ``handler(case, scope, actor_id, at)``.
@@ -18,7 +23,8 @@ once, in the same transaction:
   register "cancel open referrals of that category, tell the provider by code" for
   ``share_<category>``. Handlers must not commit; they may raise to abort the whole change.
 * withdrawing ``store`` then erases the case (``app.cases.erase_case``), which runs the
-  *erasure hooks* of ``app.cases`` first.
+  *erasure hooks* of ``app.cases`` first. So does refusing it: without ``store`` nothing may
+  be kept (DESIGN §1.1), whatever the record is called.
 """
 
 from __future__ import annotations
@@ -103,6 +109,13 @@ METHOD_LABELS = {
     "verbal": _l("Verbal (read aloud, answered out loud)"),
     "written": _l("Written (signed on this tablet)"),
     "sms": _l("By text message reply"),
+}
+
+# A record's answer, as the case page and the export show it.
+DECISION_LABELS = {
+    "grant": _l("Yes"),
+    "withdraw": _l("Withdrawn"),
+    "refuse": _l("Refused"),
 }
 
 ACTIONS = (
@@ -249,9 +262,10 @@ def change_consent(
     signature: ConsentSignature | None = None,
     at: datetime | None = None,
 ) -> Consent:
-    """Record a grant or withdrawal of ``scope`` and apply its effects now (DESIGN §3).
-    Never commits: the record joins the session's pending changes and is flushed by the
-    next query or the commit. ``actor_id`` is the staff user (None for the SMS hotline)."""
+    """Record the survivor's answer for ``scope`` — a grant, a withdrawal or a refusal
+    (``decision_for``) — and apply its effects now (DESIGN §3). Never commits: the record
+    joins the session's pending changes and is flushed by the next query or the commit.
+    ``actor_id`` is the staff user (None for the SMS hotline)."""
     if scope not in CONSENT_SCOPES:
         raise ConsentError("unknown scope")
     if method not in CONSENT_METHODS:
@@ -261,11 +275,13 @@ def change_consent(
     if case.status == "erased":
         raise ConsentError("the case was erased")
     at = at or utcnow()
+    decision = decision_for(case, scope, granted, at)
     validity = current_app.config["CONSENT_VALIDITY"]
     record = Consent(
         case=case,
         scope=scope,
         granted=granted,
+        decision=decision,
         method=method,
         text_version=text_version,
         language=language,
@@ -276,16 +292,29 @@ def change_consent(
     )
     db.session.add(record)  # a grant is flushed with the caller's other changes
     audit.record(
-        "consent.grant" if granted else "consent.withdraw", "case", case.id,
+        f"consent.{decision}", "case", case.id,
         actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
     )
     if not granted:
         db.session.flush()  # the effects below may read or bulk-delete consent rows
+    if decision == "withdraw":
         for effect in list(WITHDRAWAL_EFFECTS):
             effect(case, scope, actor_id, at)
-        if scope == "store":
-            from app.cases import erase_case
+    if not granted and scope == "store":
+        from app.cases import erase_case
 
-            erase_case(case, actor_id, reason="consent_withdrawn", at=at)
+        erase_case(case, actor_id, reason="consent_withdrawn", at=at)
     return record
+
+
+def decision_for(case: Case, scope: str, granted: bool, at: datetime) -> str:
+    """What a new answer for ``scope`` at ``at`` is: ``grant`` for a yes; ``withdraw`` for
+    a no while the newest record of the scope is a grant (in force or expired: expiry
+    already counts as withdrawn, but its effects may not have run yet); ``refuse`` for a
+    no to a scope that was not granted (no record, or the newest is a withdrawal or a
+    refusal)."""
+    if granted:
+        return "grant"
+    previous = current_consents(case, at)[scope].record
+    return "withdraw" if previous is not None and previous.decision == "grant" else "refuse"
 

@@ -3,7 +3,11 @@ records and from the statistics erased cases left behind, small cells suppressed
 server-side SVG.
 
 Counting. A case still held counts from its own row; an erased case counts from its
-``CaseStatistic`` row (its tombstone is skipped), so nobody is counted twice. Referrals
+``CaseStatistic`` row (its tombstone is skipped), so nobody is counted twice. Drafts (an
+intake that recorded consent but no profile) are not counted, neither while held nor once
+discarded (statistics with reason ``draft_discarded``): an abandoned or restarted intake is
+not a person helped, and leaving them out both ways keeps a month's figure from changing
+when its drafts are discarded. Referrals
 likewise: rows of held cases, plus ``ReferralStatistic`` rows. People helped without a
 ``store`` consent count from ``AnonymousContact`` (channel "no record kept").
 
@@ -29,7 +33,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from markupsafe import Markup, escape
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from app.extensions import db
 from app.models.cases import AnonymousContact, Case, CaseStatistic, Need
@@ -38,6 +42,8 @@ from app.models.retention import BedSnapshot, ReferralStatistic
 from app.vocab import CATEGORY_LABELS, SERVICE_CATEGORIES
 
 THRESHOLD = 5
+# Statistics of discarded drafts are kept (a de-identified count) but are not people helped.
+COUNTED_STATISTICS = CaseStatistic.reason != "draft_discarded"
 SUPPRESSED = "<5"
 MONTHS_SHOWN = 12
 
@@ -222,6 +228,7 @@ def cases_by_month(organization_id: int | None, today: date | None = None) -> Ta
             _scoped(
                 select(month, Case.channel, func.count(Case.id)).where(
                     Case.status != "erased",
+                    ~Case.is_draft,
                     Case.created_at >= datetime(first.year, first.month, 1, tzinfo=UTC),
                 ),
                 Case.organization_id,
@@ -234,7 +241,7 @@ def cases_by_month(organization_id: int | None, today: date | None = None) -> Ta
         db.session.execute(
             _scoped(
                 select(smonth, CaseStatistic.channel, func.count(CaseStatistic.id)).where(
-                    CaseStatistic.month >= first
+                    CaseStatistic.month >= first, COUNTED_STATISTICS
                 ),
                 CaseStatistic.organization_id,
                 organization_id,
@@ -281,6 +288,7 @@ def needs_by_month(organization_id: int | None, today: date | None = None) -> Ta
             .join(Case, Case.id == Need.case_id)
             .where(
                 Case.status != "erased",
+                ~Case.is_draft,
                 Case.created_at >= datetime(first.year, first.month, 1, tzinfo=UTC),
             ),
             Case.organization_id,
@@ -288,15 +296,15 @@ def needs_by_month(organization_id: int | None, today: date | None = None) -> Ta
         ).group_by(month, Need.category)
     ):
         counts[(m, category)] = counts.get((m, category), 0) + int(n)
-    for model, day_column in (
-        (CaseStatistic, CaseStatistic.month),
-        (AnonymousContact, AnonymousContact.day),
+    for model, day_column, counted in (
+        (CaseStatistic, CaseStatistic.month, COUNTED_STATISTICS),
+        (AnonymousContact, AnonymousContact.day, true()),
     ):
         m_expr = _month_text(day_column, is_date=True)
         for m, categories, n in db.session.execute(
             _scoped(
                 select(m_expr, model.need_categories, func.count(model.id)).where(
-                    day_column >= first
+                    day_column >= first, counted
                 ),
                 model.organization_id,
                 organization_id,

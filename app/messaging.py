@@ -218,6 +218,19 @@ MAX_SEGMENTS = 2
 # Parameter values are codes, numbers and vocabulary keys, never free text or a number.
 _PARAM_VALUE = re.compile(r"^[A-Za-z0-9_,:\- ]{0,64}$")
 
+# What a message was about, in words for the survivor's export (which never shows a body):
+# every template that can concern one survivor, i.e. names her reference or a referral code.
+MESSAGE_LABELS = {
+    "survivor.update": _l("News about the survivor's request"),
+    "survivor.referral_accepted": _l("A service accepted the referral"),
+    "survivor.callback": _l("A caseworker will call back"),
+    "provider.referral_new": _l("New referral sent to the service"),
+    "provider.referral_cancelled": _l("Referral cancelled: the service was told"),
+    "provider.referral_reminder": _l("Reminder to the service to answer"),
+    "provider.accepted": _l("The service's acceptance confirmed to it"),
+    "provider.declined": _l("The service's decline confirmed to it"),
+}
+
 
 def _label(mapping: Mapping[str, Any], key: str) -> str:
     value = mapping.get(key)

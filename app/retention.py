@@ -23,6 +23,12 @@ environment variable):
 ``consent_expired_erase`` a case whose ``store`` consent expired and was not renewed within
                           ``HAVEN_RETENTION_REASK_DAYS`` (30 days) is erased: without
                           ``store`` nothing identifying may be kept (DESIGN §1.1).
+``drafts``                intakes that recorded consent on the tablet but no profile
+                          (``Case.is_draft``), untouched for ``HAVEN_RETENTION_DRAFT_HOURS``
+                          (24 h): no change to the case row, no consent record and no audit
+                          event on the case (a view counts) since. Discarded like a
+                          caseworker's "Discard": ``case.discard_draft``, then erased
+                          (reason ``draft_discarded``, one de-identified count kept).
 ``idle_cases``            open cases with no activity (case row, consent, messages, hotline,
                           referrals) for ``HAVEN_RETENTION_IDLE_DAYS`` (180 days) are
                           closed; they are then erased by ``closed_cases`` 90 days later.
@@ -73,6 +79,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -88,7 +95,7 @@ from sqlalchemy.orm import aliased
 from app import audit
 from app.extensions import db
 from app.models.audit import AuditEvent
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.models.cases import Case, CaseStatistic, Consent, ConsentSignature, Need
 from app.models.directory import Service
 from app.models.keys import DataKey
@@ -747,6 +754,79 @@ def _consent_apply(now: datetime, batch: int) -> Iterator[int]:
         yield len(rows)
 
 
+# drafts: abandoned intakes
+
+
+def _draft_audit_at() -> Any:
+    """The time of the case's newest audit event (correlated to Case)."""
+    return (
+        select(func.max(AuditEvent.at))
+        .where(AuditEvent.object_type == "case", AuditEvent.object_id == cast(Case.id, String))
+        .scalar_subquery()
+    )
+
+
+def _draft_consent_at() -> Any:
+    return select(func.max(Consent.recorded_at)).where(Consent.case_id == Case.id).scalar_subquery()
+
+
+def _drafts_where(now: datetime) -> Any:
+    cutoff = now - cfg("RETENTION_DRAFT")
+    conditions = [
+        Case.is_draft,
+        Case.created_at <= cutoff,
+        Case.updated_at <= cutoff,
+        ~exists().where(Consent.case_id == Case.id, Consent.recorded_at > cutoff),
+        ~exists().where(
+            AuditEvent.object_type == "case",
+            AuditEvent.object_id == cast(Case.id, String),
+            AuditEvent.at > cutoff,
+        ),
+    ]
+    for activity in ACTIVITY_SOURCES:
+        conditions.append(~activity(cutoff))
+    return and_(*conditions)
+
+
+def _latest(*values: Any) -> Any:
+    """The latest of several datetimes: GREATEST on PostgreSQL, SQLite's max() of several
+    arguments (its stored datetimes compare as text in one fixed format)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return func.greatest(*values, type_=UTCDateTime())
+    return func.max(*values, type_=UTCDateTime())
+
+
+def _drafts_preview(now: datetime) -> tuple[int, datetime | None]:
+    touched = _latest(
+        Case.updated_at,
+        func.coalesce(_draft_audit_at(), Case.updated_at),
+        func.coalesce(_draft_consent_at(), Case.updated_at),
+    )
+    count, oldest = _count_oldest(
+        select(func.count(Case.id), func.min(touched, type_=UTCDateTime())).where(
+            _drafts_where(now)
+        )
+    )
+    return count, (oldest + cfg("RETENTION_DRAFT")) if oldest else None
+
+
+def _drafts_apply(now: datetime, batch: int) -> Iterator[int]:
+    for ids in _ids_batches(select(Case.id).where(_drafts_where(now)), batch):
+        # Re-checked with the rows locked (PostgreSQL; after the audit lock, the usual
+        # order): a draft whose profile was saved meanwhile is no longer due, and one being
+        # saved now waits for this batch.
+        query = select(Case.id).where(_in(Case.id, ids), _drafts_where(now))
+        if db.session.get_bind().dialect.name == "postgresql":
+            audit.lock()
+            query = query.with_for_update()
+        due = list(db.session.scalars(query))
+        if not due:
+            yield 0
+            continue
+        audit.record_many("case.discard_draft", "case", due)
+        yield len(erase_batch(due, "draft_discarded", now))
+
+
 # idle_cases
 
 
@@ -1010,6 +1090,12 @@ RULES: list[Rule] = [
         _erasing(_store_expired_where, "consent_expired"),
     ),
     Rule(
+        "drafts",
+        _l("Drafts (consent but no profile) untouched for a day (discarded)"),
+        _drafts_preview,
+        _drafts_apply,
+    ),
+    Rule(
         "erased_referrals",
         _l("Referrals and releases of erased cases (counted, then deleted)"),
         _erased_referrals_preview,
@@ -1037,7 +1123,7 @@ RULES: list[Rule] = [
     Rule("bed_snapshot", _l("Daily bed count snapshot of shelters"), _beds_preview, _beds_apply),
 ]
 RULE_NAMES = tuple(rule.name for rule in RULES)
-ERASING_RULES = {"closed_cases", "consent_expired_erase"}
+ERASING_RULES = {"closed_cases", "consent_expired_erase", "drafts"}
 
 
 # --- the run ----------------------------------------------------------------------------

@@ -6,12 +6,17 @@ import itertools
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app import cases, consent
 from app.extensions import db
 from app.models import AuditEvent, Case, Consent, DataKey, utcnow
 from app.vocab import SERVICE_CATEGORIES
 from tests import factories
+from tests.conftest import login_session
+from tests.test_intake import consent_form
 
 SCOPES = factories.ALL_CONSENT_SCOPES
 # A scope's state in the matrix: never asked, granted, withdrawn, granted but expired.
@@ -216,3 +221,162 @@ def test_consent_text_falls_back_to_english_and_says_so(app):
     # every version names every scope
     for version, table in consent.CONSENT_TEXTS.items():
         assert set(table) == set(SCOPES), version
+
+
+# --- grant, withdrawal, refusal (issue 13 item 12) -----------------------------------------
+
+
+class WithdrawalSpy:
+    """A withdrawal effect registered like the outbox's and the referrals' own: it records
+    which scopes' effects ran."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = []
+
+    def __call__(self, case, scope, actor_id, at) -> None:
+        self.scopes.append(scope)
+
+    def __enter__(self) -> WithdrawalSpy:
+        consent.on_withdrawal(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        consent.WITHDRAWAL_EFFECTS.remove(self)
+
+
+def consent_actions(case) -> list[str]:
+    return list(db.session.scalars(
+        select(AuditEvent.action)
+        .where(AuditEvent.object_type == "case", AuditEvent.object_id == str(case.id),
+               AuditEvent.action.like("consent.%"))
+        .order_by(AuditEvent.seq)
+    ))
+
+
+def test_no_to_a_scope_never_granted_is_a_refusal_without_withdrawal_effects(app):
+    user = factories.make_user("caseworker")
+    case = factories.make_case(user.organization, consents={"store": True})
+    with WithdrawalSpy() as spy:
+        refused = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+                                         language="en")
+        assert refused.decision == "refuse" and not refused.granted
+        assert spy.scopes == []
+        state = consent.current_consents(case)["share_legal"]
+        assert not state.granted and state.record is refused  # a refusal counts as "no"
+        assert not consent.permits(case, "share:legal")
+
+        granted = consent.change_consent(case, "share_legal", True, "verbal", user.id,
+                                         language="en")
+        assert granted.decision == "grant" and consent.permits(case, "share:legal")
+        withdrawn = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+                                           language="en")
+        assert withdrawn.decision == "withdraw" and spy.scopes == ["share_legal"]
+        # Asked again after withdrawing, she says no again: nothing is in force to
+        # withdraw, so that answer is a refusal (and its effects already ran).
+        again = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+                                       language="en")
+        assert again.decision == "refuse" and spy.scopes == ["share_legal"]
+    assert consent_actions(case) == [
+        "consent.refuse", "consent.grant", "consent.withdraw", "consent.refuse"]
+
+
+def test_no_after_a_grant_expired_is_a_withdrawal_with_its_effects(app):
+    start = utcnow() - timedelta(days=400)
+    case = factories.make_case(consents={"store": True, "contact_sms": True}, at=start)
+    assert consent.current_consents(case)["contact_sms"].expired
+    with WithdrawalSpy() as spy:
+        record = consent.change_consent(case, "contact_sms", False, "sms", None, language="en")
+    assert record.decision == "withdraw" and spy.scopes == ["contact_sms"]
+
+
+def test_no_to_store_on_a_case_without_a_store_grant_still_erases_it(app):
+    """Unreachable from the views (a case is only made with `store`), but without `store`
+    nothing may be kept (DESIGN §1.1), whatever the record is called."""
+    case = factories.make_case(consents={})
+    with WithdrawalSpy() as spy:
+        record = consent.change_consent(case, "store", False, "verbal", None, language="en")
+    assert record.decision == "refuse" and spy.scopes == []
+    assert case.status == "erased"
+
+
+def test_the_database_refuses_a_record_that_contradicts_itself(app):
+    case = factories.make_case(consents={})
+    base = {"case_id": case.id, "scope": "contact_sms", "method": "verbal",
+            "text_version": consent.CURRENT_VERSION, "language": "en"}
+    for wrong in ({"granted": False, "decision": "grant"},
+                  {"granted": True, "decision": "refuse"},
+                  {"granted": False, "decision": "maybe"}):
+        db.session.add(Consent(**base, **wrong))
+        with pytest.raises(IntegrityError):
+            db.session.flush()
+        db.session.rollback()
+        case = factories.make_case(consents={})
+        base["case_id"] = case.id
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answers=strategies.lists(strategies.booleans(), min_size=1, max_size=6))
+def test_any_sequence_of_answers_is_classified_and_the_newest_decides(app, answers):
+    case = factories.make_case(consents={"store": True})
+    start = utcnow() - timedelta(hours=1)
+    try:
+        with WithdrawalSpy() as spy:
+            decisions = [
+                consent.change_consent(
+                    case, "contact_sms", yes, "verbal", None, language="en",
+                    at=start + timedelta(minutes=i),
+                ).decision
+                for i, yes in enumerate(answers)
+            ]
+        # Written out independently: a yes is a grant; a no withdraws the grant just
+        # before it, and is a refusal when there is none.
+        expected_decisions = [
+            "grant" if yes else ("withdraw" if i and answers[i - 1] else "refuse")
+            for i, yes in enumerate(answers)
+        ]
+        assert decisions == expected_decisions
+        assert spy.scopes == ["contact_sms"] * expected_decisions.count("withdraw")
+        assert consent.has_consent(case, "contact_sms") is answers[-1]
+        assert consent_actions(case)[-len(answers):] == [f"consent.{d}" for d in decisions]
+    finally:
+        db.session.rollback()
+
+
+def test_unticked_scopes_at_intake_are_refusals(app, client):
+    """The intake asks every scope once: a "no" there refuses something never given. It
+    gets its own record and audit action, and no withdrawal effect runs."""
+    user = factories.make_user("caseworker")
+    db.session.commit()
+    login_session(client, user)
+    form = consent_form(scope_share_medical="no", scope_explicit_wording="no")
+    with WithdrawalSpy() as spy:
+        response = client.post("/cases/new", data=form)
+    assert response.status_code == 302
+    assert spy.scopes == []
+    case = db.session.scalar(select(Case))
+    decisions = {c.scope: c.decision for c in db.session.scalars(select(Consent))}
+    assert decisions == {
+        **dict.fromkeys(SCOPES, "grant"), "share_medical": "refuse", "explicit_wording": "refuse"
+    }
+    actions = consent_actions(case)
+    assert actions.count("consent.refuse") == 2 and actions.count("consent.grant") == 7
+    assert "consent.withdraw" not in actions
+
+    # The case page's history says "refused", not "withdrawn".
+    page = client.get(f"/cases/{case.id}").get_data(as_text=True)
+    history = page.split("Consent history", 1)[1].split("</details>", 1)[0]
+    assert history.count(">Refused<") == 2 and "Withdrawn" not in history
+    data = {"language": "en", "text_version": consent.CURRENT_VERSION, "method": "verbal",
+            "scope": "share_legal", "decision": "withdraw"}
+    assert client.post(f"/cases/{case.id}/consent", data=data).status_code == 302
+    page = client.get(f"/cases/{case.id}").get_data(as_text=True)
+    history = page.split("Consent history", 1)[1].split("</details>", 1)[0]
+    assert history.count(">Withdrawn<") == 1 and history.count(">Refused<") == 2
+    # "Withdraws" a scope she refused at intake (by text, so not a resend of the intake's
+    # answer): still a refusal, and the page says so.
+    data.update(scope="share_medical", method="sms")
+    page = client.post(f"/cases/{case.id}/consent", data=data,
+                       follow_redirects=True).get_data(as_text=True)
+    assert "Recorded as a refusal" in page
+    assert consent_actions(case)[-1] == "consent.refuse"

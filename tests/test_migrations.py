@@ -207,3 +207,71 @@ def test_type_drift_is_noticed(fresh_app, table, column, sql_type):
 
 def _flatten(item: Any) -> list[Any]:
     return list(item) if isinstance(item, list) else [item]
+
+
+def test_consent_decisions_of_existing_records_are_migrated(fresh_app):
+    """0012 gives every consent record its decision. A "no" right after a grant of the same
+    scope withdrew it; a "no" with no grant before it (the intake's unticked scopes, which
+    were recorded as withdrawals) was a refusal. Downgrading drops the column again."""
+    import sqlalchemy as sa
+
+    script = _script()
+    parent = script.get_revision("0012_consent_records_drafts").down_revision
+    assert isinstance(parent, str)
+    upgrade(revision=parent)
+    at = sa.DateTime(timezone=True)
+    organization = sa.table(
+        "organization", sa.column("id"), sa.column("name"), sa.column("kind"),
+        sa.column("totp_required"), sa.column("created_at", at),
+    )
+    case = sa.table(
+        "survivor_case", sa.column("id"), sa.column("reference"), sa.column("organization_id"),
+        sa.column("channel"), sa.column("status"), sa.column("accessibility"),
+        sa.column("no_voicemail"), sa.column("do_not_text"), sa.column("created_at", at),
+        sa.column("updated_at", at),
+    )
+    consent = sa.table(
+        "consent", sa.column("id"), sa.column("case_id"), sa.column("scope"),
+        sa.column("granted"), sa.column("method"), sa.column("text_version"),
+        sa.column("language"), sa.column("recorded_at", at),
+    )
+    from datetime import UTC, datetime, timedelta
+
+    t1 = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    t2, t3 = t1 + timedelta(days=1), t1 + timedelta(days=2)
+    # (scope, granted, when) in id order -> the decision the migration must give
+    rows = [
+        ("store", True, t1, "grant"),
+        ("contact_sms", True, t1, "grant"),
+        ("contact_sms", False, t2, "withdraw"),
+        ("share_medical", False, t1, "refuse"),
+        ("explicit_wording", False, t1, "refuse"),
+        ("explicit_wording", False, t2, "refuse"),
+        ("share_legal", False, t3, "refuse"),  # newer than the pair below, inserted first
+        ("share_legal", True, t1, "grant"),
+        ("share_legal", False, t2, "withdraw"),
+        ("share_other", True, t1, "grant"),
+        ("share_other", False, t1, "withdraw"),  # same moment: the id orders them
+    ]
+    with db.engine.begin() as conn:
+        conn.execute(organization.insert().values(
+            id=1, name="NGO", kind="ngo", totp_required=False, created_at=t1))
+        conn.execute(case.insert().values(
+            id=1, reference="KQM-4MX", organization_id=1, channel="tablet", status="open",
+            accessibility=False, no_voicemail=False, do_not_text=False, created_at=t1,
+            updated_at=t1))
+        for number, (scope, granted, when, _decision) in enumerate(rows, start=1):
+            conn.execute(consent.insert().values(
+                id=number, case_id=1, scope=scope, granted=granted, method="verbal",
+                text_version="2026-11", language="en", recorded_at=when))
+    upgrade(revision="0012_consent_records_drafts")
+    with db.engine.connect() as conn:
+        found = dict(conn.execute(text("SELECT id, decision FROM consent")).all())
+    assert found == {number: row[3] for number, row in enumerate(rows, start=1)}
+
+    from flask_migrate import downgrade
+
+    downgrade(revision=parent)
+    assert "decision" not in {c["name"] for c in inspect(db.engine).get_columns("consent")}
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM consent")).scalar() == len(rows)

@@ -181,6 +181,13 @@ def setup_idle(org):
     return T0 + timedelta(days=180), lambda: db.session.get(Case, case.id).status == "closed"
 
 
+def setup_drafts(org):
+    from tests.test_drafts import make_draft
+
+    case = make_draft(org, at=T0)
+    return T0 + timedelta(hours=24), lambda: db.session.get(Case, case.id).status == "erased"
+
+
 def setup_consent(org):
     case = factories.make_case(
         org, at=T0, updated_at=T0, consents={"store": True, "contact_sms": True}
@@ -230,6 +237,7 @@ RULE_SETUPS = {
     "closed_cases": setup_closed,
     "consent_expired_erase": setup_store_expired,
     "idle_cases": setup_idle,
+    "drafts": setup_drafts,
     "consent_expired": setup_consent,
     "releases_and_holds": setup_referral,
     "audit_events": setup_audit,
@@ -258,6 +266,7 @@ def test_every_rule_is_named_and_configurable(app):
         "RETENTION_INBOUND_SID",
         "RETENTION_OUTBOUND_AFTER_FINAL",
         "RETENTION_IDLE_CASE",
+        "RETENTION_DRAFT",
         "RETENTION_CONSENT_REASK",
         "RETENTION_AUDIT",
         "CASE_RETENTION_AFTER_CLOSE",

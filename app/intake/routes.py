@@ -29,7 +29,7 @@ from sqlalchemy import false, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent
+from app import audit, cases, consent, messaging, referrals
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.intake import bp
@@ -99,6 +99,7 @@ def _labels() -> dict[str, Any]:
     return {
         "scope_labels": consent.SCOPE_LABELS,
         "method_labels": consent.METHOD_LABELS,
+        "decision_labels": consent.DECISION_LABELS,
         "category_labels": CATEGORY_LABELS,
         "urgency_labels": URGENCY_LABELS,
         "age_band_labels": AGE_BAND_LABELS,
@@ -114,7 +115,7 @@ def _labels() -> dict[str, Any]:
 @roles(*STAFF)
 def case_list() -> Any:
     tab = request.args.get("tab", "open")
-    if tab not in ("open", "closed", "sms"):
+    if tab not in ("open", "drafts", "closed", "sms"):
         tab = "open"
     raw_query = (request.args.get("q") or "").strip()[:20]
     query_error = None
@@ -132,6 +133,10 @@ def case_list() -> Any:
             stmt = stmt.where(Case.reference == reference)
     elif tab == "sms":
         stmt = stmt.where(*SMS_QUEUE)
+    elif tab == "drafts":
+        stmt = stmt.where(Case.is_draft)
+    elif tab == "open":
+        stmt = stmt.where(Case.status == "open", ~Case.is_draft)
     else:
         stmt = stmt.where(Case.status == tab)
     page = request.args.get("page", "1")
@@ -156,12 +161,18 @@ def case_list() -> Any:
             Case.organization_id == current_user.organization_id, *SMS_QUEUE
         )
     )
+    draft_count = db.session.scalar(
+        select(func.count(Case.id)).where(
+            Case.organization_id == current_user.organization_id, Case.is_draft
+        )
+    ) or 0
+    counts["open"] = counts.get("open", 0) - draft_count  # drafts have their own tab
     audit.record("case.list", "organization", current_user.organization_id)
     db.session.commit()
     return render_template(
         "intake/list.html", cases=rows, tab=tab, q=raw_query, query_error=query_error,
         page=page_number, has_more=has_more,
-        counts=counts, sms_queue=sms_queue, **_labels(),
+        counts=counts, sms_queue=sms_queue, draft_count=draft_count, **_labels(),
     )
 
 
@@ -430,17 +441,22 @@ def change_consent(case_id: int) -> Any:
             _texts, shown = consent.texts_for(language, form.text_version.data)
             if form.method.data == "written":
                 signature = cases.store_signature(case, form.signature.data or "")
-            consent.change_consent(
+            record = consent.change_consent(
                 case, form.scope.data, granted, form.method.data, current_user.id,
                 language=shown, text_version=form.text_version.data, signature=signature,
             )
+            refused = record.decision == "refuse"
             erased = case.is_erased
             db.session.commit()
             if erased:
                 flash(_("The survivor withdrew consent to keep a record: the case was erased."),
                       "success")
                 return redirect(url_for("intake.case_list"))
-            flash(_("Consent recorded."), "success")
+            if refused:
+                flash(_("Recorded as a refusal: this consent had not been given, so there "
+                        "was nothing to withdraw."), "success")
+            else:
+                flash(_("Consent recorded."), "success")
             return redirect(url_for("intake.case_page", case_id=case.id))
     status = 400 if request.method == "POST" else 200
     version = form.text_version.data if form.text_version.data in consent.CONSENT_TEXTS \
@@ -498,6 +514,32 @@ def reopen(case_id: int) -> Any:
     return redirect(url_for("intake.case_page", case_id=case.id))
 
 
+@bp.route("/<int:case_id>/discard", methods=["GET", "POST"])
+@roles(*STAFF)
+def discard_draft(case_id: int) -> Any:
+    """An abandoned intake (a draft): asks for confirmation, then erases it (audited; one
+    de-identified count stays)."""
+    case = _case_or_404(case_id)
+    if case.is_erased:  # a double tap on "discard": the first one did it
+        return redirect(url_for("intake.case_list", tab="drafts"))
+    form = ActionForm()
+    if case.is_draft and request.method == "POST" and form.validate_on_submit():
+        try:
+            cases.discard_draft(case, current_user.id)
+        except cases.NotADraft:
+            db.session.rollback()  # its profile was saved meanwhile: keep it
+        else:
+            db.session.commit()
+            flash(_("Draft discarded. Only a de-identified count remains."), "success")
+            return redirect(url_for("intake.case_list", tab="drafts"))
+    if not case.is_draft:
+        flash(_("This case is not a draft: its profile is recorded. It can be closed or "
+                "erased from its page."), "error")
+        return redirect(url_for("intake.case_page", case_id=case.id))
+    status = 400 if request.method == "POST" else 200
+    return render_template("intake/discard.html", case=case, form=form), status
+
+
 # --- survivor rights ------------------------------------------------------------------------
 
 
@@ -515,7 +557,10 @@ def export(case_id: int) -> Any:
     data = cases.export_data(case)
     audit.record("case.export", "case", case.id)
     db.session.commit()
-    return render_template("intake/export.html", case=case, data=data, **_labels())
+    return render_template(
+        "intake/export.html", case=case, data=data, field_labels=referrals.FIELD_LABELS,
+        message_labels=messaging.MESSAGE_LABELS, **_labels(),
+    )
 
 
 @bp.get("/<int:case_id>/export.json")

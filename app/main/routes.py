@@ -4,6 +4,7 @@ from flask import Response, jsonify, render_template, session
 from flask_login import current_user
 from sqlalchemy import text
 
+from app import cases
 from app.extensions import db
 from app.main import bp
 from app.security import ANY_ROLE, end_session, roles
@@ -12,7 +13,9 @@ from app.security import ANY_ROLE, end_session, roles
 @bp.get("/")
 @roles(*ANY_ROLE)
 def index() -> str:
-    return render_template(f"main/home_{current_user.role}.html")
+    staff = current_user.role in ("caseworker", "supervisor")
+    drafts = cases.drafts(current_user.organization_id) if staff else []
+    return render_template(f"main/home_{current_user.role}.html", drafts=drafts)
 
 
 @bp.get("/healthz")

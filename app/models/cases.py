@@ -24,14 +24,17 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    ColumnElement,
     Date,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    and_,
     event,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto import sealed
@@ -53,7 +56,10 @@ CONSENT_SCOPES = (
     "explicit_wording",
 )
 CONSENT_METHODS = ("verbal", "written", "sms")
-ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention")
+# What a consent record is: a grant; a withdrawal of the grant in force (or expired) just
+# before it; a refusal of a scope that was not granted (asked and answered "no").
+CONSENT_DECISIONS = ("grant", "withdraw", "refuse")
+ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention", "draft_discarded")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -124,6 +130,21 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     def is_erased(self) -> bool:
         return self.status == "erased"
 
+    @hybrid_property
+    def is_draft(self) -> bool:
+        """An intake on the tablet that recorded consent (the consent step makes the case)
+        but no profile yet. Hotline cases without a profile are the SMS queue instead."""
+        return self.channel == "tablet" and self.status == "open" and (
+            self.profile_completed_at is None
+        )
+
+    @is_draft.inplace.expression
+    @classmethod
+    def _is_draft_expression(cls) -> ColumnElement[bool]:
+        return and_(
+            cls.channel == "tablet", cls.status == "open", cls.profile_completed_at.is_(None)
+        )
+
 
 class Need(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "need"
@@ -165,13 +186,24 @@ class ConsentSignature(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+def _decision_default(context: Any) -> str:
+    """A row written without a decision (tests and fixtures that add records directly):
+    what the record says by ``granted``, as existing rows were migrated. ``change_consent``
+    always says which it is."""
+    return "grant" if context.get_current_parameters()["granted"] else "withdraw"
+
+
 class Consent(db.Model):  # type: ignore[name-defined,misc]
-    """Append-only: a change of mind is a new row; the newest row per scope decides."""
+    """Append-only: a change of mind is a new row; the newest row per scope decides.
+    ``decision`` says what the row is (grant, withdraw, refuse); ``granted`` is true for a
+    grant only, and the database refuses a row where the two disagree."""
 
     __tablename__ = "consent"
     __table_args__ = (
         CheckConstraint(f"scope IN {_in(CONSENT_SCOPES)}", name="scope"),
         CheckConstraint(f"method IN {_in(CONSENT_METHODS)}", name="method"),
+        CheckConstraint(f"decision IN {_in(CONSENT_DECISIONS)}", name="decision"),
+        CheckConstraint("granted = (decision = 'grant')", name="decision_granted"),
         Index("ix_consent_case_scope", "case_id", "scope", "recorded_at"),
     )
 
@@ -179,6 +211,7 @@ class Consent(db.Model):  # type: ignore[name-defined,misc]
     case_id: Mapped[int] = mapped_column(ForeignKey("survivor_case.id", ondelete="CASCADE"))
     scope: Mapped[str] = mapped_column(String(24))
     granted: Mapped[bool] = mapped_column(Boolean)
+    decision: Mapped[str] = mapped_column(String(8), default=_decision_default)
     method: Mapped[str] = mapped_column(String(10))
     text_version: Mapped[str] = mapped_column(String(16))
     language: Mapped[str] = mapped_column(String(8))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from app.extensions import db
+from app.models import utcnow
 from tests import factories
 from tests.browser.support import (
     PAGE_BUDGET_BYTES,
@@ -74,6 +75,10 @@ def people(live: Any, world: Any) -> dict[str, Any]:
             ).id
             for locale in LOCALES
         }
+        # An intake left after the consent step (shown on the home page and its own tab).
+        from tests.test_drafts import make_draft
+
+        drafts = {locale: make_draft(ngo, at=utcnow()).id for locale in LOCALES}
         operator = factories.make_org("operator", name="Haven operator")
         provider_org = db.session.get(Organization, world.provider_org_id)
         # A referral waiting in the provider's portal (another case of the NGO's), so that
@@ -86,6 +91,7 @@ def people(live: Any, world: Any) -> dict[str, Any]:
             )
         return {
             "case_ids": cases,
+            "draft_ids": drafts,
             "users": {
                 locale: {
                     "caseworker": person(factories.make_user("caseworker", ngo, totp=True)),
@@ -123,7 +129,9 @@ def _post(page: Any, path: str | None, fill: Callable[[], Any], form: str) -> An
     return _then(page, path, fill, lambda: page.locator(f"{form} [type=submit]").first.click())
 
 
-def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str, Any]]:
+def pages_for(
+    role: str, world: Any, case_id: int, page: Any, draft_id: int = 0
+) -> list[tuple[str, Any]]:
     common = [("language", "/auth/language"), ("password", "/auth/password")]
     if role == "caseworker":
 
@@ -135,6 +143,8 @@ def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str,
         return [
             ("home-caseworker", "/"),
             ("cases", "/cases/"),
+            ("cases-drafts", "/cases/?tab=drafts"),
+            ("case-discard", f"/cases/{draft_id}/discard"),
             ("intake-consent", "/cases/new"),
             ("intake-profile", f"/cases/{case_id}/profile"),
             ("intake-needs", f"/cases/{case_id}/needs"),
@@ -166,6 +176,7 @@ def pages_for(role: str, world: Any, case_id: int, page: Any) -> list[tuple[str,
                     "main form.intake-form",
                 ),
             ),
+            ("case-export-referred", f"/cases/{case_id}/export"),
             ("referrals-waiting", "/referrals/"),
             *common,
         ]
@@ -330,7 +341,9 @@ def test_main_pages(
     else:
         page = contexts.new(locale=LOCALES[locale]).new_page()
         sign_in(page, people["users"][locale][group])
-        pages = pages_for(group, world, people["case_ids"][locale], page)
+        pages = pages_for(
+            group, world, people["case_ids"][locale], page, people["draft_ids"][locale]
+        )
         for name, target in pages:
             if callable(target):
                 target = target()  # prepare (fill a form): not part of the weight
