@@ -200,6 +200,7 @@ class BaseConfig:
         found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
+        found.extend(sms_lease_problems(self))
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found
@@ -208,6 +209,24 @@ class BaseConfig:
 # argon2.profiles that may hash real passwords. Tests use CHEAPEST (~0.2 ms instead of
 # ~200 ms a hash here): a quarter of the suite's time went to hashing test passwords.
 STRONG_HASH_PROFILES = frozenset({"RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY"})
+
+
+def sms_lease_problems(cfg: BaseConfig) -> list[str]:
+    """The outbox worker sends a claimed message only if, after the rate limiter's wait, a
+    whole HTTP timeout is left on its lease (app/sms/worker.py). A timeout as long as the
+    lease would skip every claim; a lease not longer than the timeout plus one send interval
+    would skip every message that had to wait for its slot."""
+    lease, timeout = cfg.SMS_LEASE_SECONDS, cfg.SMS_HTTP_TIMEOUT_SECONDS
+    if timeout <= 0:
+        return ["SMS_HTTP_TIMEOUT_SECONDS must be positive"]
+    if timeout >= lease:
+        return ["SMS_HTTP_TIMEOUT_SECONDS must be shorter than SMS_LEASE_SECONDS"]
+    if lease <= timeout + 1.0 / cfg.SMS_RATE_PER_SECOND:
+        return [
+            "SMS_LEASE_SECONDS must be longer than SMS_HTTP_TIMEOUT_SECONDS plus one send "
+            "interval (1 / SMS_RATE_PER_SECOND)"
+        ]
+    return []
 
 
 def _placeholder(value: str | bytes) -> bool:
