@@ -171,6 +171,10 @@ class BaseConfig:
         self.RETENTION_CONSENT_REASK = timedelta(
             days=_int(env, "HAVEN_RETENTION_REASK_DAYS", 30))
         self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))
+        # Sign-in attempts (keyed hashes of usernames and client addresses) feed the login
+        # throttle and a month of investigation of attacks; then they go.
+        self.RETENTION_LOGIN_ATTEMPT = timedelta(
+            days=_int(env, "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS", 30))
         self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         # A liveness ping per checkout only where connections can go stale (a server).
@@ -201,6 +205,11 @@ class BaseConfig:
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
         found.extend(sms_lease_problems(self))
+        if self.RETENTION_LOGIN_ATTEMPT < self.LOGIN_WINDOW:
+            found.append(
+                "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover the sign-in throttle window "
+                "(HAVEN_LOGIN_WINDOW_MINUTES): retention would delete the failures it counts"
+            )
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found

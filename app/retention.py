@@ -35,6 +35,9 @@ environment variable):
                           are pruned; the chain's checkpoint moves with them
                           (``app.audit.prune_through``) so ``flask audit verify`` still
                           passes and still detects tampering.
+``login_attempts``        sign-in attempts (keyed hashes of the username and the client
+                          address, kept for the login throttle) are deleted
+                          ``HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS`` (30 days) after the attempt.
 ``bed_snapshot``          not a deletion: one bed-count snapshot per shelter per day, for
                           the occupancy figures (capacity, not people).
 ========================  ==================================================================
@@ -87,6 +90,7 @@ from sqlalchemy.orm import aliased
 
 from app import audit
 from app.extensions import db
+from app.models.accounts import LoginAttempt
 from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.models.cases import Case, CaseStatistic, Consent, ConsentSignature, Need
@@ -978,6 +982,37 @@ def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
         yield len(rows)
 
 
+# login_attempts
+
+
+def _login_attempts_where(now: datetime) -> Any:
+    return LoginAttempt.at <= now - cfg("RETENTION_LOGIN_ATTEMPT")
+
+
+def _login_attempts_preview(now: datetime) -> tuple[int, datetime | None]:
+    return _count_oldest(
+        select(func.count(LoginAttempt.id), func.min(LoginAttempt.at)).where(
+            _login_attempts_where(now)
+        )
+    )
+
+
+def _login_attempts_apply(now: datetime, batch: int) -> Iterator[int]:
+    def work(ids: list[int]) -> int:
+        return int(
+            db.session.execute(
+                delete(LoginAttempt).where(
+                    _in(LoginAttempt.id, ids), _login_attempts_where(now)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            or 0
+        )
+
+    return _simple_rule_batches(
+        select(LoginAttempt.id).where(_login_attempts_where(now)), work, batch
+    )
+
+
 RULES: list[Rule] = [
     Rule(
         "hotline_unconsented",
@@ -1033,6 +1068,12 @@ RULES: list[Rule] = [
         _l("Audit events past their retention period (pruned)"),
         _audit_preview,
         _audit_apply,
+    ),
+    Rule(
+        "login_attempts",
+        _l("Sign-in attempts (keyed hashes of usernames and addresses)"),
+        _login_attempts_preview,
+        _login_attempts_apply,
     ),
     Rule("bed_snapshot", _l("Daily bed count snapshot of shelters"), _beds_preview, _beds_apply),
 ]

@@ -79,6 +79,7 @@ REFUSALS = [
     ("HAVEN_INDEX_KEY", base64.urlsafe_b64encode(b"\1" * 32).decode(), "HAVEN_INDEX_KEY is weak"),
     ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND must be"),
     ("SMS_HTTP_TIMEOUT_SECONDS", "60", "SMS_HTTP_TIMEOUT_SECONDS must be shorter than"),
+    ("HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS", "0", "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover"),
     ("SMS_HTTP_TIMEOUT_SECONDS", "90", "SMS_HTTP_TIMEOUT_SECONDS must be shorter than"),
     ("PUBLIC_BASE_URL", "http://haven.example.org", "PUBLIC_BASE_URL must be an https://"),
 ]
