@@ -175,6 +175,10 @@ class BaseConfig:
         # throttle and a month of investigation of attacks; then they go.
         self.RETENTION_LOGIN_ATTEMPT = timedelta(
             days=_int(env, "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS", 30))
+        # HSDS import (app/hsds.py): files come from third parties; the largest file read and
+        # the longest field accepted (a longer field is reported and ignored).
+        self.HSDS_MAX_FILE_BYTES = _int(env, "HAVEN_HSDS_MAX_FILE_BYTES", 20_000_000)
+        self.HSDS_MAX_FIELD_CHARS = _int(env, "HAVEN_HSDS_MAX_FIELD_CHARS", 10_000)
         self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         # A liveness ping per checkout only where connections can go stale (a server).
