@@ -55,8 +55,15 @@ transaction, so a run that lost its lock cannot commit another batch), then work
 rule in batches of ``HAVEN_RETENTION_BATCH`` ids, one transaction per batch. Memory is
 bounded by the batch. A run killed half-way leaves whole batches done and the rest
 untouched; the next run (once the dead run's lock expires, ``HAVEN_RETENTION_LOCK_SECONDS``)
-finds the rest still due and finishes. On SQLite each erasure batch's commit checkpoints
-the WAL; on PostgreSQL the touched tables are VACUUMed at the end of the run.
+finds the rest still due and finishes.
+
+What lingers on disk. Each rule names the tables in which it deletes or scrubs identifiers
+(``Rule.identifier_tables``: blind indexes, sealed numbers, keyed hashes, whole cases). On
+SQLite every batch of such a rule asks for a WAL checkpoint after its commit
+(``app.cases.request_checkpoint``), so no old copy of a page stays in the -wal file
+(``secure_delete`` zeroes the freed cells in the database file). On PostgreSQL the run ends
+by VACUUMing every table that such a rule touched (``vacuum_tables``), so the dead row
+versions go from the tables and their indexes.
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
 from app import audit
+from app.cases import checkpoint_sqlite, request_checkpoint
 from app.extensions import db
 from app.models.accounts import LoginAttempt
 from app.models.audit import AuditEvent
@@ -132,6 +140,8 @@ class Rule:
     preview: Callable[[datetime], tuple[int, datetime | None]]
     # (now, batch size) -> yields the number of records handled by each committed batch
     apply: Callable[[datetime, int], Iterator[int]]
+    # Tables in which the rule deletes or scrubs identifiers: checkpointed / VACUUMed.
+    identifier_tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -341,7 +351,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
     for case in cases:
         db.session.expire(case)
     audit.record_many("case.erase", "case", ids)
-    db.session.info["haven_checkpoint"] = True
+    request_checkpoint()
     return ids
 
 
@@ -982,6 +992,22 @@ def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
         yield len(rows)
 
 
+# Tables erasure touches (the referrals module's when present); VACUUMed after a run that
+# erased cases.
+REFERRAL_TABLES: tuple[str, ...] = ("referral", "referral_release")
+ERASURE_TABLES: tuple[str, ...] = (
+    "survivor_case",
+    "consent",
+    "consent_signature",
+    "need",
+    "data_key",
+    "sms_message",
+    "hotline_session",
+    "consent_task",
+    *REFERRAL_TABLES,
+)
+
+
 # login_attempts
 
 
@@ -1019,36 +1045,42 @@ RULES: list[Rule] = [
         _l("Hotline conversations that never reached consent"),
         _hotline_preview,
         _hotline_apply,
+        ("hotline_session",),
     ),
     Rule(
         "inbound_messages",
         _l("Inbound message records (text is never stored)"),
         _inbound_preview,
         _inbound_apply,
+        ("sms_message",),
     ),
     Rule(
         "outbound_messages",
         _l("Numbers on outbound messages with a final status"),
         _outbound_preview,
         _outbound_apply,
+        ("sms_message",),
     ),
     Rule(
         "closed_cases",
         _l("Closed cases past their retention period (erased)"),
         _closed_preview,
         _erasing(_closed_where, "retention"),
+        ERASURE_TABLES,
     ),
     Rule(
         "consent_expired_erase",
         _l("Cases whose consent to keep a record expired and was not renewed (erased)"),
         _store_expired_preview,
         _erasing(_store_expired_where, "consent_expired"),
+        ERASURE_TABLES,
     ),
     Rule(
         "erased_referrals",
         _l("Referrals and releases of erased cases (counted, then deleted)"),
         _erased_referrals_preview,
         _erased_referrals_apply,
+        REFERRAL_TABLES,
     ),
     Rule("idle_cases", _l("Open cases without activity (closed)"), _idle_preview, _idle_apply),
     Rule(
@@ -1074,11 +1106,11 @@ RULES: list[Rule] = [
         _l("Sign-in attempts (keyed hashes of usernames and addresses)"),
         _login_attempts_preview,
         _login_attempts_apply,
+        ("login_attempt",),
     ),
     Rule("bed_snapshot", _l("Daily bed count snapshot of shelters"), _beds_preview, _beds_apply),
 ]
 RULE_NAMES = tuple(rule.name for rule in RULES)
-ERASING_RULES = {"closed_cases", "consent_expired_erase"}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -1110,7 +1142,7 @@ def run(
     owner = owner or lock_owner()
     if not acquire_lock(owner):
         raise RetentionLocked("another retention run holds the lock")
-    erased_any = False
+    touched: set[str] = set()  # tables where identifiers were deleted or scrubbed
     try:
         due = {r.name: r for r in preview(now)}
         renew_lock(owner)
@@ -1130,10 +1162,11 @@ def run(
                 except StopIteration:
                     db.session.commit()
                     break
+                if handled and rule.identifier_tables:
+                    request_checkpoint()
+                    touched.update(rule.identifier_tables)
                 db.session.commit()
                 result.count += handled
-                if handled and rule.name in ERASING_RULES:
-                    erased_any = True
                 if after_batch is not None:
                     after_batch(rule.name, handled)
             result.seconds = time.perf_counter() - started
@@ -1149,36 +1182,21 @@ def run(
     finally:
         db.session.rollback()
         release_lock(owner)
-    if erased_any:
-        from app.cases import checkpoint_sqlite
-
-        checkpoint_sqlite()  # the run's last commits (summary, lock) came after erasure
-        vacuum_after_erasure()
+    if touched:
+        checkpoint_sqlite()  # the run's last commits (summary, lock) came after the rules
+        vacuum_tables(sorted(touched))
     return report
 
 
-VACUUM_TABLES = (
-    "survivor_case",
-    "consent",
-    "consent_signature",
-    "need",
-    "data_key",
-    "sms_message",
-    "hotline_session",
-    "consent_task",
-)
-
-
-def vacuum_after_erasure(extra: tuple[str, ...] = ()) -> None:
-    """PostgreSQL: VACUUM the tables erasure touched, so the dead row versions (sealed
-    ciphertext under destroyed keys, blind indexes) are removed from the tables and their
-    indexes and the space is reused. VACUUM does not overwrite the freed bytes at once;
-    that is why erasure destroys the keys first. SQLite: the WAL is checkpointed after every
-    erasure commit and ``secure_delete`` zeroes freed content."""
+def vacuum_tables(names: list[str]) -> None:
+    """PostgreSQL: VACUUM these tables, so the dead row versions (blind indexes, sealed
+    ciphertext — under destroyed keys for erased cases) are removed from the tables and
+    their indexes and the space is reused. VACUUM does not overwrite the freed bytes at
+    once; that is why erasure destroys the keys first. SQLite: nothing (the WAL is
+    checkpointed after every such commit and ``secure_delete`` zeroes freed content)."""
     engine = db.engine
     if engine.dialect.name != "postgresql":
         return
-    names = [*VACUUM_TABLES, *REFERRAL_TABLES, *extra]
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         existing = set(
             conn.execute(
@@ -1188,10 +1206,6 @@ def vacuum_after_erasure(extra: tuple[str, ...] = ()) -> None:
         for name in names:
             if name in existing:
                 conn.execute(text(f'VACUUM (ANALYZE) "{name}"'))
-
-
-# Tables of the referrals module (issue 5) that erasure touches; VACUUMed when present.
-REFERRAL_TABLES: tuple[str, ...] = ("referral", "referral_release")
 
 
 def status(now: datetime | None = None, days: int = 7) -> list[tuple[RuleResult, RuleResult]]:

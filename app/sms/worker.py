@@ -56,6 +56,7 @@ from flask import Flask
 from sqlalchemy import or_, select, update
 
 from app import messaging
+from app.cases import request_checkpoint
 from app.crypto import CryptoError, KeyDestroyed
 from app.extensions import db
 from app.models.base import utcnow
@@ -292,6 +293,13 @@ class Worker:
         db.session.commit()
         return prepared
 
+    @staticmethod
+    def clear_recipient(message: Message) -> None:
+        """The sealed number is not needed any more; its bytes must not linger in the WAL."""
+        if message.recipient is not None:
+            message.recipient = None
+            request_checkpoint()
+
     def give_back(self, message_id: int) -> str:
         """Not sent for want of lease: release the row for the next pass (of any worker) and
         return the attempt the claim counted, so skips never use up SMS_MAX_ATTEMPTS."""
@@ -316,7 +324,7 @@ class Worker:
     def cancel(self, message: Message, now: datetime) -> str:
         message.status = "cancelled"
         message.final_at = now
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         messaging.audit_send(message, "sms.cancel")
@@ -327,7 +335,7 @@ class Worker:
         message.status = "failed"
         message.error_code = code
         message.final_at = now
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         db.session.commit()
@@ -345,7 +353,7 @@ class Worker:
         message.status = result.status
         message.sent_at = now
         message.error_code = None
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         if result.status in FINAL_STATUSES:
