@@ -593,6 +593,20 @@ def test_a_symbolic_link_out_of_the_package_is_not_followed(app: Any, tmp_path: 
     assert run_import(app, str(folder)).exit_code == 0
     assert count(Service) == 3
 
+    # In a folder of JSON files, such a link is reported and the other files imported.
+    json_folder = tmp_path / "json"
+    json_folder.mkdir()
+    (json_folder / "good.json").write_text(
+        json.dumps([{"id": "o9", "name": "Linked Folder Org", "services": []}])
+    )
+    os.symlink("/etc/passwd", json_folder / "evil.json")
+    result = run_import(app, str(json_folder))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    assert "evil.json: a symbolic link to a file outside the package folder: refused" in err
+    assert "root:" not in err
+    assert db.session.scalar(select(Organization).where(Organization.hsds_id == "o9"))
+
 
 def test_a_file_the_descriptor_names_must_be_readable(app: Any, tmp_path: Any) -> None:
     folder = _tabular_copy(tmp_path)
