@@ -172,6 +172,14 @@ class BaseConfig:
         self.RETENTION_CONSENT_REASK = timedelta(
             days=_int(env, "HAVEN_RETENTION_REASK_DAYS", 30))
         self.RETENTION_AUDIT = timedelta(days=_int(env, "HAVEN_RETENTION_AUDIT_DAYS", 6 * 365 + 2))
+        # Sign-in attempts (keyed hashes of usernames and client addresses) feed the login
+        # throttle and a month of investigation of attacks; then they go.
+        self.RETENTION_LOGIN_ATTEMPT = timedelta(
+            days=_int(env, "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS", 30))
+        # HSDS import (app/hsds.py): files come from third parties; the largest file read and
+        # the longest field accepted (a longer field is reported and ignored).
+        self.HSDS_MAX_FILE_BYTES = _int(env, "HAVEN_HSDS_MAX_FILE_BYTES", 20_000_000)
+        self.HSDS_MAX_FIELD_CHARS = _int(env, "HAVEN_HSDS_MAX_FIELD_CHARS", 10_000)
         self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         # A liveness ping per checkout only where connections can go stale (a server).
@@ -201,6 +209,12 @@ class BaseConfig:
         found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
+        found.extend(sms_lease_problems(self))
+        if self.RETENTION_LOGIN_ATTEMPT < self.LOGIN_WINDOW:
+            found.append(
+                "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover the sign-in throttle window "
+                "(HAVEN_LOGIN_WINDOW_MINUTES): retention would delete the failures it counts"
+            )
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found
@@ -209,6 +223,24 @@ class BaseConfig:
 # argon2.profiles that may hash real passwords. Tests use CHEAPEST (~0.2 ms instead of
 # ~200 ms a hash here): a quarter of the suite's time went to hashing test passwords.
 STRONG_HASH_PROFILES = frozenset({"RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY"})
+
+
+def sms_lease_problems(cfg: BaseConfig) -> list[str]:
+    """The outbox worker sends a claimed message only if, after the rate limiter's wait, a
+    whole HTTP timeout is left on its lease (app/sms/worker.py). A timeout as long as the
+    lease would skip every claim; a lease not longer than the timeout plus one send interval
+    would skip every message that had to wait for its slot."""
+    lease, timeout = cfg.SMS_LEASE_SECONDS, cfg.SMS_HTTP_TIMEOUT_SECONDS
+    if timeout <= 0:
+        return ["SMS_HTTP_TIMEOUT_SECONDS must be positive"]
+    if timeout >= lease:
+        return ["SMS_HTTP_TIMEOUT_SECONDS must be shorter than SMS_LEASE_SECONDS"]
+    if lease <= timeout + 1.0 / cfg.SMS_RATE_PER_SECOND:
+        return [
+            "SMS_LEASE_SECONDS must be longer than SMS_HTTP_TIMEOUT_SECONDS plus one send "
+            "interval (1 / SMS_RATE_PER_SECOND)"
+        ]
+    return []
 
 
 def _placeholder(value: str | bytes) -> bool:

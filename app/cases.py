@@ -16,6 +16,13 @@ Erasure (``erase_case``) is crypto-shredding plus scrubbing, in one transaction:
    pages, WAL frames or PostgreSQL dead tuples is unreadable;
 5. after the caller commits, on SQLite the WAL is checkpointed and truncated
    (``PRAGMA wal_checkpoint(TRUNCATE)``) so old frames do not linger in the -wal file.
+
+The same checkpoint follows every commit that deletes or replaces an identifier — a phone,
+a blind index, an alias, any sealed field: the domain function that does it calls
+``request_checkpoint()`` (profile edits here, FORGET and declined conversations in
+``app.hotline``, numbers cleared from messages in ``app.messaging`` and the SMS worker,
+retention rules in ``app.retention``). ``secure_delete`` zeroes the freed cells in the
+database file; the checkpoint makes sure no older copy of the page stays in the WAL.
 """
 
 from __future__ import annotations
@@ -176,6 +183,7 @@ def set_profile(
         raise CaseError("no store consent")
     if case.data_key is None:
         case.data_key = _new_key()
+    before = _identifiers(case)
     case.alias = alias
     case.phone = phone_e164
     case.phone_index = blind_index(phone_e164) if phone_e164 else None
@@ -191,8 +199,17 @@ def set_profile(
     case.note = note or None
     if case.profile_completed_at is None:
         case.profile_completed_at = utcnow()
+    if any(old is not None and old != new for old, new in zip(
+        before, _identifiers(case), strict=True
+    )):
+        request_checkpoint()  # an old phone, index or sealed text must not linger on disk
     db.session.flush()
     audit.record("case.profile_update", "case", case.id)
+
+
+def _identifiers(case: Case) -> tuple[str | None, ...]:
+    """What identifies the survivor on a case row: the sealed fields and the blind index."""
+    return (case.alias, case.phone, case.phone_index, case.note, case.safe_hours)
 
 
 def _new_key() -> DataKey:
@@ -575,8 +592,15 @@ def erase_case(
         "case.erase", "case", case.id,
         actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
     )
-    db.session.info["haven_checkpoint"] = True
+    request_checkpoint()
     return stat
+
+
+def request_checkpoint() -> None:
+    """Checkpoint the WAL after the current transaction commits (nothing if it rolls back).
+    Called by every domain function that deletes or replaces an identifier, so the old
+    bytes do not linger in the SQLite -wal file (see the module docstring)."""
+    db.session.info["haven_checkpoint"] = True
 
 
 def checkpoint_sqlite() -> None:
@@ -596,12 +620,12 @@ def checkpoint_sqlite() -> None:
 
 
 @event.listens_for(Session, "after_commit")
-def _checkpoint_after_erasure(session: Session) -> None:
+def _checkpoint_after_commit(session: Session) -> None:
     if session.info.pop("haven_checkpoint", False):
         try:
             checkpoint_sqlite()
-        except Exception:  # noqa: BLE001 - the erasure is committed; log, don't fail the request
-            current_app.logger.warning("WAL checkpoint after erasure failed")
+        except Exception:  # noqa: BLE001 - the change is committed; log, don't fail the request
+            current_app.logger.warning("WAL checkpoint after removing identifiers failed")
 
 
 @event.listens_for(Session, "after_rollback")

@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
 from app import audit, messaging
+from app.cases import request_checkpoint
 from app.crypto import blind_index
 from app.extensions import db
 from app.models.accounts import Organization
@@ -589,6 +590,7 @@ class Conversation:
             if case is None:
                 self.say("hotline.unavailable")
                 db.session.delete(self.session)
+                request_checkpoint()
                 self.session = None
                 return
             self.advance("needs")
@@ -596,6 +598,7 @@ class Conversation:
             # Nothing is kept: the session goes too.
             language = self.language
             db.session.delete(self.session)
+            request_checkpoint()
             self.session = None
             self.say("hotline.declined", language)
         else:
@@ -853,4 +856,5 @@ def forget_number(phone_index: str, at: datetime | None = None) -> None:
     db.session.execute(delete(HotlineSession).where(HotlineSession.phone_index == phone_index))
     db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_index == phone_index))
     db.session.expire_all()
+    request_checkpoint()
     audit.record("sms.forget")

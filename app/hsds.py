@@ -16,6 +16,25 @@ row is skipped, a bad field is dropped (or normalised when that is safe) and the
 row imported. Re-import updates by HSDS id and never duplicates. Fields HSDS does not carry
 (bed capacity, gender eligibility, ...) are left as they are on update.
 
+The files come from third parties, so nothing in them is trusted (``Limits``):
+
+* a file is read only if it is a regular file no larger than ``HSDS_MAX_FILE_BYTES`` (its
+  size is checked before reading and at most that many bytes + 1 are read, so memory is
+  bounded by the limit); a symbolic link is followed only to a file inside the package's
+  folder; the text must be UTF-8 (the first bad byte is named with its line);
+* JSON nested deeper than ``MAX_JSON_DEPTH`` levels is refused by an iterative scan before
+  parsing (no recursion); syntax errors are named with line and column;
+* a field Haven reads must be text (or a number) of at most ``HSDS_MAX_FIELD_CHARS``
+  characters without NUL: anything else (a list, an object, ``true``) is reported as
+  ``file, row N: field X must be text`` and ignored, so a required field (id, name) missing
+  skips the row; a structure that must be a list of objects and is not is reported and
+  ignored;
+* a file the import was pointed at (PATH itself, a CSV file of the tabular package, or a file
+  its ``datapackage.json`` names) that cannot be read at all makes the whole import fail
+  after everything else readable was reported: nothing is imported (``ImportResult
+  .unreadable``). A broken ``datapackage.json`` is reported and the standard file names
+  read; a broken file in a folder of JSON files is reported and the other files imported.
+
 The functions here add to the session and never commit: the CLI owns the transaction, so a
 failure half-way leaves the database unchanged.
 """
@@ -23,11 +42,13 @@ failure half-way leaves the database unchanged.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
+import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +172,71 @@ SERVICE_KEYS = {
     "interpretation_services",
 }
 HSDS_NAMESPACE = uuid.UUID("6c1f2f0e-4d57-4a8e-9a77-2f6d1f0e5a11")
+# HSDS 3.0 descriptors name resources in the singular ("service"); older packages and our
+# own fixtures use the table names.
+RESOURCE_TABLES = {
+    **{t: t for t in TABLES},
+    "organization": "organizations",
+    "service": "services",
+    "phone": "phones",
+    "language": "languages",
+    "schedule": "schedules",
+    "service_area": "service_areas",
+    "location": "locations",
+    "attribute": "attributes",
+    "taxonomy_term": "taxonomy_terms",
+}
+# The fields Haven reads from each kind of record: each must be text or a number (ids,
+# ages and coordinates may come as JSON numbers).
+TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "organization": ("id", "name"),
+    "service": (
+        "id",
+        "organization_id",
+        "name",
+        "alternate_name",
+        "description",
+        "status",
+        "minimum_age",
+        "maximum_age",
+    ),
+    "term": ("id", "code", "name"),
+    "attribute": ("link_id", "taxonomy_term_id"),
+    "language": ("service_id", "code", "name"),
+    "phone": ("service_id", "number"),
+    "schedule": (
+        "service_id",
+        "opens_at",
+        "closes_at",
+        "freq",
+        "byday",
+        "timezone_name",
+        "timezone",
+    ),
+    "service_area": ("service_id", "name"),
+    "service_at_location": ("service_id", "location_id"),
+    "location": ("id", "latitude", "longitude"),
+    "accessibility": ("location_id", "description", "details"),
+}
+TABLE_KINDS = {
+    "phones": "phone",
+    "languages": "language",
+    "schedules": "schedule",
+    "service_areas": "service_area",
+}
+# HSDS nests five or six levels deep (organization > services > service_at_locations >
+# location > phones); anything far deeper is hostile.
+MAX_JSON_DEPTH = 64
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one import reads at most (``HSDS_MAX_FILE_BYTES``, ``HSDS_MAX_FIELD_CHARS``)."""
+
+    max_file_bytes: int = 20_000_000
+    max_field_chars: int = 10_000
+    max_depth: int = MAX_JSON_DEPTH
 
 
 @dataclass
@@ -210,6 +296,8 @@ class ImportResult:
     services_updated: int = 0
     areas_created: int = 0
     rows_skipped: int = 0
+    # Files the import was pointed at that could not be read at all: nothing was imported.
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -233,6 +321,10 @@ class ImportFailed(Exception):
     """Nothing could be read at all (missing path, no HSDS data)."""
 
 
+class Unreadable(Exception):
+    """One file cannot be read at all; the message says why (no content of the file)."""
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -241,17 +333,71 @@ class Parsed:
     orgs: list[OrgRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    unreadable: list[str] = field(default_factory=list)
+
+    def clean(self, raw: dict[str, Any], kind: str, src: Source) -> dict[str, Any]:
+        """``raw`` without the fields of ``TEXT_FIELDS[kind]`` that are not usable text (each
+        reported). Cleaning a cleaned record again reports nothing."""
+        out = dict(raw)
+        for key in TEXT_FIELDS[kind]:
+            reason = _field_problem(out.get(key), self.limits.max_field_chars)
+            if reason is not None:
+                self.problems.append(src.problem(f"field {key} {reason}: ignored"))
+                del out[key]
+        return out
+
+    def items(self, obj: dict[str, Any], key: str, src: Source) -> list[dict[str, Any]]:
+        """The objects of the list ``obj[key]``; anything else reported and ignored."""
+        value = obj.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problems.append(src.problem(f"field {key} must be a list: ignored"))
+            return []
+        found = [v for v in value if isinstance(v, dict)]
+        if len(found) < len(value):
+            others = len(value) - len(found)
+            what = "item is" if others == 1 else "items are"
+            self.problems.append(
+                src.problem(f"field {key}: {others} {what} not an object: ignored")
+            )
+        return found
+
+    def nested(self, obj: dict[str, Any], key: str, src: Source) -> dict[str, Any] | None:
+        value = obj.get(key)
+        if value is None or isinstance(value, dict):
+            return value
+        self.problems.append(src.problem(f"field {key} must be an object: ignored"))
+        return None
+
+
+def _field_problem(value: Any, max_chars: int) -> str | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    if not isinstance(value, str):
+        return "must be text"
+    if len(value) > max_chars:
+        return f"is longer than {max_chars} characters"
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text"
+    return None
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def read_path(path: str) -> Parsed:
-    parsed = Parsed()
+def read_path(path: str, limits: Limits | None = None) -> Parsed:
+    parsed = Parsed(limits=limits or Limits())
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "datapackage.json")) or os.path.exists(
-            os.path.join(path, "services.csv")
+        if any(
+            os.path.lexists(os.path.join(path, name))
+            for name in ("datapackage.json", "services.csv", "organizations.csv")
         ):
             _read_tabular_folder(path, parsed)
         else:
@@ -259,23 +405,113 @@ def read_path(path: str) -> Parsed:
             if not names:
                 raise ImportFailed("no HSDS JSON files or datapackage.json in that folder")
             for name in names:
-                _read_json_file(os.path.join(path, name), parsed)
-    elif os.path.isfile(path):
-        _read_json_file(path, parsed)
+                _read_json_file(os.path.join(path, name), parsed, folder=path)
+    elif os.path.lexists(path):
+        _read_json_file(path, parsed, folder=None)
     else:
         raise ImportFailed("no such file or folder")
     return parsed
 
 
-def _read_json_file(path: str, parsed: Parsed) -> None:
+def read_bytes(path: str, folder: str | None, max_bytes: int) -> bytes:
+    """The content of one regular file of at most ``max_bytes`` bytes, reading no more
+    than that (+1). Inside a package ``folder`` the file's real path (symbolic links
+    resolved) must stay in the folder. Raises ``Unreadable``."""
+    target = path
+    if folder is not None:
+        target = os.path.realpath(path)
+        base = os.path.realpath(folder)
+        if os.path.commonpath([target, base]) != base:
+            raise Unreadable("a symbolic link to a file outside the package folder: refused")
+    too_big = f"larger than {max_bytes} bytes (HAVEN_HSDS_MAX_FILE_BYTES): not read"
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags)
+    except FileNotFoundError as exc:
+        raise Unreadable("missing") from exc
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "bad name"
+        raise Unreadable(f"cannot be opened ({reason})") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("not a regular file")
+        if info.st_size > max_bytes:
+            raise Unreadable(too_big)
+        chunks: list[bytes] = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise Unreadable(f"cannot be read ({exc.strerror or exc.__class__.__name__})") from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:  # it grew since fstat
+        raise Unreadable(too_big)
+    return data
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 (a byte order mark is dropped); the first bad byte is named with its line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise Unreadable(
+            f"not UTF-8 text: invalid byte 0x{data[exc.start]:02x} at line {line}; "
+            "save the file as UTF-8"
+        ) from exc
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def parse_json(data: bytes, limits: Limits) -> Any:
+    """JSON from untrusted bytes: nesting checked without recursion before parsing, errors
+    with line and column. Raises ``Unreadable``."""
+    text = decode_text(data)
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > limits.max_depth:
+                line, column = _line_column(text, token.start())
+                raise Unreadable(
+                    f"not readable JSON: nested deeper than {limits.max_depth} levels "
+                    f"(line {line}, column {column})"
+                )
+        elif bracket in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Unreadable(
+            f"not readable JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        raise Unreadable(f"not readable JSON ({exc.__class__.__name__})") from exc
+
+
+def _read_json_file(path: str, parsed: Parsed, folder: str | None) -> None:
+    """``folder``: the folder of JSON files this one was found in (None: the file itself
+    was named, so not reading it fails the import)."""
     name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        parsed.problems.append(
-            Problem(name, None, f"not readable JSON ({exc.__class__.__name__})", skipped=True)
-        )
+        data = parse_json(read_bytes(path, folder, parsed.limits.max_file_bytes), parsed.limits)
+    except Unreadable as exc:
+        parsed.problems.append(Problem(name, None, str(exc), skipped=True))
+        if folder is None:
+            parsed.unreadable.append(name)
         return
     if isinstance(data, dict) and data and all(str(k).endswith(".csv") for k in data):
         tables = {
@@ -319,13 +555,13 @@ def _read_object(obj: Any, src: Source, parsed: Parsed) -> None:
         org = _org_record(obj, src, parsed)
         if org is None:
             return
-        for service in obj.get("services") or []:
-            if isinstance(service, dict):
-                _service_record(service, src, parsed, org_hsds_id=org.hsds_id)
+        for offered in parsed.items(obj, "services", src):
+            _service_record(offered, src, parsed, org_hsds_id=org.hsds_id)
     elif kind == "service":
-        nested = obj.get("organization")
+        obj = parsed.clean(obj, "service", src)
+        nested = parsed.nested(obj, "organization", src)
         org_id = _text(obj.get("organization_id")) or None
-        if isinstance(nested, dict):
+        if nested is not None:
             org = _org_record(nested, src, parsed)
             org_id = org.hsds_id if org else org_id
         _service_record(obj, src, parsed, org_hsds_id=org_id)
@@ -348,6 +584,7 @@ def _read_object(obj: Any, src: Source, parsed: Parsed) -> None:
 
 
 def _org_record(obj: dict[str, Any], src: Source, parsed: Parsed) -> OrgRecord | None:
+    obj = parsed.clean(obj, "organization", src)
     hsds_id, name = _text(obj.get("id")), _text(obj.get("name"))
     if not hsds_id or len(hsds_id) > 64:
         parsed.problems.append(src.problem("organization without a usable id", True))
@@ -360,13 +597,10 @@ def _org_record(obj: dict[str, Any], src: Source, parsed: Parsed) -> OrgRecord |
     return record
 
 
-def _items(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
 def _service_record(
     obj: dict[str, Any], src: Source, parsed: Parsed, org_hsds_id: str | None
 ) -> None:
+    obj = parsed.clean(obj, "service", src)
     hsds_id, name = _text(obj.get("id")), _text(obj.get("name"))
     if not hsds_id or len(hsds_id) > 64:
         parsed.problems.append(src.problem("service without a usable id", True))
@@ -385,29 +619,40 @@ def _service_record(
         minimum_age=obj.get("minimum_age"),
         maximum_age=obj.get("maximum_age"),
     )
-    for attr in _items(obj.get("attributes")):
-        term = attr.get("taxonomy_term")
-        if isinstance(term, dict):
-            rec.terms += [_text(term.get("code")), _text(term.get("name"))]
-    for term in _items(obj.get("taxonomy_terms")):
-        rec.terms += [_text(term.get("code")), _text(term.get("name"))]
-    rec.languages += [(lang, src) for lang in _items(obj.get("languages"))]
-    rec.phones += [(p, src) for p in _items(obj.get("phones"))]
-    rec.schedules += [(s, src) for s in _items(obj.get("schedules"))]
-    rec.areas += [(a, src) for a in _items(obj.get("service_areas"))]
-    for sal in _items(obj.get("service_at_locations")):
-        rec.phones += [(p, src) for p in _items(sal.get("phones"))]
-        rec.schedules += [(s, src) for s in _items(sal.get("schedules"))]
-        location = sal.get("location")
-        if isinstance(location, dict):
-            rec.locations.append((location, src))
-            rec.phones += [(p, src) for p in _items(location.get("phones"))]
-            for acc in _items(location.get("accessibility")):
-                rec.accessibility.append(
-                    _text(acc.get("description")) + " " + _text(acc.get("details"))
-                )
-    for location in _items(obj.get("locations")):
-        rec.locations.append((location, src))
+    def cleaned(items: Iterable[dict[str, Any]], kind: str) -> list[tuple[dict[str, Any], Source]]:
+        return [(parsed.clean(item, kind, src), src) for item in items]
+
+    def term_texts(term: dict[str, Any]) -> list[str]:
+        term = parsed.clean(term, "term", src)
+        return [_text(term.get("code")), _text(term.get("name"))]
+
+    def accessibility(location: dict[str, Any]) -> None:
+        for acc in parsed.items(location, "accessibility", src):
+            acc = parsed.clean(acc, "accessibility", src)
+            rec.accessibility.append(
+                _text(acc.get("description")) + " " + _text(acc.get("details"))
+            )
+
+    for attr in parsed.items(obj, "attributes", src):
+        term = parsed.nested(attr, "taxonomy_term", src)
+        if term is not None:
+            rec.terms += term_texts(term)
+    for term in parsed.items(obj, "taxonomy_terms", src):
+        rec.terms += term_texts(term)
+    rec.languages += cleaned(parsed.items(obj, "languages", src), "language")
+    rec.phones += cleaned(parsed.items(obj, "phones", src), "phone")
+    rec.schedules += cleaned(parsed.items(obj, "schedules", src), "schedule")
+    rec.areas += cleaned(parsed.items(obj, "service_areas", src), "service_area")
+    for sal in parsed.items(obj, "service_at_locations", src):
+        rec.phones += cleaned(parsed.items(sal, "phones", src), "phone")
+        rec.schedules += cleaned(parsed.items(sal, "schedules", src), "schedule")
+        location = parsed.nested(sal, "location", src)
+        if location is not None:
+            rec.locations += cleaned([location], "location")
+            rec.phones += cleaned(parsed.items(location, "phones", src), "phone")
+            accessibility(location)
+    for location in parsed.items(obj, "locations", src):
+        rec.locations += cleaned([location], "location")
     parsed.services.append(rec)
 
 
@@ -416,51 +661,74 @@ def _service_record(
 
 def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     files = {t: f"{t}.csv" for t in TABLES}
+    named: set[str] = set()  # tables whose file the descriptor names
     descriptor = os.path.join(path, "datapackage.json")
-    if os.path.exists(descriptor):
+    limit = parsed.limits.max_file_bytes
+    if os.path.lexists(descriptor):
         try:
-            with open(descriptor, encoding="utf-8-sig") as fh:
-                package = json.load(fh)
+            package = parse_json(read_bytes(descriptor, path, limit), parsed.limits)
             resources = package["resources"]
             for res in resources:
-                name, rel = res.get("name"), res.get("path")
+                table, rel = RESOURCE_TABLES.get(str(res.get("name"))), res.get("path")
                 if (
-                    name in files
+                    table is not None
                     and isinstance(rel, str)
+                    and rel
                     and not os.path.isabs(rel)
                     and ".." not in rel
+                    and "\x00" not in rel
                 ):
-                    files[name] = rel
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    files[table] = rel
+                    named.add(table)
+        except (Unreadable, KeyError, TypeError, AttributeError) as exc:
+            why = f": {exc}" if isinstance(exc, Unreadable) else ""
             parsed.problems.append(
                 Problem(
                     "datapackage.json",
                     None,
-                    "not a valid data package descriptor; reading the standard HSDS file names",
+                    f"not a valid data package descriptor{why}; reading the standard HSDS "
+                    "file names",
                 )
             )
+            files, named = {t: f"{t}.csv" for t in TABLES}, set()
     tables: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for table, rel in files.items():
         full = os.path.join(path, rel)
-        if not os.path.exists(full):
+        if not os.path.lexists(full):
+            if table in named:
+                parsed.problems.append(
+                    Problem(rel, None, "named in datapackage.json but missing", skipped=True)
+                )
+                parsed.unreadable.append(rel)
             continue
-        rows: list[tuple[int, dict[str, Any]]] = []
         try:
-            with open(full, encoding="utf-8-sig", newline="") as fh:
-                reader = csv.DictReader(fh)
-                line = 1
-                for row in reader:
-                    rows.append((line + 1, row))
-                    line = reader.line_num
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            parsed.problems.append(
-                Problem(rel, None, f"not readable CSV ({exc.__class__.__name__})", skipped=True)
-            )
-            continue
-        tables[table] = rows
-    if "services" not in tables and "organizations" not in tables:
+            tables[table] = read_csv(read_bytes(full, path, limit))
+        except Unreadable as exc:
+            parsed.problems.append(Problem(rel, None, str(exc), skipped=True))
+            parsed.unreadable.append(rel)
+    if "services" not in tables and "organizations" not in tables and not parsed.unreadable:
         raise ImportFailed("the data package has neither organizations.csv nor services.csv")
     _read_tables(tables, {t: files[t] for t in tables}, parsed)
+
+
+def read_csv(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of one CSV file with the line each starts on. Field lengths are checked per
+    row later (``Parsed.clean``), so the csv module's own field limit is lifted to the
+    file's size for the read: a long field is a row's problem, not the file's."""
+    text = decode_text(data)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    previous = csv.field_size_limit(max(len(text), 131_072))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        line = 1
+        for row in reader:
+            rows.append((line + 1, row))
+            line = reader.line_num
+    except csv.Error as exc:
+        raise Unreadable(f"not readable CSV (line {reader.line_num}: {exc})") from exc
+    finally:
+        csv.field_size_limit(previous)
+    return rows
 
 
 def _read_tables(
@@ -468,6 +736,14 @@ def _read_tables(
 ) -> None:
     def src(table: str, line: int) -> Source:
         return Source(names.get(table, f"{table}.csv"), line)
+
+    def rows(table: str, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        for line, row in tables.get(table, []):
+            yield line, parsed.clean(row, kind, src(table, line))
+
+    # When a file could not be read the import fails anyway; rows pointing at a service of
+    # an unreadable services.csv would only bury the reason under "not in services".
+    report_orphans = not parsed.unreadable
 
     for line, row in tables.get("organizations", []):
         _org_record(row, src("organizations", line), parsed)
@@ -484,11 +760,13 @@ def _read_tables(
             by_id[parsed.services[-1].hsds_id] = parsed.services[-1]
 
     def attach(table: str, key: str, target: str) -> None:
-        for line, row in tables.get(table, []):
+        for line, row in rows(table, TABLE_KINDS[table]):
             sid = _text(row.get(key))
             if not sid:
                 continue  # belongs to a location or organization, not a service
             rec = by_id.get(sid)
+            if rec is None and not report_orphans:
+                continue
             if rec is None:
                 parsed.problems.append(
                     src(table, line).problem(
@@ -502,14 +780,16 @@ def _read_tables(
     attach("languages", "service_id", "languages")
     attach("schedules", "service_id", "schedules")
     attach("service_areas", "service_id", "areas")
-    locations = {_text(r.get("id")): (line, r) for line, r in tables.get("locations", [])}
+    locations = {_text(r.get("id")): (line, r) for line, r in rows("locations", "location")}
     accessibility: dict[str, list[str]] = {}
-    for _, row in tables.get("accessibility", []):
+    for _, row in rows("accessibility", "accessibility"):
         accessibility.setdefault(_text(row.get("location_id")), []).append(
             _text(row.get("description")) + " " + _text(row.get("details"))
         )
-    for line, row in tables.get("service_at_location", []):
+    for line, row in rows("service_at_location", "service_at_location"):
         rec = by_id.get(_text(row.get("service_id")))
+        if rec is None and not report_orphans:
+            continue
         if rec is None:
             parsed.problems.append(
                 src("service_at_location", line).problem(
@@ -527,8 +807,8 @@ def _read_tables(
             parsed.problems.append(
                 src("service_at_location", line).problem(f"location {loc_id} is not in locations")
             )
-    terms = {_text(r.get("id")): r for _, r in tables.get("taxonomy_terms", [])}
-    for _, row in tables.get("attributes", []):
+    terms = {_text(r.get("id")): r for _, r in rows("taxonomy_terms", "term")}
+    for _, row in rows("attributes", "attribute"):
         rec = by_id.get(_text(row.get("link_id")))
         term = terms.get(_text(row.get("taxonomy_term_id")))
         if rec is not None and term is not None:
@@ -567,6 +847,9 @@ def timezone_name(raw: Any, src: Source, problems: list[Problem]) -> str | None:
     reported and ignored."""
     text = _text(raw)
     if not text:
+        return None
+    if len(text) > 64:  # no IANA name is that long (and a long one is no file name)
+        problems.append(src.problem("unknown timezone: ignored"))
         return None
     if re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+\-]+)+|UTC", text):
         if zone(text).key == text:
@@ -681,11 +964,14 @@ def coordinates(
 # --- applying -------------------------------------------------------------------------------
 
 
-def import_path(path: str) -> ImportResult:
-    """Read ``path`` and upsert its organizations and services (no commit)."""
-    parsed = read_path(path)
-    result = ImportResult(problems=list(parsed.problems))
+def import_path(path: str, limits: Limits | None = None) -> ImportResult:
+    """Read ``path`` and upsert its organizations and services (no commit). When a file it
+    was pointed at cannot be read (``result.unreadable``), nothing is written."""
+    parsed = read_path(path, limits)
+    result = ImportResult(problems=list(parsed.problems), unreadable=list(parsed.unreadable))
     result.rows_skipped = sum(1 for p in parsed.problems if p.skipped)
+    if result.unreadable:
+        return result
     orgs: dict[str, Organization] = {}
     seen_orgs: set[str] = set()
     for rec in parsed.orgs:

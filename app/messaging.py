@@ -43,6 +43,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import audit
+from app.cases import request_checkpoint
 from app.crypto import blind_index, mask_phone, normalize_phone
 from app.extensions import db
 from app.models.base import utcnow
@@ -473,7 +474,10 @@ def cancel_queued(*, case_id: int | None = None, phone_index: str | None = None)
             lease_owner=None, lease_expires_at=None,
         ).execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    cancelled = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if cancelled:
+        request_checkpoint()  # sealed numbers were cleared
+    return cancelled
 
 
 def opt_out(phone_index: str, source: str) -> None:
@@ -539,7 +543,9 @@ def apply_status(sid: str, twilio_status: str, error_code: int | None) -> Messag
     message.error_code = error_code
     if ours in FINAL_STATUSES:
         message.final_at = now
-        message.recipient = None
+        if message.recipient is not None:
+            message.recipient = None
+            request_checkpoint()
     db.session.flush()
     if error_code == 21610:
         record_opted_out(message)

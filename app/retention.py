@@ -41,6 +41,9 @@ environment variable):
                           are pruned; the chain's checkpoint moves with them
                           (``app.audit.prune_through``) so ``flask audit verify`` still
                           passes and still detects tampering.
+``login_attempts``        sign-in attempts (keyed hashes of the username and the client
+                          address, kept for the login throttle) are deleted
+                          ``HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS`` (30 days) after the attempt.
 ``bed_snapshot``          not a deletion: one bed-count snapshot per shelter per day, for
                           the occupancy figures (capacity, not people).
 ========================  ==================================================================
@@ -58,8 +61,15 @@ transaction, so a run that lost its lock cannot commit another batch), then work
 rule in batches of ``HAVEN_RETENTION_BATCH`` ids, one transaction per batch. Memory is
 bounded by the batch. A run killed half-way leaves whole batches done and the rest
 untouched; the next run (once the dead run's lock expires, ``HAVEN_RETENTION_LOCK_SECONDS``)
-finds the rest still due and finishes. On SQLite each erasure batch's commit checkpoints
-the WAL; on PostgreSQL the touched tables are VACUUMed at the end of the run.
+finds the rest still due and finishes.
+
+What lingers on disk. Each rule names the tables in which it deletes or scrubs identifiers
+(``Rule.identifier_tables``: blind indexes, sealed numbers, keyed hashes, whole cases). On
+SQLite every batch of such a rule asks for a WAL checkpoint after its commit
+(``app.cases.request_checkpoint``), so no old copy of a page stays in the -wal file
+(``secure_delete`` zeroes the freed cells in the database file). On PostgreSQL the run ends
+by VACUUMing every table that such a rule touched (``vacuum_tables``), so the dead row
+versions go from the tables and their indexes.
 """
 
 from __future__ import annotations
@@ -93,7 +103,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
 from app import audit
+from app.cases import checkpoint_sqlite, request_checkpoint
 from app.extensions import db
+from app.models.accounts import LoginAttempt
 from app.models.audit import AuditEvent
 from app.models.base import UTCDateTime, utcnow
 from app.models.cases import Case, CaseStatistic, Consent, ConsentSignature, Need
@@ -135,6 +147,8 @@ class Rule:
     preview: Callable[[datetime], tuple[int, datetime | None]]
     # (now, batch size) -> yields the number of records handled by each committed batch
     apply: Callable[[datetime, int], Iterator[int]]
+    # Tables in which the rule deletes or scrubs identifiers: checkpointed / VACUUMed.
+    identifier_tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -344,7 +358,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
     for case in cases:
         db.session.expire(case)
     audit.record_many("case.erase", "case", ids)
-    db.session.info["haven_checkpoint"] = True
+    request_checkpoint()
     return ids
 
 
@@ -1058,48 +1072,102 @@ def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
         yield len(rows)
 
 
+# Tables erasure touches (the referrals module's when present); VACUUMed after a run that
+# erased cases.
+REFERRAL_TABLES: tuple[str, ...] = ("referral", "referral_release")
+ERASURE_TABLES: tuple[str, ...] = (
+    "survivor_case",
+    "consent",
+    "consent_signature",
+    "need",
+    "data_key",
+    "sms_message",
+    "hotline_session",
+    "consent_task",
+    *REFERRAL_TABLES,
+)
+
+
+# login_attempts
+
+
+def _login_attempts_where(now: datetime) -> Any:
+    return LoginAttempt.at <= now - cfg("RETENTION_LOGIN_ATTEMPT")
+
+
+def _login_attempts_preview(now: datetime) -> tuple[int, datetime | None]:
+    return _count_oldest(
+        select(func.count(LoginAttempt.id), func.min(LoginAttempt.at)).where(
+            _login_attempts_where(now)
+        )
+    )
+
+
+def _login_attempts_apply(now: datetime, batch: int) -> Iterator[int]:
+    def work(ids: list[int]) -> int:
+        return int(
+            db.session.execute(
+                delete(LoginAttempt).where(
+                    _in(LoginAttempt.id, ids), _login_attempts_where(now)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            or 0
+        )
+
+    return _simple_rule_batches(
+        select(LoginAttempt.id).where(_login_attempts_where(now)), work, batch
+    )
+
+
 RULES: list[Rule] = [
     Rule(
         "hotline_unconsented",
         _l("Hotline conversations that never reached consent"),
         _hotline_preview,
         _hotline_apply,
+        ("hotline_session",),
     ),
     Rule(
         "inbound_messages",
         _l("Inbound message records (text is never stored)"),
         _inbound_preview,
         _inbound_apply,
+        ("sms_message",),
     ),
     Rule(
         "outbound_messages",
         _l("Numbers on outbound messages with a final status"),
         _outbound_preview,
         _outbound_apply,
+        ("sms_message",),
     ),
     Rule(
         "closed_cases",
         _l("Closed cases past their retention period (erased)"),
         _closed_preview,
         _erasing(_closed_where, "retention"),
+        ERASURE_TABLES,
     ),
     Rule(
         "consent_expired_erase",
         _l("Cases whose consent to keep a record expired and was not renewed (erased)"),
         _store_expired_preview,
         _erasing(_store_expired_where, "consent_expired"),
+        ERASURE_TABLES,
     ),
     Rule(
         "drafts",
         _l("Drafts (consent but no profile) untouched for a day (discarded)"),
         _drafts_preview,
         _drafts_apply,
+        ERASURE_TABLES,
     ),
     Rule(
         "erased_referrals",
         _l("Referrals and releases of erased cases (counted, then deleted)"),
         _erased_referrals_preview,
         _erased_referrals_apply,
+        REFERRAL_TABLES,
     ),
     Rule("idle_cases", _l("Open cases without activity (closed)"), _idle_preview, _idle_apply),
     Rule(
@@ -1120,10 +1188,16 @@ RULES: list[Rule] = [
         _audit_preview,
         _audit_apply,
     ),
+    Rule(
+        "login_attempts",
+        _l("Sign-in attempts (keyed hashes of usernames and addresses)"),
+        _login_attempts_preview,
+        _login_attempts_apply,
+        ("login_attempt",),
+    ),
     Rule("bed_snapshot", _l("Daily bed count snapshot of shelters"), _beds_preview, _beds_apply),
 ]
 RULE_NAMES = tuple(rule.name for rule in RULES)
-ERASING_RULES = {"closed_cases", "consent_expired_erase", "drafts"}
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -1155,7 +1229,7 @@ def run(
     owner = owner or lock_owner()
     if not acquire_lock(owner):
         raise RetentionLocked("another retention run holds the lock")
-    erased_any = False
+    touched: set[str] = set()  # tables where identifiers were deleted or scrubbed
     try:
         due = {r.name: r for r in preview(now)}
         renew_lock(owner)
@@ -1175,10 +1249,11 @@ def run(
                 except StopIteration:
                     db.session.commit()
                     break
+                if handled and rule.identifier_tables:
+                    request_checkpoint()
+                    touched.update(rule.identifier_tables)
                 db.session.commit()
                 result.count += handled
-                if handled and rule.name in ERASING_RULES:
-                    erased_any = True
                 if after_batch is not None:
                     after_batch(rule.name, handled)
             result.seconds = time.perf_counter() - started
@@ -1194,36 +1269,21 @@ def run(
     finally:
         db.session.rollback()
         release_lock(owner)
-    if erased_any:
-        from app.cases import checkpoint_sqlite
-
-        checkpoint_sqlite()  # the run's last commits (summary, lock) came after erasure
-        vacuum_after_erasure()
+    if touched:
+        checkpoint_sqlite()  # the run's last commits (summary, lock) came after the rules
+        vacuum_tables(sorted(touched))
     return report
 
 
-VACUUM_TABLES = (
-    "survivor_case",
-    "consent",
-    "consent_signature",
-    "need",
-    "data_key",
-    "sms_message",
-    "hotline_session",
-    "consent_task",
-)
-
-
-def vacuum_after_erasure(extra: tuple[str, ...] = ()) -> None:
-    """PostgreSQL: VACUUM the tables erasure touched, so the dead row versions (sealed
-    ciphertext under destroyed keys, blind indexes) are removed from the tables and their
-    indexes and the space is reused. VACUUM does not overwrite the freed bytes at once;
-    that is why erasure destroys the keys first. SQLite: the WAL is checkpointed after every
-    erasure commit and ``secure_delete`` zeroes freed content."""
+def vacuum_tables(names: list[str]) -> None:
+    """PostgreSQL: VACUUM these tables, so the dead row versions (blind indexes, sealed
+    ciphertext — under destroyed keys for erased cases) are removed from the tables and
+    their indexes and the space is reused. VACUUM does not overwrite the freed bytes at
+    once; that is why erasure destroys the keys first. SQLite: nothing (the WAL is
+    checkpointed after every such commit and ``secure_delete`` zeroes freed content)."""
     engine = db.engine
     if engine.dialect.name != "postgresql":
         return
-    names = [*VACUUM_TABLES, *REFERRAL_TABLES, *extra]
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         existing = set(
             conn.execute(
@@ -1233,10 +1293,6 @@ def vacuum_after_erasure(extra: tuple[str, ...] = ()) -> None:
         for name in names:
             if name in existing:
                 conn.execute(text(f'VACUUM (ANALYZE) "{name}"'))
-
-
-# Tables of the referrals module (issue 5) that erasure touches; VACUUMed when present.
-REFERRAL_TABLES: tuple[str, ...] = ("referral", "referral_release")
 
 
 def status(now: datetime | None = None, days: int = 7) -> list[tuple[RuleResult, RuleResult]]:

@@ -78,6 +78,9 @@ REFUSALS = [
     ("HAVEN_INDEX_KEY", "!!!!not base64 at all!!!!", "HAVEN_INDEX_KEY is"),
     ("HAVEN_INDEX_KEY", base64.urlsafe_b64encode(b"\1" * 32).decode(), "HAVEN_INDEX_KEY is weak"),
     ("SMS_BACKEND", "carrier-pigeon", "SMS_BACKEND must be"),
+    ("SMS_HTTP_TIMEOUT_SECONDS", "60", "SMS_HTTP_TIMEOUT_SECONDS must be shorter than"),
+    ("HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS", "0", "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover"),
+    ("SMS_HTTP_TIMEOUT_SECONDS", "90", "SMS_HTTP_TIMEOUT_SECONDS must be shorter than"),
     ("PUBLIC_BASE_URL", "http://haven.example.org", "PUBLIC_BASE_URL must be an https://"),
 ]
 
@@ -88,6 +91,22 @@ def test_production_refuses_to_start(name, value, expected):
     assert expected in message
     if value and len(value.strip()) >= 6 and name != "PUBLIC_BASE_URL":
         assert value.strip() not in message
+
+
+@pytest.mark.parametrize("cls", [DevelopmentConfig, config.TestingConfig, ProductionConfig])
+def test_the_sms_lease_must_outlast_one_wait_and_one_http_timeout(cls):
+    """The worker checks the lease after the rate limiter waited and sends only when a whole
+    HTTP timeout is left: a lease not longer than the timeout plus one send interval (here
+    15 s + 1/0.2 s = 20 s) would skip claims forever."""
+    tight = {
+        "SMS_LEASE_SECONDS": "20",
+        "SMS_HTTP_TIMEOUT_SECONDS": "15",
+        "SMS_RATE_PER_SECOND": "0.2",
+    }
+    message = _refusal(_prod_env(**tight), cls)
+    assert "SMS_LEASE_SECONDS must be longer than SMS_HTTP_TIMEOUT_SECONDS" in message
+    enough = dict(tight, SMS_LEASE_SECONDS="21")
+    assert not [p for p in cls(_prod_env(**enough)).problems() if "SMS_" in p]
 
 
 def test_every_problem_is_reported_at_once():

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import String, Text, func, select
+from sqlalchemy import String, Text, func, select, text
 
 from app import cases, consent
 from app.crypto import blind_index, keyring
@@ -22,7 +23,10 @@ from app.models import (
     Consent,
     ConsentSignature,
     DataKey,
+    HotlineSession,
+    Message,
     Need,
+    Organization,
 )
 from tests import factories
 from tests.conftest import login_session
@@ -289,3 +293,160 @@ def test_create_case_waits_for_a_racing_insert_and_returns_it(app_factory, app):
     assert outcome["b"] == (a_id, False)
     db.session.expire_all()
     assert db.session.scalar(select(func.count(Case.id))) == 1
+
+
+# --- identifiers replaced or deleted leave no bytes behind (issue 14 item 9) -------------
+#
+# On SQLite the database file plus its WAL must not hold an old blind index or an old
+# ciphertext after the commit that replaced or deleted it (PRAGMA wal_checkpoint(TRUNCATE)
+# after that commit; secure_delete zeroes the freed cells). On PostgreSQL a retention run
+# that deleted or scrubbed identifiers VACUUMs the tables it touched.
+
+
+def vacuum_counts(tables: tuple[str, ...]) -> dict[str, int]:
+    db.session.commit()  # a fresh snapshot of the statistics
+    rows = db.session.execute(
+        text(
+            "SELECT relname, vacuum_count FROM pg_stat_user_tables WHERE relname = ANY(:names)"
+        ),
+        {"names": list(tables)},
+    ).all()
+    db.session.commit()
+    return {name: int(n) for name, n in rows}
+
+
+def assert_gone_from_disk(app, secrets_: list[bytes], still_there: bytes) -> None:
+    after = raw_bytes(app)
+    assert still_there in after  # the scan sees what is stored in clear
+    for secret in secrets_:
+        assert secret not in after, secret[:24]
+    wal = sqlite_path(app) + "-wal"
+    assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+
+
+def test_a_profile_edit_leaves_no_old_identifier_on_disk(app, client, staffed, survivor):
+    _user, area = staffed
+    case = intake_through_the_views(client, area, survivor)
+    old_index = blind_index(survivor["phone"])
+    old_sealed = [bytes(case.alias_enc), bytes(case.phone_enc), bytes(case.note_enc)]
+    if sqlite_path(app):
+        before = raw_bytes(app)
+        assert old_index.encode() in before and all(s in before for s in old_sealed)
+    # The phone is replaced, the alias changed and the note removed.
+    new_phone = "+14155550166"
+    response = client.post(f"/cases/{case.id}/profile", data={
+        "alias": "Someone else", "phone": new_phone, "language": "fr", "age_band": "35_49",
+        "area_id": str(area.id), "note": "",
+    })
+    assert response.status_code == 302, response.get_data(as_text=True)
+    db.session.expire_all()
+    case = db.session.get(Case, case.id)
+    assert case.phone == new_phone and case.note is None
+    assert tables_holding(old_index) == []
+    if sqlite_path(app):
+        assert_gone_from_disk(
+            app, [old_index.encode(), *old_sealed], blind_index(new_phone).encode()
+        )
+
+
+def _hotline_app(app_factory):
+    from tests.sms_support import ACCOUNT_SID, AUTH_TOKEN
+
+    return app_factory(TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_ACCOUNT_SID=ACCOUNT_SID)
+
+
+def test_forget_before_consent_leaves_no_trace_on_disk(app_factory, survivor):
+    """FORGET from a number that never consented: no case to erase, but the conversation
+    (blind index) and the inbound message records go, and so must their bytes."""
+    from tests.sms_support import inbound_params, post_signed
+
+    sms_app = _hotline_app(app_factory)
+    with sms_app.app_context():
+        factories.make_org("ngo", name="Hotline NGO")
+        db.session.commit()
+        client = sms_app.test_client()
+        index = blind_index(survivor["phone"])
+        for body in ("hi", "1"):
+            assert post_signed(
+                client, "/sms/inbound", inbound_params(survivor["phone"], body)
+            ).status_code == 200
+        if sqlite_path(sms_app):
+            assert index.encode() in raw_bytes(sms_app)
+        assert post_signed(
+            client, "/sms/inbound", inbound_params(survivor["phone"], "FORGET")
+        ).status_code == 200
+        db.session.expire_all()
+        assert tables_holding(index) == []
+        if sqlite_path(sms_app):
+            org = db.session.scalar(select(Organization.name))
+            assert_gone_from_disk(sms_app, [index.encode()], org.encode())
+        db.session.remove()
+
+
+RETENTION_T0 = datetime(2020, 3, 15, 10, 0, tzinfo=UTC)
+
+
+def _retention_leaves_nothing(app, setup, tables: tuple[str, ...], rule: str) -> None:
+    from app import retention
+
+    org = factories.make_org(name="Scan Marker Org")
+    secrets_ = setup(org)
+    db.session.commit()
+    if sqlite_path(app):
+        before = raw_bytes(app)
+        for secret in secrets_:
+            assert secret in before, secret[:24]
+    else:
+        vacuumed_before = vacuum_counts(tables)
+    report = retention.run(RETENTION_T0 + timedelta(days=2))
+    assert {r.name: r.count for r in report.results}[rule] >= 1
+    db.session.expire_all()
+    if sqlite_path(app):
+        assert_gone_from_disk(app, secrets_, b"Scan Marker Org")
+    else:
+        after = vacuum_counts(tables)
+        for table in tables:
+            assert after[table] > vacuumed_before[table], table
+
+
+def test_retention_of_an_unconsented_conversation_leaves_no_trace(app, survivor):
+    def setup(org):
+        index = blind_index(survivor["phone"])
+        db.session.add(HotlineSession(
+            phone_index=index, step="consent", last_message_at=RETENTION_T0,
+            created_at=RETENTION_T0, failures=0, menu_page=0, urgent=False,
+        ))
+        return [index.encode()]
+
+    _retention_leaves_nothing(app, setup, ("hotline_session",), "hotline_unconsented")
+
+
+def test_retention_of_inbound_records_leaves_no_trace(app, survivor):
+    def setup(org):
+        index = blind_index(survivor["phone"])
+        sid = "SM" + uuid.uuid4().hex
+        db.session.add(Message(
+            direction="in", audience="survivor", status="received", twilio_sid=sid,
+            counterpart_index=index, created_at=RETENTION_T0, final_at=RETENTION_T0,
+        ))
+        return [index.encode(), sid.encode()]
+
+    _retention_leaves_nothing(app, setup, ("sms_message",), "inbound_messages")
+
+
+def test_retention_of_outbound_numbers_leaves_no_trace(app, survivor):
+    def setup(org):
+        index = blind_index(survivor["phone"])
+        message = Message(
+            direction="out", audience="staff", status="delivered",
+            template_key="provider.help", counterpart_index=index, final_at=RETENTION_T0,
+            created_at=RETENTION_T0, recipient=survivor["phone"],
+        )
+        db.session.add(message)
+        db.session.flush()
+        sealed_number = db.session.execute(
+            text("SELECT recipient FROM sms_message WHERE id = :id"), {"id": message.id}
+        ).scalar_one()
+        return [index.encode(), bytes(sealed_number)]
+
+    _retention_leaves_nothing(app, setup, ("sms_message",), "outbound_messages")

@@ -4,11 +4,16 @@ specification (../shared/hsds-3.0/examples), idempotent re-import and the export
 
 from __future__ import annotations
 
+import copy
+import csv
+import io
 import json
 import os
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from app.crypto import blind_index
@@ -381,3 +386,413 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert result.exit_code == 0, result.output
     assert errors_of(result).strip() == ""
     assert state() == before
+
+
+# --- files from outside: limits, types, encodings, links (issue 14 item 5) ----------------
+
+
+def _tabular_copy(tmp_path: Any) -> Any:
+    """Our tabular fixture package, copied so a test can spoil one file of it."""
+    folder = tmp_path / "package"
+    folder.mkdir()
+    source = os.path.join(FIXTURES, "tabular")
+    for name in os.listdir(source):
+        with open(os.path.join(source, name), "rb") as fh:
+            (folder / name).write_bytes(fh.read())
+    return folder
+
+
+def _refused(result: Any, path: Any) -> str:
+    """The command ended with a report and a non-zero exit (no traceback), and nothing was
+    written."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert count(Service) == 0 and count(Organization) == 0 and count(AuditEvent) == 0
+    err = errors_of(result)
+    assert f"Nothing imported from {path}" in err
+    return err
+
+
+def test_nesting_200000_levels_deep_is_reported_not_a_recursion_error(
+    app: Any, tmp_path: Any
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    err = _refused(run_import(app, str(path)), path)
+    assert "deep.json: not readable JSON: nested deeper than 64 levels (line 1, column 65)" in err
+
+
+def test_json_syntax_errors_name_line_and_column(app: Any, tmp_path: Any) -> None:
+    path = tmp_path / "typo.json"
+    path.write_text('[\n  {"id": "o1",\n   "name": }\n]\n')
+    err = _refused(run_import(app, str(path)), path)
+    assert "typo.json: not readable JSON (line 3, column 12: Expecting value)" in err
+
+
+def test_wrong_types_are_reported_per_row_and_never_become_names(
+    app: Any, tmp_path: Any
+) -> None:
+    rows = [
+        {"id": "o1", "name": ["a"], "services": []},
+        {"id": "o2", "name": "Second Street Shelter Trust", "services": 5},
+        {
+            "id": "o3",
+            "name": "Third Avenue Legal",
+            "services": [
+                {
+                    "id": "s1",
+                    "name": "Asylum Advice Desk",
+                    "description": ["free", "advice"],
+                    "status": {"value": "active"},
+                    "phones": "+14155550100",
+                    "languages": [{"code": ["es"]}, "fr", {"code": "en"}],
+                    "schedules": [{"opens_at": True, "closes_at": "17:00"}],
+                },
+                {"id": "s2", "name": {"en": "Court Support"}},
+                {"id": ["s3"], "name": "Listed Id"},
+            ],
+        },
+        {"services": 5},
+    ]
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps(rows))
+    result = run_import(app, str(path))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    for line in [
+        "types.json, row 1: field name must be text: ignored",
+        "types.json, row 1: organization without a name (row skipped)",
+        "types.json, row 2: field services must be a list: ignored",
+        "types.json, row 3: field description must be text: ignored",
+        "types.json, row 3: field status must be text: ignored",
+        "types.json, row 3: field phones must be a list: ignored",
+        "types.json, row 3: field code must be text: ignored",
+        "types.json, row 3: field languages: 1 item is not an object: ignored",
+        "types.json, row 3: field opens_at must be text: ignored",
+        "types.json, row 3: field name must be text: ignored",
+        "types.json, row 3: service s2 has no name (row skipped)",
+        "types.json, row 3: field id must be text: ignored",
+        "types.json, row 3: service without a usable id (row skipped)",
+        "types.json, row 4: organization without a usable id (row skipped)",
+    ]:
+        assert line in err, line
+    names = set(db.session.scalars(select(Organization.name)))
+    assert names == {"Second Street Shelter Trust", "Third Avenue Legal"}
+    desk = service("s1")
+    assert desk.description == "" and desk.language_list == ("en",)
+    assert {s.name for s in db.session.scalars(select(Service))} == {"Asylum Advice Desk"}
+
+
+def test_invalid_utf8_in_a_csv_is_named_with_its_line(app: Any, tmp_path: Any) -> None:
+    folder = _tabular_copy(tmp_path)
+    lines = (folder / "services.csv").read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"Youth", b"Y\xffouth")  # the record on line 4
+    (folder / "services.csv").write_bytes(b"\n".join(lines))
+    err = _refused(run_import(app, str(folder)), folder)
+    assert "services.csv: not UTF-8 text: invalid byte 0xff at line 4" in err
+    assert "neither organizations.csv nor services.csv" not in err
+    # What could be read is still reported.
+    assert "organizations.csv, row 3: organization without a name (row skipped)" in err
+    assert "Nothing imported from" in err and "services.csv could not be read" in err
+
+
+def test_a_field_over_the_limit_is_a_row_problem_not_an_unreadable_file(
+    app: Any, tmp_path: Any
+) -> None:
+    folder = _tabular_copy(tmp_path)
+    big = "x" * 200_000
+    with open(folder / "services.csv", "a", encoding="utf-8") as fh:
+        fh.write(f"55555555-0000-4000-8000-000000000009,44444444-0000-4000-8000-000000000001,"
+                 f"Night Clinic,,{big},active,,\n")
+        fh.write(f"55555555-0000-4000-8000-000000000010,44444444-0000-4000-8000-000000000001,"
+                 f"{big},,,active,,\n")
+    result = run_import(app, str(folder))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    assert "services.csv, row 7: field description is longer than 10000 characters: ignored" in err
+    assert "services.csv, row 8: field name is longer than 10000 characters: ignored" in err
+    assert "services.csv, row 8: service 55555555-0000-4000-8000-000000000010 has no name" in err
+    assert "services: 4 created" in result.output
+    assert service("55555555-0000-4000-8000-000000000009").description == ""
+    assert len(err) < 5_000  # the report never echoes the field
+
+
+def test_size_limits_are_configurable(app_factory: Any, tmp_path: Any) -> None:
+    app = app_factory(HSDS_MAX_FILE_BYTES=2_000, HSDS_MAX_FIELD_CHARS=20)
+    with app.app_context():
+        try:
+            path = tmp_path / "big.json"
+            path.write_text(json.dumps([{"id": "o1", "name": "x" * 3_000, "services": []}]))
+            err = _refused(run_import(app, str(path)), path)
+            assert "big.json: larger than 2000 bytes (HAVEN_HSDS_MAX_FILE_BYTES): not read" in err
+            path.write_text(
+                json.dumps([{"id": "o1", "name": "A name of 21 letters.", "services": []}])
+            )
+            result = run_import(app, str(path))
+            assert "row 1: field name is longer than 20 characters: ignored" in errors_of(result)
+        finally:
+            from tests.conftest import _empty_all_tables
+
+            db.session.remove()
+            _empty_all_tables()
+            db.session.remove()
+
+
+def test_the_limits_come_from_the_environment() -> None:
+    from config import TestingConfig
+    from tests.conftest import TEST_ENV
+
+    config = TestingConfig(
+        dict(TEST_ENV, HAVEN_HSDS_MAX_FILE_BYTES="1000", HAVEN_HSDS_MAX_FIELD_CHARS="50")
+    )
+    assert (config.HSDS_MAX_FILE_BYTES, config.HSDS_MAX_FIELD_CHARS) == (1000, 50)
+    default = TestingConfig(dict(TEST_ENV))
+    assert (default.HSDS_MAX_FILE_BYTES, default.HSDS_MAX_FIELD_CHARS) == (20_000_000, 10_000)
+
+
+def test_memory_is_bounded_by_the_size_limit(app: Any, tmp_path: Any) -> None:
+    """A 60 MB name in a 60 MB file: refused before it is read, with memory far below the
+    file's size."""
+    import tracemalloc
+
+    from app import hsds
+
+    path = tmp_path / "huge.json"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('[{"id": "o1", "name": "')
+        chunk = "n" * 1_000_000
+        for _ in range(60):
+            fh.write(chunk)
+        fh.write('"}]')
+    tracemalloc.start()
+    try:
+        result = hsds.import_path(str(path), hsds.Limits(max_file_bytes=1_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    db.session.rollback()
+    assert result.unreadable == ["huge.json"]
+    assert "larger than 1000000 bytes" in str(result.problems[0])
+    assert peak < 5_000_000, peak
+    assert count(Organization) == 0
+
+
+def test_a_symbolic_link_out_of_the_package_is_not_followed(app: Any, tmp_path: Any) -> None:
+    folder = _tabular_copy(tmp_path)
+    (folder / "services.csv").unlink()
+    os.symlink("/etc/passwd", folder / "services.csv")
+    err = _refused(run_import(app, str(folder)), folder)
+    assert "services.csv: a symbolic link to a file outside the package folder: refused" in err
+    assert "root:" not in err and "/bin/" not in err  # nothing of /etc/passwd
+    # The same file behind a link that stays inside the package is read.
+    (folder / "services.csv").unlink()
+    (folder / "data").mkdir()
+    with open(os.path.join(FIXTURES, "tabular", "services.csv"), "rb") as fh:
+        (folder / "data" / "services.csv").write_bytes(fh.read())
+    os.symlink(os.path.join("data", "services.csv"), folder / "services.csv")
+    assert run_import(app, str(folder)).exit_code == 0
+    assert count(Service) == 3
+
+    # In a folder of JSON files, such a link is reported and the other files imported.
+    json_folder = tmp_path / "json"
+    json_folder.mkdir()
+    (json_folder / "good.json").write_text(
+        json.dumps([{"id": "o9", "name": "Linked Folder Org", "services": []}])
+    )
+    os.symlink("/etc/passwd", json_folder / "evil.json")
+    result = run_import(app, str(json_folder))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    assert "evil.json: a symbolic link to a file outside the package folder: refused" in err
+    assert "root:" not in err
+    assert db.session.scalar(select(Organization).where(Organization.hsds_id == "o9"))
+
+
+def test_a_file_the_descriptor_names_must_be_readable(app: Any, tmp_path: Any) -> None:
+    folder = _tabular_copy(tmp_path)
+    descriptor = json.loads((folder / "datapackage.json").read_text())
+    for resource in descriptor["resources"]:
+        if resource["name"] == "phones":
+            resource["path"] = "contact/phones.csv"
+    (folder / "datapackage.json").write_text(json.dumps(descriptor))
+    err = _refused(run_import(app, str(folder)), folder)
+    assert "contact/phones.csv: named in datapackage.json but missing" in err
+    # A fifo (it would block a plain open) is not a regular file: refused at once.
+    (folder / "contact").mkdir()
+    os.mkfifo(folder / "contact" / "phones.csv")
+    err = _refused(run_import(app, str(folder)), folder)
+    assert "contact/phones.csv: not a regular file" in err
+
+
+# --- fuzzing: whatever arrives, the importer reports and never raises --------------------
+
+
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+HSDS_KEYS = [
+    "id", "name", "services", "organization", "organization_id", "phones", "number",
+    "languages", "code", "schedules", "opens_at", "closes_at", "byday", "freq", "timezone",
+    "timezone_name", "latitude", "longitude", "minimum_age", "maximum_age",
+    "service_at_locations", "location", "service", "contents", "attributes", "taxonomy_term",
+    "taxonomy_terms", "service_areas", "status", "description", "alternate_name",
+    "accessibility", "details", "website", "locations", "location_type", "services.csv",
+]
+HSDS_TEXTS = [
+    "+14155550123", "(415) 555-0199", "09:00", "24:00", "MO,TU,1FR", "en", "es-MX", "ara",
+    "America/New_York", "Mars/Olympus", "5.5", "-8", "WEEKLY", "DAILY", "active", "defunct",
+    "shelter", "legal aid", "o1", "s1", "", " ", "\x00", "Å" * 300, "NaN", "1e400",
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
+    | st.sampled_from(HSDS_TEXTS)
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(HSDS_KEYS) | st.text(max_size=6), inner, max_size=7),
+    max_leaves=30,
+)
+
+
+def _base_documents() -> list[Any]:
+    """Real HSDS documents to mutate: our fixtures and the specification's examples."""
+    found = []
+    for folder, names in (
+        (os.path.join(FIXTURES, "json"), ("organizations.json", "services.json")),
+        (SHIPPED, ("organization_full.json", "service_full.json", "service_at_location_full.json")),
+    ):
+        for name in names:
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                found.append(json.load(fh))
+    return found
+
+
+BASE_DOCUMENTS = _base_documents()
+
+
+@st.composite
+def mutated_documents(draw: Any) -> Any:
+    """A real HSDS document with a few fields replaced by values of any type (or removed):
+    random values alone rarely get past "is this an organization?". Each mutation walks
+    down from the top, stopping at each level with some chance, so the outer structure
+    (an organization's "services") is hit as often as the leaves."""
+    doc = copy.deepcopy(draw(st.sampled_from(BASE_DOCUMENTS)))
+    for _ in range(draw(st.integers(1, 4))):
+        node = doc
+        while isinstance(node, dict | list) and node:
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            nesting = [k for k in keys if isinstance(node[k], dict | list)]
+            key = draw(st.sampled_from(nesting if nesting and draw(st.booleans()) else keys))
+            child = node[key]
+            if isinstance(child, dict | list) and child and draw(st.integers(0, 2)) > 0:
+                node = child
+                continue
+            if isinstance(node, dict) and draw(st.integers(0, 4)) == 0:
+                del node[key]
+            else:
+                node[key] = draw(SCALARS | JSON_VALUES)
+            break
+    return doc
+
+
+DOCUMENTS = mutated_documents() | JSON_VALUES
+
+
+def _import_never_raises(path: str) -> None:
+    """Anything but the documented refusal is a bug; each example leaves nothing behind."""
+    from app import hsds
+
+    try:
+        result = hsds.import_path(path, hsds.Limits(max_file_bytes=200_000, max_field_chars=200))
+        for line in hsds.iter_problems(result):
+            assert isinstance(line, str)
+    except hsds.ImportFailed:
+        pass
+    finally:
+        db.session.rollback()
+
+
+@FUZZ
+@given(value=DOCUMENTS)
+def test_fuzz_json_values_never_raise(app: Any, value: Any) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "fuzz.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(value, fh)
+        _import_never_raises(path)
+
+
+@FUZZ
+@given(data=st.binary(max_size=400) | DOCUMENTS.map(lambda v: json.dumps(v).encode()[:-1]))
+def test_fuzz_json_bytes_never_raise(app: Any, data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "fuzz.json")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        _import_never_raises(path)
+
+
+CSV_HEADERS = {
+    "organizations.csv": ["id", "name", "description"],
+    "services.csv": ["id", "organization_id", "name", "description", "status", "minimum_age"],
+    "phones.csv": ["id", "service_id", "number"],
+    "schedules.csv": ["id", "service_id", "opens_at", "closes_at", "byday", "timezone"],
+    "service_at_location.csv": ["id", "service_id", "location_id"],
+    "locations.csv": ["id", "latitude", "longitude"],
+}
+CSV_CELLS = (
+    st.sampled_from(["o1", "s1", "l1", "", "\"", "a,b", "x\ny", "\r", *HSDS_TEXTS])
+    | st.text(max_size=30)
+)
+
+
+@st.composite
+def csv_files(draw: Any) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for name in draw(st.lists(st.sampled_from(sorted(CSV_HEADERS)), min_size=1, unique=True)):
+        if draw(st.integers(0, 5)) == 0:
+            files[name] = draw(st.binary(max_size=300))
+            continue
+        header = CSV_HEADERS[name]
+        if draw(st.booleans()):
+            header = draw(st.permutations(header + draw(st.lists(CSV_CELLS, max_size=2))))
+        rows = draw(st.lists(st.lists(CSV_CELLS, max_size=len(header) + 2), max_size=6))
+        quoted = draw(st.booleans())
+        buffer = io.StringIO()
+        if quoted:
+            writer = csv.writer(buffer)
+            writer.writerow(header)
+            writer.writerows(rows)
+        else:  # no quoting at all: stray quotes, commas and new lines as they come
+            buffer.write("\n".join(",".join(row) for row in [header, *rows]))
+        files[name] = buffer.getvalue().encode("utf-8", "surrogatepass")
+    return files
+
+
+@FUZZ
+@given(files=csv_files(), descriptor=st.none() | JSON_VALUES)
+def test_fuzz_tabular_packages_never_raise(
+    app: Any, files: dict[str, bytes], descriptor: Any
+) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files.items():
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(content)
+        if descriptor is not None:
+            with open(os.path.join(folder, "datapackage.json"), "w", encoding="utf-8") as fh:
+                json.dump(descriptor, fh)
+        _import_never_raises(folder)

@@ -31,6 +31,7 @@ from app.models import (
     DataKey,
     HotlineSession,
     JobLock,
+    LoginAttempt,
     Message,
     Need,
     ReferralStatistic,
@@ -230,6 +231,18 @@ def setup_referral(org):
     return due, lambda: db.session.get(Referral, made[0].id).status == "expired"
 
 
+def setup_login_attempts(org):
+    attempts = ((T0, False), (T0 + timedelta(hours=1), True), (T0 + timedelta(days=9), False))
+    for at, success in attempts:
+        db.session.add(
+            LoginAttempt(at=at, account_key="f" * 64, client_key="0" * 64, success=success)
+        )
+    return (
+        T0 + timedelta(days=30),
+        lambda: count(LoginAttempt) == 2 and count(LoginAttempt, LoginAttempt.at == T0) == 0,
+    )
+
+
 RULE_SETUPS = {
     "hotline_unconsented": setup_hotline,
     "inbound_messages": setup_inbound,
@@ -241,6 +254,7 @@ RULE_SETUPS = {
     "consent_expired": setup_consent,
     "releases_and_holds": setup_referral,
     "audit_events": setup_audit,
+    "login_attempts": setup_login_attempts,
 }
 
 
@@ -269,6 +283,7 @@ def test_every_rule_is_named_and_configurable(app):
         "RETENTION_DRAFT",
         "RETENTION_CONSENT_REASK",
         "RETENTION_AUDIT",
+        "RETENTION_LOGIN_ATTEMPT",
         "CASE_RETENTION_AFTER_CLOSE",
     ):
         assert isinstance(app.config[key], timedelta)
@@ -283,8 +298,10 @@ def test_periods_come_from_the_environment():
             HAVEN_RETENTION_HOTLINE_HOURS="6",
             HAVEN_RETENTION_IDLE_DAYS="30",
             HAVEN_RETENTION_AUDIT_DAYS="10",
+            HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS="7",
         )
     )
+    assert timedelta(days=7) == config.RETENTION_LOGIN_ATTEMPT
     assert timedelta(hours=6) == config.RETENTION_HOTLINE_UNCONSENTED
     assert timedelta(days=30) == config.RETENTION_IDLE_CASE
     assert timedelta(days=10) == config.RETENTION_AUDIT
@@ -292,6 +309,7 @@ def test_periods_come_from_the_environment():
     assert timedelta(hours=24) == default.RETENTION_HOTLINE_UNCONSENTED
     assert timedelta(days=180) == default.RETENTION_IDLE_CASE
     assert timedelta(days=90) == default.CASE_RETENTION_AFTER_CLOSE
+    assert timedelta(days=30) == default.RETENTION_LOGIN_ATTEMPT
 
 
 def test_inbound_text_is_never_stored():
@@ -475,6 +493,25 @@ def test_status_shows_what_falls_due_in_the_next_7_days(app):
     row = next(line for line in result.output.splitlines() if line.startswith("closed_cases"))
     assert row.split()[1:3] == ["1", "2"]
     assert "No retention run has completed yet." in result.output
+
+
+def test_sign_in_attempts_are_kept_30_days_and_shown_in_status(app):
+    """Sign-in attempts (keyed hashes of usernames and addresses) are kept for the throttle
+    and a month of investigation, not forever."""
+    now = datetime.now(UTC)
+    for age in (timedelta(days=31), timedelta(days=25), timedelta(hours=1)):
+        db.session.add(
+            LoginAttempt(at=now - age, account_key="a" * 64, client_key="b" * 64, success=False)
+        )
+    db.session.commit()
+    result = app.test_cli_runner().invoke(args=["retention", "status"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("login_attempts"))
+    assert row.split()[1:3] == ["1", "2"]
+    dry = app.test_cli_runner().invoke(args=["retention", "run", "--dry-run"])
+    assert any(line.split()[:2] == ["login_attempts", "1"] for line in dry.output.splitlines())
+    assert run(now)["login_attempts"] == 1
+    assert count(LoginAttempt) == 2
 
 
 def test_bad_now_is_refused(app):

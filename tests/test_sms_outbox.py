@@ -583,3 +583,101 @@ def test_crash_after_twilio_accepted_resends_at_most_once(
     assert worker(twilio_app, now=lambda: much_later).run(once=True).claimed == 0
     assert len(network.requests) == 2
     assert one(message.id).status == "submitted"
+
+
+# --- the lease margin (issue 14 item 11) -------------------------------------------------
+
+
+class FakeTime:
+    """One clock for the worker's monotonic clock, its wall clock and its sleeps. ``pause``
+    seconds are added to every sleep: the process was descheduled (or the host suspended)
+    while it waited, as happens on a busy machine."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.base = utcnow() + timedelta(seconds=1)
+        self.seconds = 0.0
+        self.pause = pause
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.seconds
+
+    def now(self) -> Any:
+        return self.base + timedelta(seconds=self.seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.seconds += seconds + self.pause
+
+
+def staff_message() -> Message:
+    message = messaging.enqueue("provider.referral_cancelled", to_e164="+14155550177",
+                                params={"code": "R7K-2MX"}, audience="staff")
+    assert message is not None
+    db.session.commit()
+    return message
+
+
+def timed_worker(app: Any, fake: FakeTime, **kwargs: Any) -> Worker:
+    return Worker(app, clock=fake.clock, sleep=fake.sleep, now=fake.now, **kwargs)
+
+
+def test_the_lease_is_checked_after_the_rate_limiter_waited(
+    twilio_app: Any, network: StubNetwork
+) -> None:
+    """The lease (60 s) is fine when the message is prepared; the wait for the rate limiter
+    then takes 50 s (a paused process), leaving 10 s of lease for a 15 s HTTP timeout: the
+    message must not be sent (another worker may take the row over meanwhile)."""
+    message = staff_message()
+    fake = FakeTime(pause=50.0)
+    w = timed_worker(twilio_app, fake)
+    w.limiter.next_slot = 1.0  # a message was just sent: the next one waits
+    assert w.claim() == [message.id]
+    assert w.process(message.id) == "skipped"
+    assert network.requests == []
+    skipped = one(message.id)
+    assert skipped.status == "queued" and skipped.lease_owner is None
+    assert skipped.lease_expires_at is None
+
+
+def test_a_skip_does_not_count_as_a_try(twilio_app: Any, network: StubNetwork) -> None:
+    """Skipped claims give their attempt back: a message skipped more often than
+    SMS_MAX_ATTEMPTS (3 here) still has all its tries for real errors."""
+    message = staff_message()
+    fake = FakeTime()
+    w = timed_worker(twilio_app, fake)
+    for _ in range(twilio_app.config["SMS_MAX_ATTEMPTS"] + 1):
+        assert w.claim() == [message.id]
+        fake.seconds += 50  # the worker stalled between claim and send
+        assert w.process(message.id) == "skipped"
+        assert one(message.id).attempts == 0
+    network.queue.append(twilio_error(20500, status=500))
+    result = timed_worker(twilio_app, fake).run(once=True)
+    assert result.retried == 1 and result.failed == 0
+    assert one(message.id).attempts == 1 and one(message.id).status == "queued"
+
+
+def test_a_pass_that_only_skipped_backs_off(twilio_app: Any, network: StubNetwork) -> None:
+    """A configuration that skips every claim (problems() refuses it at start; here it is
+    forced after start) must not spin: each pass that only skipped sleeps, and --once
+    stops instead of claiming the same rows again and again."""
+    staff_message()
+    twilio_app.config["SMS_HTTP_TIMEOUT_SECONDS"] = twilio_app.config["SMS_LEASE_SECONDS"] + 5
+    fake = FakeTime()
+    passes = [0]
+
+    def stop_after(n: int) -> Any:
+        def should_stop() -> bool:
+            passes[0] += 1
+            return passes[0] > n
+
+        return should_stop
+
+    result = timed_worker(twilio_app, fake).run(idle_seconds=2.0, should_stop=stop_after(3))
+    assert result.skipped == 3 and result.sent == 0
+    assert fake.sleeps == [2.0, 2.0, 2.0]
+    passes[0] = 0
+    once = timed_worker(twilio_app, fake).run(once=True, should_stop=stop_after(50))
+    assert passes[0] == 1 and once.skipped == 1
+    assert network.requests == []
+    assert one(staff_message().id).attempts == 0

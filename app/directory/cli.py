@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from flask import current_app
 
 from app import audit, hsds
 from app.extensions import db
@@ -22,9 +23,16 @@ def directory_group() -> None:
 def import_hsds(path: str) -> None:
     """Import HSDS 3.0 JSON (a file or a folder of files) or a tabular data package (a
     folder with datapackage.json and CSV files). Re-import updates by HSDS id. Bad rows and
-    fields are reported and skipped; exits 1 only when nothing usable was read."""
+    fields are reported and skipped; exits 1, importing nothing, when a file it was pointed
+    at could not be read at all (too large, not UTF-8, not JSON, a link out of the package,
+    missing), and when nothing usable was read. Limits: HAVEN_HSDS_MAX_FILE_BYTES,
+    HAVEN_HSDS_MAX_FIELD_CHARS."""
+    limits = hsds.Limits(
+        max_file_bytes=current_app.config["HSDS_MAX_FILE_BYTES"],
+        max_field_chars=current_app.config["HSDS_MAX_FIELD_CHARS"],
+    )
     try:
-        result = hsds.import_path(path)
+        result = hsds.import_path(path, limits)
     except hsds.ImportFailed as exc:
         db.session.rollback()
         click.echo(f"Nothing imported from {path}: {exc}.", err=True)
@@ -34,6 +42,11 @@ def import_hsds(path: str) -> None:
         raise
     for line in hsds.iter_problems(result):
         click.echo(line, err=True)
+    if result.unreadable:
+        db.session.rollback()
+        which = ", ".join(result.unreadable)
+        click.echo(f"Nothing imported from {path}: {which} could not be read.", err=True)
+        sys.exit(1)
     if not result.usable:
         db.session.rollback()
         click.echo(f"Nothing usable read from {path}. {result.summary()}", err=True)

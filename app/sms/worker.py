@@ -7,7 +7,7 @@ One pass:
    several workers never claim the same row; on SQLite every transaction starts with
    ``BEGIN IMMEDIATE`` (``app.database``), which serialises claims. Claiming sets
    ``lease_owner`` / ``lease_expires_at`` (``SMS_LEASE_SECONDS``) and counts the attempt.
-2. **Prepare** each message in its own short transaction: check the lease is still ours,
+2. **Prepare** each message in its own short transaction: check the row is still ours,
    check consent *now* (``permits(case, "sms")`` for survivor messages: withdrawn or expired
    consent, an erased case or an opted-out number cancel the message instead of sending it),
    read the number (case / service / sealed recipient) and render the body in memory.
@@ -15,6 +15,10 @@ One pass:
    Twilio answers (on SQLite that would block every web request).
 3. **Send** through the backend, at most ``SMS_RATE_PER_SECOND`` messages per second per
    worker process (a token bucket; with N workers the sender sees at most N times that).
+   *After* the rate limiter's wait, the lease must still cover a whole HTTP timeout
+   (``SMS_HTTP_TIMEOUT_SECONDS``); otherwise the message is not sent but given back: lease
+   released and its attempt returned (a skip is not a try). A pass that only skipped
+   sleeps like an idle one instead of claiming the same rows again at once.
 4. **Record** the outcome right after the API call: the Twilio SID and status, the sealed
    number cleared, the lease released. Errors: 21610 records a ``contact_sms`` withdrawal
    and an opt-out for the number; invalid-number errors fail for good; 5xx / 429 / network
@@ -30,8 +34,9 @@ lease expires and any worker reclaims the row. A duplicate send needs a crash (o
 database connection) *after* Twilio accepted the message and *before* step 4 committed —
 a window of one database round trip. Then the row is resent once its lease expires: at most
 one duplicate per crash per message, and never more than ``SMS_MAX_ATTEMPTS`` sends in all.
-The HTTP timeout (``SMS_HTTP_TIMEOUT_SECONDS``) is kept below the lease, and a message whose
-lease is about to run out is not sent, so two live workers never send the same row at once.
+The HTTP timeout (``SMS_HTTP_TIMEOUT_SECONDS``) is kept below the lease (``config.py`` refuses
+a lease not longer than the timeout plus one send interval), and a message whose lease would
+run out during the call is not sent, so two live workers never send the same row at once.
 Twilio's Messages API has no idempotency key, so this is the bound.
 """
 
@@ -51,6 +56,7 @@ from flask import Flask
 from sqlalchemy import or_, select, update
 
 from app import messaging
+from app.cases import request_checkpoint
 from app.crypto import CryptoError, KeyDestroyed
 from app.extensions import db
 from app.models.base import utcnow
@@ -79,6 +85,7 @@ class Prepared:
     to: str
     body: str
     template_key: str
+    lease_expires_at: datetime
 
 
 class RateLimiter:
@@ -147,11 +154,14 @@ class Worker:
                          "deleted_remote"):
                 setattr(total, name, getattr(total, name) + getattr(result, name))
             total.outcomes.update(result.outcomes)
+            # A pass whose every claim was skipped (lease too short, rows taken by another
+            # worker) did nothing: claiming again at once would spin on the same rows.
+            only_skipped = result.claimed == result.skipped
             if once:
-                if result.claimed == 0:
+                if only_skipped:
                     break
                 continue
-            if result.claimed == 0 and result.deleted_remote == 0:
+            if only_skipped and result.deleted_remote == 0:
                 self.sleep(idle_seconds)
         return total
 
@@ -217,6 +227,12 @@ class Worker:
         if isinstance(prepared, str):
             return prepared
         self.limiter.wait()
+        # The lease is checked after the wait: only now is it known how much of it is left
+        # for the call (a wait in a long batch, or a paused process, can use most of it).
+        if self.now() + self.timeout > prepared.lease_expires_at:
+            prepared.body = ""
+            prepared.to = ""
+            return self.give_back(message_id)
         try:
             result = messaging.backend(self.app).send(
                 prepared.to, prepared.body, prepared.template_key
@@ -239,13 +255,7 @@ class Worker:
     def prepare(self, message_id: int) -> Prepared | str:
         now = self.now()
         message = self._own(message_id)
-        if message is None:
-            db.session.commit()
-            return "skipped"
-        # Do not start a call that could outlive the lease (another worker may take over).
-        if message.lease_expires_at is None or message.lease_expires_at - now < self.timeout:
-            message.lease_owner = None
-            message.lease_expires_at = None
+        if message is None or message.lease_expires_at is None:
             db.session.commit()
             return "skipped"
         if messaging.is_opted_out(message.counterpart_index):
@@ -277,14 +287,44 @@ class Worker:
         body = messaging.render(
             message.template_key or "", message.language, message.params, explicit=explicit
         )
-        prepared = Prepared(message.id, to, body, message.template_key or "")
+        prepared = Prepared(
+            message.id, to, body, message.template_key or "", message.lease_expires_at
+        )
         db.session.commit()
         return prepared
+
+    @staticmethod
+    def clear_recipient(message: Message) -> None:
+        """The sealed number is not needed any more; its bytes must not linger in the WAL."""
+        if message.recipient is not None:
+            message.recipient = None
+            request_checkpoint()
+
+    def give_back(self, message_id: int) -> str:
+        """Not sent for want of lease: release the row for the next pass (of any worker) and
+        return the attempt the claim counted, so skips never use up SMS_MAX_ATTEMPTS."""
+        db.session.execute(
+            update(Message)
+            .where(
+                Message.id == message_id,
+                Message.lease_owner == self.owner,
+                Message.status == "queued",
+            )
+            .values(
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=Message.attempts - 1,
+                updated_at=self.now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        return "skipped"
 
     def cancel(self, message: Message, now: datetime) -> str:
         message.status = "cancelled"
         message.final_at = now
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         messaging.audit_send(message, "sms.cancel")
@@ -295,7 +335,7 @@ class Worker:
         message.status = "failed"
         message.error_code = code
         message.final_at = now
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         db.session.commit()
@@ -313,7 +353,7 @@ class Worker:
         message.status = result.status
         message.sent_at = now
         message.error_code = None
-        message.recipient = None
+        self.clear_recipient(message)
         message.lease_owner = None
         message.lease_expires_at = None
         if result.status in FINAL_STATUSES:
