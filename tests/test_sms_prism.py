@@ -57,9 +57,11 @@ def prism() -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail("Prism exited during start-up", pytrace=False)
             try:
-                requests.get(base + MESSAGES, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=2)
+                requests.get(base + MESSAGES, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=10)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or listening but slow to answer its first request on a
+                # loaded machine: both mean "not ready", until the deadline.
                 if time.monotonic() > deadline:
                     pytest.fail("Prism did not start within 90 s", pytrace=False)
                 time.sleep(0.3)
