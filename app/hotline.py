@@ -28,7 +28,6 @@ matches", which reveals nothing about codes.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,32 +49,9 @@ from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.directory import Service
 from app.models.messages import HotlineSession, Message
+from app.textnorm import normalize
 
-# --- text normalisation and keywords ---------------------------------------------------
-
-_ARABIC_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
-_ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ى": "ي", "ة": "ه", "ـ": None})
-
-
-def normalize(text: str) -> str:
-    """Case-folded, accents removed (Latin), Arabic letter variants folded, Eastern Arabic
-    digits as ASCII, punctuation (but "-", as in codes) and emoji turned into spaces,
-    whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text or "")[: messaging_limit()]
-    text = text.translate(_ARABIC_DIGITS).translate(_ARABIC_FOLD).casefold()
-    decomposed = unicodedata.normalize("NFD", text)
-    kept = []
-    for ch in decomposed:
-        category = unicodedata.category(ch)
-        if category == "Mn":  # accents and Arabic diacritics
-            continue
-        kept.append(ch if category[0] in "LN" or ch == "-" else " ")
-    return " ".join("".join(kept).split())
-
-
-def messaging_limit() -> int:
-    return 1600
-
+# --- keywords (text is compared in ``app.textnorm.normalize``'s form) -------------------
 
 # Whole-message keywords per language (normalised form). Every language's words work in
 # every conversation: someone may switch languages mid-way.
