@@ -389,6 +389,9 @@ def erase_case(
     case.no_voicemail = False
     case.do_not_text = False
     case.retention_due_at = None
+    case.danger_reported_at = None
+    case.danger_acknowledged_at = None
+    case.danger_acknowledged_by_id = None
     case.status = "erased"
     case.erased_at = at
     case.data_key = None
