@@ -119,6 +119,7 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
 
     area = relationship("Area")
     created_by = relationship("User", foreign_keys=[created_by_id])
+    danger_acknowledged_by = relationship("User", foreign_keys=[danger_acknowledged_by_id])
     needs: Mapped[list[Need]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="Need.id"
     )
