@@ -18,8 +18,9 @@ Wording. Survivor templates are discreet: no "shelter", "trafficking", "abuse" �
 reference code — unless the survivor chose ``explicit_wording`` (then the ``explicit``
 variant is used). Their parameters are reference codes, service category keys and small
 numbers, checked when queued and again when rendered (``_check_survivor_params``); the
-hotline's area menu carries only labels an admin approved for SMS (DESIGN §1.10). Every template must fit in 2 SMS segments in every shipped language
-(``segments()`` counts GSM-7 septets or UCS-2 code units); tests check this.
+hotline's area menu carries only labels an admin approved for SMS (DESIGN §1.10). Every
+template must fit in 2 SMS segments in every shipped language (``segments()`` counts GSM-7
+septets or UCS-2 code units); tests check this.
 
 Backends (``SMS_BACKEND``): ``console`` logs "message of template X went to +1*******23"
 (masked number, no body); ``twilio`` sends with the Twilio SDK (an ``http_client`` can be
