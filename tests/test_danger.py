@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -272,7 +273,7 @@ def test_every_caseworker_and_supervisor_of_the_organization_sees_it_at_the_top(
     assert [e.object_id for e in shown] == [str(office["ngo"].id)] * 3
 
 
-def acknowledge(client: Any, case: Case, seen: datetime | str | None, **extra: str) -> Any:
+def acknowledge(client: Any, case: Any, seen: datetime | str | None, **extra: str) -> Any:
     data = dict(extra)
     if seen is not None:
         data["reported_at"] = seen if isinstance(seen, str) else seen.isoformat()
@@ -415,3 +416,42 @@ def test_the_survivors_export_holds_the_danger_report(client: Any, office: dict[
     assert data["danger_acknowledged_at"] is None
     page = client.get(f"/cases/{flagged.id}/export").get_data(as_text=True)
     assert minutes(0).isoformat() in page
+
+
+def test_two_caseworkers_acknowledging_at_once_record_one_acknowledgement(
+    app_factory: Any,
+) -> None:
+    """Two web processes (their own app and connection pool), two colleagues tapping at the
+    same moment: one acknowledgement, one audit event, no error for either."""
+    import threading
+
+    apps = [app_factory() for _ in range(2)]
+    with apps[0].app_context():
+        ngo = factories.make_org("ngo")
+        users = [factories.make_user("caseworker", organization=ngo) for _ in apps]
+        flagged = factories.make_case(ngo, danger_reported_at=minutes(0))
+        db.session.commit()
+        target = SimpleNamespace(id=flagged.id)  # read in the threads, outside this context
+        clients = []
+        for process, user in zip(apps, users, strict=True):
+            client = process.test_client()
+            login_session(client, user)
+            clients.append(client)
+        db.session.commit()  # this thread's read transaction holds SQLite's lock otherwise
+        barrier = threading.Barrier(len(clients))
+        statuses: list[int] = []
+
+        def tap(client: Any) -> None:
+            barrier.wait()
+            statuses.append(acknowledge(client, target, minutes(0), back="home").status_code)
+
+        threads = [threading.Thread(target=tap, args=(c,)) for c in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert statuses == [302, 302]
+        db.session.expire_all()
+        assert not danger.is_pending(db.session.get(Case, flagged.id))  # type: ignore[arg-type]
+        assert len(actions("case.danger_acknowledge")) == 1
+        db.session.remove()
