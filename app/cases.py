@@ -349,6 +349,12 @@ def export_data(case: Case) -> dict[str, Any]:
         "updated_at": case.updated_at.isoformat(),
         "closed_at": case.closed_at.isoformat() if case.closed_at else None,
         "retention_due_at": case.retention_due_at.isoformat() if case.retention_due_at else None,
+        "danger_reported_at": (
+            case.danger_reported_at.isoformat() if case.danger_reported_at else None
+        ),
+        "danger_acknowledged_at": (
+            case.danger_acknowledged_at.isoformat() if case.danger_acknowledged_at else None
+        ),
         "profile": {
             "alias": case.alias,
             "phone": format_phone(phone) if phone else None,
@@ -580,6 +586,9 @@ def erase_case(
     case.no_voicemail = False
     case.do_not_text = False
     case.retention_due_at = None
+    case.danger_reported_at = None
+    case.danger_acknowledged_at = None
+    case.danger_acknowledged_by_id = None
     case.status = "erased"
     case.erased_at = at
     case.data_key = None

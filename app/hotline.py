@@ -2,8 +2,11 @@
 commands. Called by the ``/sms/inbound`` webhook; flushes, never commits.
 
 Conversation: language → consent (``store`` + ``contact_sms``, method ``sms``) → needs
-(numbered menu) → area (numbered menu from the Area list, paged to fit 2 SMS segments) →
-confirmation with the case's reference code. The case is created when the survivor says
+(numbered menu) → area (numbered menu of the Area list, paged to fit 2 SMS segments) →
+confirmation with the case's reference code. The area menu names an area only by the SMS
+label an admin approved for it (``app.discretion``, checked again when sent); an area
+without one is offered by its number: area names, typed by admins or imported from feeds,
+never reach a survivor's phone (DESIGN §1.10). The case is created when the survivor says
 YES to the consent question (nothing is kept before that beyond the session's step and
 language, keyed by the blind index), with channel ``sms``, so it appears in the
 caseworkers' SMS queue. A number that texts again after finishing resumes its case (a
@@ -12,7 +15,10 @@ closed case is reopened) instead of creating a second one.
 Unclear answers re-ask with the options; from the third unclear answer in a row the reply
 offers a human callback (CALL). Keywords work at any step, in every shipped language
 (``KEYWORDS``): STOP, START, HELP, FORGET, LANG, CALL. A message meaning immediate danger
-(the needs menu's 0, or a danger word at any step) gets the emergency number first.
+(the needs menu's 0, or a danger word at any step) gets the emergency number first, and
+flags the number's case for the caseworkers (``app.danger``; a closed case is reopened).
+Before consent there is no case: the report's time waits on the session (nothing else is
+kept) and goes onto the case when consent creates it.
 
 Inbound text is normalised, matched against keywords and menus, and dropped: it is never
 stored and never logged.
@@ -28,8 +34,7 @@ matches", which reveals nothing about codes.
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -41,7 +46,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-from app import audit, messaging
+from app import audit, danger, discretion, messaging
 from app.cases import request_checkpoint
 from app.crypto import blind_index
 from app.extensions import db
@@ -51,32 +56,9 @@ from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.directory import Service
 from app.models.messages import HotlineSession, Message
+from app.textnorm import normalize
 
-# --- text normalisation and keywords ---------------------------------------------------
-
-_ARABIC_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "01234567890123456789")
-_ARABIC_FOLD = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ى": "ي", "ة": "ه", "ـ": None})
-
-
-def normalize(text: str) -> str:
-    """Case-folded, accents removed (Latin), Arabic letter variants folded, Eastern Arabic
-    digits as ASCII, punctuation (but "-", as in codes) and emoji turned into spaces,
-    whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text or "")[: messaging_limit()]
-    text = text.translate(_ARABIC_DIGITS).translate(_ARABIC_FOLD).casefold()
-    decomposed = unicodedata.normalize("NFD", text)
-    kept = []
-    for ch in decomposed:
-        category = unicodedata.category(ch)
-        if category == "Mn":  # accents and Arabic diacritics
-            continue
-        kept.append(ch if category[0] in "LN" or ch == "-" else " ")
-    return " ".join("".join(kept).split())
-
-
-def messaging_limit() -> int:
-    return 1600
-
+# --- keywords (text is compared in ``app.textnorm.normalize``'s form) -------------------
 
 # Whole-message keywords per language (normalised form). Every language's words work in
 # every conversation: someone may switch languages mid-way.
@@ -143,6 +125,8 @@ LANGUAGE_CHOICES: dict[str, tuple[str, ...]] = {
     "fr": ("3", "fr", "francais", "french", "frances", "فرنسي", "الفرنسيه"),
     "ar": ("4", "ar", "arabic", "arabe", "عربي", "العربيه"),
 }
+# Options on one page of the area menu (two SMS segments hold fewer anyway).
+MAX_MENU_OPTIONS = 99
 NEED_OPTIONS = {"1": "shelter", "2": "legal", "3": "medical", "4": "psychosocial", "5": "other"}
 DANGER_OPTION = "0"
 
@@ -432,7 +416,12 @@ def hotline_organization() -> int | None:
 
 
 _AREA = Area.__table__
-_AREAS = select(_AREA.c.id, _AREA.c.name).order_by(_AREA.c.name, _AREA.c.id)
+# Areas with a label first (by label), then those offered by number only.
+_AREAS = select(_AREA.c.id, _AREA.c.sms_label).order_by(
+    _AREA.c.sms_label.is_(None), _AREA.c.sms_label, _AREA.c.name, _AREA.c.id
+)
+# An area menu option: the area's id and its approved SMS label (None: by number only).
+AreaOption = tuple[int, str | None]
 _LATEST_CASE = (
     select(_CASE.c.id, _CASE.c.language)
     .where(_CASE.c.phone_index == bindparam("phone_index"),
@@ -460,7 +449,7 @@ class Conversation:
         self.e164 = e164
         self.at = at
         self.replies: list[str] = []
-        self._areas: list[tuple[int, str]] | None = None
+        self._areas: list[AreaOption] | None = None
         self.session = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": phone_index})
 
     # -- helpers --
@@ -511,7 +500,7 @@ class Conversation:
             session.language = keyword_language(norm)
         if means_danger(norm) or (session.step == "needs" and DANGER_OPTION in norm.split()):
             self.say("hotline.danger")
-            session.urgent = True
+            self.report_danger()
         if kind is not None:
             getattr(self, f"keyword_{kind}")()
         elif fresh and session.step == "language":
@@ -522,6 +511,7 @@ class Conversation:
                 self.say("hotline.language_menu", "en")
         else:
             getattr(self, f"step_{session.step}")(norm)
+        self.carry_danger()
         if self.session is not None:
             # Already so after the touch in `_follow_up` or the session insert; assigned last
             # all the same, so that a step that flushes on its own (a new case's savepoint)
@@ -529,6 +519,31 @@ class Conversation:
             self.session.last_message_at = self.at
         db.session.flush()
         return self.replies
+
+    def report_danger(self) -> None:
+        """After the emergency number: the trace a caseworker sees. The number's case is
+        flagged (and reopened if it was closed); before consent, the time waits on the
+        session for ``carry_danger``."""
+        assert self.session is not None
+        self.session.urgent = True
+        case = self.case()
+        if case is None:
+            if self.session.danger_reported_at is None:
+                self.session.danger_reported_at = self.at
+            return
+        reopen_if_closed(case)
+        danger.report(case, self.at)
+
+    def carry_danger(self) -> None:
+        """A danger report kept on the session goes onto the case once there is one (the
+        survivor said YES to the consent question, or her case was found again)."""
+        if self.session is None or self.session.danger_reported_at is None:
+            return
+        case = self.case()
+        if case is None:
+            return
+        danger.report(case, self.session.danger_reported_at)
+        self.session.danger_reported_at = None
 
     def prompt(self) -> None:
         """Ask the question of the current step."""
@@ -651,26 +666,34 @@ class Conversation:
         else:
             self.finish(case)
 
-    def areas(self) -> list[tuple[int, str]]:
+    def areas(self) -> list[AreaOption]:
         if self._areas is None:  # read once per message
             self._areas = [
-                (row.id, row.name)
+                (row.id, row.sms_label if discretion.is_approved(row.sms_label) else None)
                 for row in db.session.connection().execute(_AREAS)
             ]
         return self._areas
 
-    def area_pages(self) -> list[list[tuple[int, str]]]:
+    def unnamed_options(self, count: int) -> tuple[str, ...]:
+        """The menu texts of options 1..count for areas offered by number only."""
+        return tuple(
+            messaging.render("hotline.area_unnamed", self.language, {"number": n})
+            for n in range(1, min(count, MAX_MENU_OPTIONS) + 1)
+        )
+
+    def area_pages(self) -> list[list[AreaOption]]:
         """Menu pages that fit in 2 segments in the conversation's language."""
         areas = tuple(self.areas())
         return [list(page) for page in _area_pages(
             areas, self.language, messaging.render("hotline.area_more", self.language),
             messaging.render("hotline.area_menu", self.language, {"options": "\x00"}),
+            self.unnamed_options(len(areas)),
         )]
 
-    def area_text(self, page: list[tuple[int, str]], more: bool) -> str:
+    def area_text(self, page: list[AreaOption], more: bool) -> str:
         template = messaging.render("hotline.area_menu", self.language, {"options": "\x00"})
         more_text = messaging.render("hotline.area_more", self.language) if more else None
-        return _area_text(template, page, more_text)
+        return _area_text(template, page, more_text, self.unnamed_options(len(page)))
 
     def area_menu(self) -> None:
         assert self.session is not None
@@ -798,9 +821,12 @@ class Conversation:
         )
 
 
-def _area_text(template: str, page: list[tuple[int, str]] | tuple[tuple[int, str], ...],
-               more: str | None) -> str:
-    options = ", ".join(f"{i} {name}" for i, (_id, name) in enumerate(page, start=1))
+def _area_text(template: str, page: Sequence[AreaOption], more: str | None,
+               unnamed: tuple[str, ...]) -> str:
+    options = ", ".join(
+        f"{i} {label}" if label else unnamed[i - 1]
+        for i, (_id, label) in enumerate(page, start=1)
+    )
     if more:
         options += ", " + more
     return template.replace("\x00", options)
@@ -808,15 +834,19 @@ def _area_text(template: str, page: list[tuple[int, str]] | tuple[tuple[int, str
 
 @lru_cache(maxsize=256)
 def _area_pages(
-    areas: tuple[tuple[int, str], ...], language: str, more: str, template: str
-) -> tuple[tuple[tuple[int, str], ...], ...]:
+    areas: tuple[AreaOption, ...], language: str, more: str, template: str,
+    unnamed: tuple[str, ...],
+) -> tuple[tuple[AreaOption, ...], ...]:
     """Split the area list into numbered menu pages of at most 2 segments each (cached per
     area list and language: the list changes rarely, the hotline asks often)."""
-    pages: list[tuple[tuple[int, str], ...]] = []
-    page: tuple[tuple[int, str], ...] = ()
+    pages: list[tuple[AreaOption, ...]] = []
+    page: tuple[AreaOption, ...] = ()
     for area in areas:
         trial = (*page, area)
-        if page and messaging.segments(_area_text(template, trial, more)).segments > 2:
+        too_long = len(trial) > MAX_MENU_OPTIONS or (
+            messaging.segments(_area_text(template, trial, more, unnamed)).segments > 2
+        )
+        if page and too_long:
             pages.append(page)
             page = (area,)
         else:

@@ -16,8 +16,11 @@ and erasing a case cancel the case's queued messages (hooks registered below wit
 
 Wording. Survivor templates are discreet: no "shelter", "trafficking", "abuse" — only a
 reference code — unless the survivor chose ``explicit_wording`` (then the ``explicit``
-variant is used). Every template must fit in 2 SMS segments in every shipped language
-(``segments()`` counts GSM-7 septets or UCS-2 code units); tests check this.
+variant is used). Their parameters are reference codes, service category keys and small
+numbers, checked when queued and again when rendered (``_check_survivor_params``); the
+hotline's area menu carries only labels an admin approved for SMS (DESIGN §1.10). Every
+template must fit in 2 SMS segments in every shipped language (``segments()`` counts GSM-7
+septets or UCS-2 code units); tests check this.
 
 Backends (``SMS_BACKEND``): ``console`` logs "message of template X went to +1*******23"
 (masked number, no body); ``twilio`` sends with the Twilio SDK (an ``http_client`` can be
@@ -43,13 +46,18 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app import audit
-from app.cases import request_checkpoint
+from app.cases import REFERENCE_RE, request_checkpoint
 from app.crypto import blind_index, mask_phone, normalize_phone
 from app.extensions import db
 from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.messages import FINAL_STATUSES, Message, SmsOptOut
-from app.vocab import AGE_BAND_LABELS, CATEGORY_LABELS, SURVIVOR_LANGUAGE_LABELS
+from app.vocab import (
+    AGE_BAND_LABELS,
+    CATEGORY_LABELS,
+    SERVICE_CATEGORIES,
+    SURVIVOR_LANGUAGE_LABELS,
+)
 
 log = logging.getLogger("haven.sms")
 
@@ -141,6 +149,8 @@ TEMPLATES: dict[str, Template] = {
         "hotline", _l("Where are you? Reply with a number: %(options)s"), ("options",)
     ),
     "hotline.area_more": Template("hotline", _l("0 more")),
+    # An area with no SMS label approved by an admin: offered by its option number only.
+    "hotline.area_unnamed": Template("hotline", _l("%(number)s area %(number)s"), ("number",)),
     "hotline.confirm": Template(
         "hotline",
         _l(
@@ -218,6 +228,26 @@ TEMPLATES: dict[str, Template] = {
 MAX_SEGMENTS = 2
 # Parameter values are codes, numbers and vocabulary keys, never free text or a number.
 _PARAM_VALUE = re.compile(r"^[A-Za-z0-9_,:\- ]{0,64}$")
+# DESIGN §1.10: what a survivor-facing template (audience survivor or hotline) may carry
+# besides its catalog text. "options" is the hotline's area menu, which ``app.hotline``
+# builds from labels an admin approved for SMS (``app.discretion``) and option numbers.
+_SURVIVOR_PARAMS = {
+    "reference": lambda value: REFERENCE_RE.fullmatch(value) is not None,
+    "category": lambda value: value in SERVICE_CATEGORIES,
+    "number": lambda value: value.isascii() and value.isdigit() and len(value) <= 3,
+    "options": lambda value: True,
+}
+
+
+def _check_survivor_params(template: Template, params: Mapping[str, str]) -> None:
+    """Refuse (``MessagingError``) anything but a code, a vocabulary key or a small number
+    in a template a survivor reads: text from outside never reaches her phone."""
+    if template.audience not in ("survivor", "hotline"):
+        return
+    for name, value in params.items():
+        rule = _SURVIVOR_PARAMS.get(name)
+        if rule is None or not rule(value):
+            raise MessagingError("survivor messages carry codes and vocabulary keys only")
 
 # What a message was about, in words for the survivor's export (which never shows a body):
 # every template that can concern one survivor, i.e. names her reference or a referral code.
@@ -284,6 +314,7 @@ def _render_cached(
     template = TEMPLATES[template_key]
     source = template.explicit if (explicit and template.explicit is not None) else template.text
     given = dict(params)
+    _check_survivor_params(template, given)
     with force_locale(locale):
         values = _format_params(given)
         values.setdefault("emergency", emergency)
@@ -382,6 +413,7 @@ def _check_params(template: Template, params: Mapping[str, Any]) -> dict[str, st
         if not _PARAM_VALUE.match(text) or sum(ch.isdigit() for ch in text) >= 7:
             raise MessagingError("template parameters must be codes, not free text")
         clean[name] = text
+    _check_survivor_params(template, clean)
     return clean
 
 

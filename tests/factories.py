@@ -94,10 +94,11 @@ ALL_CONSENT_SCOPES = (
 )
 
 
-def make_area(name: str | None = None) -> Any:
+def make_area(name: str | None = None, sms_label: str | None = None) -> Any:
+    """An area; ``sms_label`` is written as given (the admin form is what checks it)."""
     from app.models import Area
 
-    area = Area(name=name or f"Area {next(_seq)}")
+    area = Area(name=name or f"Area {next(_seq)}", sms_label=sms_label)
     db.session.add(area)
     db.session.flush()
     return area

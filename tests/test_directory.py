@@ -303,6 +303,45 @@ def test_admin_manages_areas(client: Any) -> None:
     ]
 
 
+def test_admin_approves_an_sms_label_for_an_area(client: Any) -> None:
+    """The label the hotline may send for an area: checked by the one discretion rule,
+    refused with a clear error (the form comes back with what was typed), optional."""
+    signed_in(client, "admin")
+    form = {"name": "Harbour District", "parent_id": 0, "sms_label": "  Harbour   North "}
+    assert client.post("/directory/areas/new", data=form).status_code == 302
+    harbour = db.session.scalar(select(Area).where(Area.name == "Harbour District"))
+    assert harbour is not None and harbour.sms_label == "Harbour North"
+    listed = client.get("/directory/areas").get_data(as_text=True)
+    assert "Harbour North" in listed
+    refusals = {
+        "Harbour Shelter": "Shelter",
+        "Clínica Norte": "Clínica",
+        "www harbour org": "link",
+        "Harbour-North": "letters, digits",
+        "x" * 25: "24",
+        "Call 4155550123": "phone number",
+    }
+    for label, said in refusals.items():
+        response = client.post(
+            f"/directory/areas/{harbour.id}",
+            data={"name": "Harbour District", "parent_id": 0, "sms_label": label},
+        )
+        page = response.get_data(as_text=True)
+        assert response.status_code == 400, label
+        assert said in page and 'aria-invalid="true"' in page, label
+    db.session.expire_all()
+    assert harbour.sms_label == "Harbour North"  # nothing changed by the refusals
+    taken = client.post("/directory/areas/new",
+                        data={"name": "Other", "parent_id": 0, "sms_label": "harbour north"})
+    assert taken.status_code == 400 and b"Another area" in taken.data
+    # Empty: no label, the hotline offers the area by its number only.
+    cleared = client.post(f"/directory/areas/{harbour.id}",
+                          data={"name": "Harbour District", "parent_id": 0, "sms_label": ""})
+    assert cleared.status_code == 302
+    db.session.expire_all()
+    assert harbour.sms_label is None
+
+
 def test_only_admins_manage_areas(client: Any) -> None:
     signed_in(client, "supervisor")
     assert client.get("/directory/areas").status_code == 403

@@ -212,6 +212,38 @@ def test_reimport_of_a_partial_record_keeps_what_it_leaves_out(app: Any, tmp_pat
     assert refuge.intake_phone == "+14155550101"
 
 
+def test_import_never_sets_or_changes_sms_labels(app: Any, tmp_path: Any) -> None:
+    """Issue 13 item 7: a feed names areas as it likes; only an admin approves what the
+    hotline may text. Imported areas have no SMS label, and a label an admin approved for
+    an area the feed also names is left as it is."""
+    approved = factories.make_area("Harbour District", sms_label="Harbour")
+    db.session.commit()
+    unsafe = "Shelter for trafficking victims http://x.example"
+    feed = [
+        {
+            "id": "11111111-0000-4000-8000-0000000000aa",
+            "name": "Feed Org",
+            "services": [
+                {
+                    "id": "22222222-0000-4000-8000-0000000000aa",
+                    "name": "Feed Service",
+                    "service_areas": [
+                        {"id": "sa1", "name": unsafe, "sms_label": "Shelter"},
+                        {"id": "sa2", "name": "Harbour District", "sms_label": "Refuge"},
+                    ],
+                }
+            ],
+        }
+    ]
+    path = tmp_path / "feed.json"
+    path.write_text(json.dumps(feed))
+    for _ in range(2):
+        assert run_import(app, str(path)).exit_code == 0
+    labels = dict(db.session.execute(select(Area.name, Area.sms_label)).all())
+    assert labels == {unsafe: None, "Harbour District": "Harbour"}
+    assert db.session.get(Area, approved.id).sms_label == "Harbour"  # type: ignore[union-attr]
+
+
 def test_hand_made_organization_is_linked_not_duplicated(app: Any) -> None:
     factories.make_org("provider", name="Bayview Legal Clinic")
     db.session.commit()

@@ -176,8 +176,8 @@ def test_csrf_does_not_apply_to_webhooks(app_factory: Any) -> None:
 def test_full_conversation_in_every_language(
     client: Any, sms_app: Any, language: str
 ) -> None:
-    north = factories.make_area("North")
-    factories.make_area("South")
+    north = factories.make_area("North district", sms_label="North")
+    factories.make_area("South district")  # no SMS label: offered by number only
     db.session.commit()
     spec = LANGUAGES[language]
     first = text(client, "hello")
@@ -186,7 +186,11 @@ def test_full_conversation_in_every_language(
     assert the_case() is None  # nothing kept before consent
     assert text(client, spec["yes"]) == [rendered("hotline.needs_menu", language)]
     area_menu = text(client, "1 3".translate(spec["digits"]))
-    assert len(area_menu) == 1 and "North" in area_menu[0] and "South" in area_menu[0]
+    assert area_menu == [rendered(
+        "hotline.area_menu", language,
+        options="1 North, " + rendered("hotline.area_unnamed", language, number=2),
+    )]
+    assert "district" not in area_menu[0]
     case = the_case()
     assert case is not None
     done = text(client, "1".translate(spec["digits"]))
@@ -411,7 +415,8 @@ def test_reply_is_escaped_twiml(client: Any) -> None:
 
 def test_long_area_lists_are_paged_within_two_segments(client: Any) -> None:
     for i in range(40):
-        factories.make_area(f"District number {i:02d} of the river valley")
+        factories.make_area(f"District number {i:02d} of the river valley",
+                            sms_label=f"River valley {i:02d}")
     db.session.commit()
     for body in ("hi", "1", "yes"):
         text(client, body)
@@ -423,8 +428,32 @@ def test_long_area_lists_are_paged_within_two_segments(client: Any) -> None:
     done = text(client, "2")
     case = the_case()
     assert case is not None and case.area is not None
-    assert case.area.name in second_page
+    assert case.area.sms_label in second_page and case.area.name not in second_page
     assert done == [rendered("hotline.confirm", "en", reference=case.reference)]
+
+
+def test_only_approved_labels_reach_the_survivor(client: Any) -> None:
+    """Area names (typed by admins, imported from HSDS feeds) never reach a survivor's
+    phone: only an approved SMS label, else the area's number. A label is checked again
+    when it is sent, so one written around the admin form, or approved before a word joined
+    the discretion list, is not sent either."""
+    named = factories.make_area("Bay", sms_label="Bay")
+    factories.make_area("Shelter for trafficking victims http://x.example")
+    factories.make_area("Old Town Refuge", sms_label="Refugio Viejo")  # not through the form
+    db.session.commit()
+    for body in ("hi", "1", "yes"):
+        text(client, body)
+    [menu] = text(client, "1")
+    assert menu == rendered("hotline.area_menu", "en", options=", ".join([
+        "1 Bay",
+        rendered("hotline.area_unnamed", "en", number=2),
+        rendered("hotline.area_unnamed", "en", number=3),
+    ]))
+    for word in ("Shelter", "trafficking", "http", "example", "Refug", "Viejo", "Old Town"):
+        assert word not in menu
+    assert text(client, "1") == [rendered("hotline.confirm", "en",
+                                          reference=the_case().reference)]  # type: ignore[union-attr]
+    assert the_case().area_id == named.id  # type: ignore[union-attr]
 
 
 # --- nothing kept, nothing logged ------------------------------------------------------

@@ -23,6 +23,7 @@ LONGEST = {
     "beds": "99999",
     "total": "99999",
     "options": "1 North, 2 South, 3 East",
+    "number": "99",
 }
 EMERGENCY = "0800 123 456"  # longer than any real emergency number (112, 911, 999, 000...)
 
@@ -115,6 +116,45 @@ def test_survivor_wording_is_discreet(languages: list[str], key: str) -> None:
         body = messaging.render(key, language, _params(key)).casefold()
         for word in REVEALING[language] + REVEALING["en"]:
             assert word.casefold() not in body, (language, key, word)
+
+
+@pytest.mark.parametrize(
+    ("key", "params"),
+    [
+        ("survivor.referral_accepted",
+         {"reference": "K7Q-4MX", "category": "Free Shelter for trafficking victims"}),
+        ("survivor.referral_accepted", {"reference": "K7Q-4MX", "category": "Shelter"}),
+        ("survivor.update", {"reference": "call the police"}),
+        ("survivor.callback", {"reference": "K7Q 4MX x"}),
+        ("hotline.resume", {"reference": "Refuge"}),
+        ("hotline.confirm", {"reference": ""}),
+        ("hotline.area_unnamed", {"number": "shelter"}),
+        ("hotline.area_unnamed", {"number": "1234"}),
+    ],
+)
+def test_survivor_facing_parameters_are_codes_and_vocabulary_keys_only(
+    languages: list[str], key: str, params: dict[str, str]
+) -> None:
+    """DESIGN §1.10: nothing but catalog texts, codes and approved labels on a survivor's
+    phone. A parameter of a survivor or hotline template is a reference code, a service
+    category key or a small number; anything else is refused when the message is queued
+    and again when it is rendered (the worker renders at send time)."""
+    for explicit in (False, True):
+        with pytest.raises(messaging.MessagingError):
+            messaging.render(key, "en", params, explicit=explicit)
+
+
+def test_free_text_is_refused_when_a_survivor_message_is_queued(app: Any) -> None:
+    from tests import factories
+
+    case = factories.make_case()
+    with pytest.raises(messaging.MessagingError):
+        messaging.enqueue("survivor.referral_accepted", case=case,
+                          params={"reference": case.reference, "category": "Free Shelter"})
+    with pytest.raises(messaging.MessagingError):
+        messaging.enqueue("survivor.update", case=case, params={"reference": "Police"})
+    assert messaging.enqueue("survivor.referral_accepted", case=case,
+                             params={"reference": case.reference, "category": "shelter"})
 
 
 def test_explicit_wording_names_the_service(languages: list[str]) -> None:

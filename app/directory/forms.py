@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -26,6 +27,7 @@ from wtforms.validators import (
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app import vocab
+from app.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
 from app.models.directory import zone
 
 WEEKDAY_LABELS = (
@@ -174,12 +176,44 @@ class BedsForm(FlaskForm):
     submit = SubmitField(_l("Update beds"))
 
 
+def sms_label_error(refused: SmsLabelRefused) -> str:
+    """Why an SMS label was refused, for the admin who typed it."""
+    if refused.reason == "too_long":
+        return _("At most %(max)s characters.", max=SMS_LABEL_MAX)
+    if refused.reason == "mixed_scripts":
+        return _("Write each word in one alphabet: “%(word)s” mixes look-alike letters.",
+                 word=refused.word)
+    if refused.reason == "link":
+        return _("“%(word)s” looks like a link. Use plain words.", word=refused.word)
+    if refused.reason == "phone":
+        return _("This looks like a phone number: use at most %(max)s digits.", max=MAX_DIGITS)
+    if refused.reason == "word":
+        return _("“%(word)s” could tell someone who reads the survivor's phone why she texts "
+                 "us. Use a neutral name, such as a district or a town.", word=refused.word)
+    return _("Use only letters, digits and single spaces: no punctuation or symbols.")
+
+
 class AreaForm(FlaskForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=120)])
+    sms_label = StringField(
+        _l("SMS label"),
+        validators=[Optional(), Length(max=200)],
+        render_kw={"autocomplete": "off", "maxlength": SMS_LABEL_MAX},
+    )
     parent_id = SelectField(_l("Part of"), coerce=int)
     latitude = FloatField(_l("Centre latitude"), validators=[Optional(), NumberRange(-90, 90)])
     longitude = FloatField(_l("Centre longitude"), validators=[Optional(), NumberRange(-180, 180)])
     submit = SubmitField(_l("Save"))
+
+    def validate_sms_label(self, field: Any) -> None:
+        """The one discretion rule (``app.discretion``); the tidied label is kept."""
+        try:
+            field.data = clean_sms_label(field.data or "")
+        except SmsLabelRefused as refused:
+            if refused.reason == "empty":
+                field.data = None
+                return
+            raise ValidationError(sms_label_error(refused)) from None
 
 
 class MatchForm(FlaskForm):

@@ -285,11 +285,21 @@ def _area_form(area: Area | None) -> Response | str | tuple[str, int]:
         if clash is not None and (area is None or clash != area.id):
             form.name.errors = [_("An area with this name exists.")]
             return render_template("directory/area_form.html", form=form, area=area), 400
+        # Checked by the form (app.discretion); empty: offered by number only.
+        sms_label = (form.sms_label.data or "").strip() or None
+        if sms_label is not None:
+            taken = db.session.scalar(
+                select(Area.id).where(func.lower(Area.sms_label) == sms_label.lower())
+            )
+            if taken is not None and (area is None or taken != area.id):
+                form.sms_label.errors = [_("Another area has this SMS label.")]
+                return render_template("directory/area_form.html", form=form, area=area), 400
         creating = area is None
         if area is None:
             area = Area(name=name)
             db.session.add(area)
         area.name = name
+        area.sms_label = sms_label
         area.parent_id = form.parent_id.data or None
         area.latitude = form.latitude.data
         area.longitude = form.longitude.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.discretion import clean_sms_label
 from app.extensions import db
 from app.models import Area, Organization, Service
 
@@ -20,7 +21,8 @@ def seed_directory(orgs: dict[str, Organization]) -> None:
     areas: dict[str, Area] = {}
     for name, parent, lat, lon in DEMO_AREAS:
         area = Area(
-            name=name, parent=areas.get(parent) if parent else None, latitude=lat, longitude=lon
+            name=name, parent=areas.get(parent) if parent else None, latitude=lat, longitude=lon,
+            sms_label=clean_sms_label(name),  # as an admin would approve them
         )
         db.session.add(area)
         areas[name] = area

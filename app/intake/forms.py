@@ -3,6 +3,7 @@ survivor's details to the next person."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
@@ -203,3 +204,20 @@ class ActionForm(FlaskForm):
     """CSRF-only form for close / reopen buttons."""
 
     submit = SubmitField()
+
+
+class DangerAcknowledgeForm(FlaskForm):
+    """Acknowledge a danger report. The report time shown on the caseworker's screen goes
+    with it, so that a report that arrived since is not acknowledged unseen."""
+
+    reported_at = HiddenField(validators=[DataRequired(), Length(max=40)])
+    back = HiddenField(validators=[Optional(), AnyOf(("home", "case"))])
+    submit = SubmitField(_l("Acknowledge"))
+
+    def seen(self) -> datetime | None:
+        """The report time the caseworker saw (timezone-aware), or None if unreadable."""
+        try:
+            value = datetime.fromisoformat(self.reported_at.data or "")
+        except ValueError:
+            return None
+        return value if value.tzinfo is not None else None

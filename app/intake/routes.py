@@ -25,11 +25,12 @@ from flask import (
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import false, func, select
+from sqlalchemy import and_, exists, false, func, or_, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent, messaging, referrals
+from app import audit, cases, consent, danger, messaging, referrals
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.intake import bp
@@ -38,12 +39,13 @@ from app.intake.forms import (
     AnonymousForm,
     ChangeConsentForm,
     ConsentStepForm,
+    DangerAcknowledgeForm,
     EraseForm,
     NeedsForm,
     ProfileForm,
     language_choices,
 )
-from app.models import AnonymousContact, Area, Case
+from app.models import AnonymousContact, Area, Case, Need
 from app.models.base import utcnow
 from app.models.cases import CONSENT_SCOPES
 from app.security import roles
@@ -58,8 +60,26 @@ from app.vocab import (
 )
 
 STAFF = ("caseworker", "supervisor")
-# Cases the hotline opened that no caseworker has taken up yet (no profile recorded).
-SMS_QUEUE = (Case.channel == "sms", Case.status == "open", Case.profile_completed_at.is_(None))
+# Cases the hotline opened that no caseworker has taken up yet (no profile recorded), and any
+# case whose survivor reported danger until a caseworker acknowledges it (issue 13).
+SMS_QUEUE = (
+    Case.status == "open",
+    or_(
+        and_(Case.channel == "sms", Case.profile_completed_at.is_(None)),
+        danger.pending_clause(),
+    ),
+)
+# Danger not yet acknowledged first (the longest waiting first), then cases with an
+# immediate need, then the oldest.
+SMS_QUEUE_ORDER = (
+    sql_case((danger.pending_clause(), 0), else_=1),
+    sql_case((danger.pending_clause(), Case.danger_reported_at)),
+    sql_case(
+        (exists().where(Need.case_id == Case.id, Need.urgency == "immediate"), 0), else_=1
+    ),
+    Case.created_at,
+    Case.id,
+)
 PAGE_SIZE = 50
 RESEND_WINDOW = timedelta(seconds=60)
 
@@ -141,9 +161,12 @@ def case_list() -> Any:
         stmt = stmt.where(Case.status == tab)
     page = request.args.get("page", "1")
     page_number = int(page) if page.isdigit() and 0 < int(page) < 10_000 else 1
+    if tab == "sms" and not raw_query:
+        stmt = stmt.order_by(*SMS_QUEUE_ORDER)
+    else:
+        stmt = stmt.order_by(Case.created_at.desc(), Case.id.desc())
     rows = db.session.scalars(
-        stmt.order_by(Case.created_at.desc(), Case.id.desc())
-        .offset((page_number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+        stmt.offset((page_number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
     ).all()
     has_more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
@@ -408,8 +431,35 @@ def case_page(case_id: int) -> Any:
         "intake/case.html", case=case, states=states, permitted=permitted,
         phone=format_phone(phone) if phone else None,
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
-        **_labels(),
+        danger_pending=danger.is_pending(case), **_labels(),
     )
+
+
+@bp.post("/<int:case_id>/danger/acknowledge")
+@roles(*STAFF)
+def acknowledge_danger(case_id: int) -> Any:
+    """A caseworker or supervisor took up a danger report (from the home page or the case
+    page). Idempotent: a double tap records one acknowledgement."""
+    case = _live_case_or_404(case_id)
+    form = DangerAcknowledgeForm()
+    here = url_for("intake.case_page", case_id=case.id)
+    seen = form.seen() if form.validate_on_submit() else None
+    if seen is None:
+        flash(_("The danger report could not be acknowledged. Please try again."), "error")
+        return redirect(here)
+    try:
+        acknowledged = danger.acknowledge(case, current_user.id, seen=seen)
+    except danger.NewerDangerReport:
+        db.session.rollback()
+        flash(_("The survivor reported danger again after the report you saw. Read the case, "
+                "then acknowledge the new report."), "error")
+        return redirect(here)
+    db.session.commit()
+    if acknowledged:
+        flash(_("Danger report acknowledged."), "success")
+    else:
+        flash(_("This danger report was already acknowledged."), "success")
+    return redirect(url_for("main.index") if form.back.data == "home" else here)
 
 
 @bp.route("/<int:case_id>/consent", methods=["GET", "POST"])

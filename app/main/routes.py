@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, jsonify, render_template, session
 from flask_login import current_user
 from sqlalchemy import text
 
-from app import cases
+from app import audit, cases, danger
 from app.extensions import db
 from app.main import bp
 from app.security import ANY_ROLE, end_session, roles
@@ -13,9 +15,16 @@ from app.security import ANY_ROLE, end_session, roles
 @bp.get("/")
 @roles(*ANY_ROLE)
 def index() -> str:
-    staff = current_user.role in ("caseworker", "supervisor")
-    drafts = cases.drafts(current_user.organization_id) if staff else []
-    return render_template(f"main/home_{current_user.role}.html", drafts=drafts)
+    context: dict[str, Any] = {}
+    if current_user.role in ("caseworker", "supervisor"):
+        # Danger reports of the organization's cases, until one of them acknowledges each.
+        pending = danger.pending_cases(current_user.organization_id)
+        if pending:  # aliases on the page: a view of survivor data
+            audit.record("case.danger_list", "organization", current_user.organization_id)
+            db.session.commit()
+        context["danger_cases"] = pending
+        context["drafts"] = cases.drafts(current_user.organization_id)
+    return render_template(f"main/home_{current_user.role}.html", **context)
 
 
 @bp.get("/healthz")

@@ -14,6 +14,10 @@ class Area(db.Model):  # type: ignore[name-defined,misc]
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
+    # What the hotline may text for this area (its area menu), approved by an admin through
+    # ``app.discretion.clean_sms_label``; never set from a name or an import. Without one the
+    # area is offered by its number only.
+    sms_label: Mapped[str | None] = mapped_column(String(24), unique=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("area.id"), index=True)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)

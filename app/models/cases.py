@@ -114,9 +114,18 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retention_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The survivor said she is in danger (hotline): when, and who acknowledged it when
+    # (``app.danger``). Reported and not acknowledged: at the top of the home page and of
+    # the SMS queue. A report after an acknowledgement flags the case again.
+    danger_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    danger_acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    danger_acknowledged_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL")
+    )
 
     area = relationship("Area")
-    created_by = relationship("User")
+    created_by = relationship("User", foreign_keys=[created_by_id])
+    danger_acknowledged_by = relationship("User", foreign_keys=[danger_acknowledged_by_id])
     needs: Mapped[list[Need]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="Need.id"
     )

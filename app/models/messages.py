@@ -122,6 +122,9 @@ class HotlineSession(db.Model):  # type: ignore[name-defined,misc]
     failures: Mapped[int] = mapped_column(Integer, default=0)
     # An immediate-danger answer was given: the needs are recorded as urgent.
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When it was given, while there is no case yet (before consent): carried onto the case
+    # (``Case.danger_reported_at``) when consent creates it, then cleared.
+    danger_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Paging through a long area list (0-based page of the numbered menu).
     menu_page: Mapped[int] = mapped_column(Integer, default=0)
     # Need categories chosen before the case exists are not kept: the case is created at

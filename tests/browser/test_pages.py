@@ -62,16 +62,19 @@ LANDSCAPE = {
 
 @pytest.fixture(scope="module")
 def people(live: Any, world: Any) -> dict[str, Any]:
-    """A user of every role (TOTP enrolled) and an open case of the caseworkers' NGO."""
+    """A user of every role (TOTP enrolled) and an open case of the caseworkers' NGO whose
+    survivor reported danger on the hotline (so the home pages and the case page show the
+    report and its acknowledge button)."""
 
     def build() -> dict[str, Any]:
-        from app.models import Area, Organization, Service
+        from app.models import Area, Organization, Service, utcnow
 
         ngo = db.session.get(Organization, world.ngo_id)
         area = db.session.get(Area, world.area_id)
         cases = {
             locale: factories.make_case(
-                ngo, alias="Rosa", area=area, needs={"shelter": "immediate", "legal": "soon"}
+                ngo, alias="Rosa", area=area, needs={"shelter": "immediate", "legal": "soon"},
+                danger_reported_at=utcnow(),
             ).id
             for locale in LOCALES
         }
