@@ -20,7 +20,9 @@ def seed_directory(orgs: dict[str, Organization]) -> None:
     areas: dict[str, Area] = {}
     for name, parent, lat, lon in DEMO_AREAS:
         area = Area(
-            name=name, parent=areas.get(parent) if parent else None, latitude=lat, longitude=lon
+            name=name, parent=areas.get(parent) if parent else None, latitude=lat, longitude=lon,
+            # Top-level areas carry the zone; their parts use it (survivors' safe hours).
+            timezone=None if parent else "America/Los_Angeles",
         )
         db.session.add(area)
         areas[name] = area
