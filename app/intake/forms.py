@@ -179,7 +179,7 @@ class ProfileForm(FlaskForm):
     timezone = StringField(
         _l("Her time zone (optional)"),
         validators=[Optional(), Length(max=64)],
-        render_kw={**OFF, "list": "timezones", "placeholder": "Europe/Paris"},
+        render_kw={**OFF, "list": "timezones"},
     )
     no_voicemail = BooleanField(_l("Do not leave voicemail"))
     do_not_text = BooleanField(_l("Do not send text messages"))
