@@ -505,7 +505,12 @@ def test_structured_safe_hours_and_zone_are_saved_sealed(app, client, caseworker
           "safe_hours-0-end": "09:00"}, "cannot start and end at the same time"),
         ({"safe_hours-0-days": ["7"], "safe_hours-0-start": "09:00",
           "safe_hours-0-end": "10:00"}, "not a valid choice"),
+        ({"safe_hours-0-days": ["Mon\x00"], "safe_hours-0-start": "09:00",
+          "safe_hours-0-end": "10:00"}, "could not be coerced"),
+        ({"safe_hours-2-days": ["1"], "safe_hours-2-start": "09:00" * 1000,
+          "safe_hours-2-end": "10:00"}, "Field cannot be longer than 12 characters"),
         ({"timezone": "Mars/Olympus"}, "Use a timezone name such as Europe/Paris."),
+        ({"timezone": "../../../etc/passwd"}, "Use a timezone name such as Europe/Paris."),
     ],
 )
 def test_bad_safe_hours_re_render_with_field_errors(app, client, caseworker, ngo, row, message):
