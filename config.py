@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
+from zoneinfo import available_timezones
 
 from cryptography.fernet import Fernet
 
@@ -107,6 +108,9 @@ class BaseConfig:
         self.PROXY_COUNT = _int(env, "PROXY_COUNT", 0)
         self.HAVEN_PHONE_REGION = _env(env, "HAVEN_PHONE_REGION", "US").upper()
         self.HAVEN_EMERGENCY_NUMBER = _env(env, "HAVEN_EMERGENCY_NUMBER", "911")
+        # Survivors' safe hours are read on their own clock: the zone set on the case, else
+        # their area's, else this one (an IANA name).
+        self.HAVEN_DEFAULT_TIMEZONE = _env(env, "HAVEN_DEFAULT_TIMEZONE", "UTC")
         # SMS outbox worker (app/sms/worker.py): messages per second per worker (Twilio long
         # codes take 1/s), tries before a message fails, backoff base/cap, claim lease.
         self.SMS_RATE_PER_SECOND = _float(env, "SMS_RATE_PER_SECOND", 1.0)
@@ -215,9 +219,15 @@ class BaseConfig:
                 "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover the sign-in throttle window "
                 "(HAVEN_LOGIN_WINDOW_MINUTES): retention would delete the failures it counts"
             )
+        if not _known_zone(self.HAVEN_DEFAULT_TIMEZONE):
+            found.append("HAVEN_DEFAULT_TIMEZONE is not a time zone name such as Europe/Paris")
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found
+
+
+def _known_zone(name: str) -> bool:
+    return name == "UTC" or name in available_timezones()
 
 
 # argon2.profiles that may hash real passwords. Tests use CHEAPEST (~0.2 ms instead of

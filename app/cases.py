@@ -32,7 +32,7 @@ import binascii
 import re
 import secrets
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -57,6 +57,8 @@ from app.models.cases import (
 from app.models.keys import DataKey
 from app.models.messages import Message
 from app.models.referrals import Referral, Release
+from app.safe_hours import Window, contact_rules
+from app.safe_hours import write as write_safe_hours
 from app.vocab import SERVICE_CATEGORIES, URGENCIES
 
 # Reference codes: 6 characters from 31 that cannot be confused when read aloud or
@@ -67,7 +69,6 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
 
 ALIAS_MAX = 60
 NOTE_MAX = 500
-SAFE_HOURS_MAX = 80
 SIGNATURE_MAX_CHARS = 48_000  # a data URL; the form memory limit is 64 KB
 SIGNATURE_MAX_SIZE = (2000, 1000)
 
@@ -172,11 +173,15 @@ def set_profile(
     area_id: int | None,
     children_accompanying: int | None,
     accessibility: bool,
-    safe_hours: str | None,
+    safe_hours: Sequence[Window],
+    timezone: str | None,
     no_voicemail: bool,
     do_not_text: bool,
     note: str | None,
 ) -> None:
+    """Save the profile. ``safe_hours``: her windows (none: any time), saved structured,
+    which lifts a "safe hours need checking" flag; ``timezone``: her own IANA zone (None:
+    her area's)."""
     from app.consent import has_consent
 
     if not has_consent(case, "store"):
@@ -193,7 +198,8 @@ def set_profile(
     case.area_id = area_id
     case.children_accompanying = children_accompanying
     case.accessibility = accessibility
-    case.safe_hours = safe_hours or None
+    case.timezone = timezone or None
+    write_safe_hours(case, safe_hours)
     case.no_voicemail = no_voicemail
     case.do_not_text = do_not_text
     case.note = note or None
@@ -341,6 +347,7 @@ def export_data(case: Case) -> dict[str, Any]:
     phone = case.phone
     releases = _export_releases(case)
     referrals = _export_referrals(case, {r.pop("id"): r for r in releases})
+    rules = contact_rules(case, current_app.config["HAVEN_DEFAULT_TIMEZONE"])
     return {
         "reference": case.reference,
         "status": case.status,
@@ -358,15 +365,14 @@ def export_data(case: Case) -> dict[str, Any]:
         "profile": {
             "alias": case.alias,
             "phone": format_phone(phone) if phone else None,
+            # Her rules travel with her number (DESIGN §1.11): structured, not prose.
+            "contact_rules": rules.as_export(),
             "language": case.language,
             "age_band": case.age_band,
             "gender": case.gender,
             "area": area,
             "children_accompanying": case.children_accompanying,
             "accessibility": case.accessibility,
-            "safe_hours": case.safe_hours,
-            "no_voicemail": case.no_voicemail,
-            "do_not_text": case.do_not_text,
             "note": case.note,
         },
         "needs": [{"category": n.category, "urgency": n.urgency} for n in case.needs],
@@ -585,6 +591,8 @@ def erase_case(
     case.accessibility = False
     case.no_voicemail = False
     case.do_not_text = False
+    case.safe_hours_check = False
+    case.timezone = None
     case.retention_due_at = None
     case.danger_reported_at = None
     case.danger_acknowledged_at = None

@@ -206,9 +206,11 @@ def permits(
     """Whether consent allows ``action`` on ``case`` at ``at`` (default now).
 
     store / export: ``store`` in force (an export is of a kept record; without ``store``
-    there is nothing kept). sms: ``store`` + ``contact_sms``, and the survivor did not ask
-    not to be texted. sms_explicit: sms + ``explicit_wording``. share:<category>: ``store``
-    + ``share_<category>``. share_identity: ``store`` + ``share_identity``."""
+    there is nothing kept). sms: ``store`` + ``contact_sms``, the survivor did not ask not
+    to be texted, and her safe hours are not waiting to be checked (old free text that could
+    not be read one way, ``app.safe_hours``). sms_explicit: sms + ``explicit_wording``.
+    share:<category>: ``store`` + ``share_<category>``. share_identity: ``store`` +
+    ``share_identity``."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     if case.status == "erased":
@@ -223,9 +225,12 @@ def permits(
     if action in ("store", "export"):
         return True
     if action == "sms":
-        return ok("contact_sms") and not case.do_not_text
+        return ok("contact_sms") and not case.do_not_text and not case.safe_hours_check
     if action == "sms_explicit":
-        return ok("contact_sms") and not case.do_not_text and ok("explicit_wording")
+        return (
+            ok("contact_sms") and not case.do_not_text and not case.safe_hours_check
+            and ok("explicit_wording")
+        )
     if action == "share_identity":
         return ok("share_identity")
     category = action.split(":", 1)[1]

@@ -14,6 +14,16 @@ again by the worker at the moment of sending. Withdrawing ``contact_sms`` (or ``
 and erasing a case cancel the case's queued messages (hooks registered below with
 ``app.consent.on_withdrawal`` and ``app.cases.on_erasure``).
 
+Her rules. A survivor message is scheduled for the first moment inside her safe hours on
+her own clock (``app.safe_hours.send_time``), and not written at all while her hours wait to
+be checked; the worker checks both again when it sends.
+
+What it announces. A survivor message about a referral (``Template.announces``: the
+referral statuses it is true for) names its referral (``Message.referral_id``). Any change
+of that referral cancels it (``cancel_queued(referral_id=...)``, called by the referrals
+module's one status-change function) and the worker sends it only while
+``announcement_holds``.
+
 Wording. Survivor templates are discreet: no "shelter", "trafficking", "abuse" — only a
 reference code — unless the survivor chose ``explicit_wording`` (then the ``explicit``
 variant is used). Their parameters are reference codes, service category keys and small
@@ -45,13 +55,14 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import audit
+from app import audit, safe_hours
 from app.cases import REFERENCE_RE, request_checkpoint
 from app.crypto import blind_index, mask_phone, normalize_phone
 from app.extensions import db
 from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.messages import FINAL_STATUSES, Message, SmsOptOut
+from app.models.referrals import Referral
 from app.vocab import (
     AGE_BAND_LABELS,
     CATEGORY_LABELS,
@@ -75,6 +86,8 @@ class Template:
     text: Any  # lazy_gettext string with %(name)s parameters
     params: tuple[str, ...] = ()
     explicit: Any = None  # survivor only: wording that names the service type
+    # About a referral: the referral statuses in which what it says is still true.
+    announces: tuple[str, ...] = ()
 
 
 TEMPLATES: dict[str, Template] = {
@@ -95,6 +108,7 @@ TEMPLATES: dict[str, Template] = {
             "Good news about your request %(reference)s: the %(category)s service can help "
             "you. A caseworker will contact you soon."
         ),
+        announces=("accepted",),
     ),
     "survivor.callback": Template(
         "survivor",
@@ -435,15 +449,18 @@ def enqueue(
     to_e164: str | None = None,
     audience: str | None = None,
     not_before: datetime | None = None,
+    referral_id: int | None = None,
 ) -> Message | None:
     """Add an outbound message to the current transaction (flushes, never commits).
 
     Give exactly one recipient: ``case`` (survivor: the number is read from the case at
     send time), ``service`` (provider: its intake phone at send time) or ``to_e164`` (kept
     sealed until sent). ``language`` defaults to the case's language, else English.
-    ``not_before`` delays the first try (e.g. the survivor's safe hours). Returns ``None``,
-    writing nothing, when the message may not be sent now: a survivor whose consent does
-    not permit SMS, or a number that opted out."""
+    ``not_before`` delays the first try; a survivor message goes at the first moment from
+    then inside her safe hours, on her clock. ``referral_id``: the referral the message is
+    about (required for templates that announce a referral's status). Returns ``None``,
+    writing nothing, when the message may not be sent: a survivor whose consent does not
+    permit SMS or whose safe hours wait to be checked, or a number that opted out."""
     from app.consent import permits
 
     template = TEMPLATES.get(template_key)
@@ -451,7 +468,10 @@ def enqueue(
         raise MessagingError("unknown template")
     if sum(x is not None for x in (case, service, to_e164)) != 1:
         raise MessagingError("give exactly one recipient")
+    if template.announces and referral_id is None:
+        raise MessagingError("give the referral this message is about")
     clean = _check_params(template, params or {})
+    first_try = not_before or utcnow()
     message = Message(
         direction="out",
         audience=audience or template.audience,
@@ -460,13 +480,20 @@ def enqueue(
         params=clean,
         status="queued",
         attempts=0,
-        next_attempt_at=not_before or utcnow(),
+        next_attempt_at=first_try,
+        referral_id=referral_id,
     )
     if case is not None:
         if template.audience != "survivor":
             raise MessagingError("this template is not for survivors")
         if not case.phone_index or not permits(case, "sms"):
             return None
+        when = safe_hours.send_time(
+            case, first_try, current_app.config["HAVEN_DEFAULT_TIMEZONE"]
+        )
+        if when is None:
+            return None
+        message.next_attempt_at = when
         message.case_id = case.id
         message.counterpart_index = case.phone_index
         # The survivor's language (the case's), never the interface language of whoever
@@ -490,13 +517,19 @@ def enqueue(
     return message
 
 
-def cancel_queued(*, case_id: int | None = None, phone_index: str | None = None) -> int:
-    """Cancel every queued outbound message of a case or to a number (flush, no commit)."""
-    if case_id is None and phone_index is None:
+def cancel_queued(
+    *, case_id: int | None = None, phone_index: str | None = None,
+    referral_id: int | None = None,
+) -> int:
+    """Cancel every queued outbound message of a case, to a number, or to the survivor
+    about a referral (flush, no commit)."""
+    if case_id is None and phone_index is None and referral_id is None:
         return 0
     query = update(Message).where(Message.direction == "out", Message.status == "queued")
     if case_id is not None:
         query = query.where(Message.case_id == case_id)
+    elif referral_id is not None:
+        query = query.where(Message.referral_id == referral_id, Message.audience == "survivor")
     else:
         query = query.where(Message.counterpart_index == phone_index)
     now = utcnow()
@@ -510,6 +543,23 @@ def cancel_queued(*, case_id: int | None = None, phone_index: str | None = None)
     if cancelled:
         request_checkpoint()  # sealed numbers were cleared
     return cancelled
+
+
+def announcement_holds(message: Message) -> bool:
+    """Whether what ``message`` announces is still true now: a message about a referral
+    goes only while its referral (of the same case) is in a status its template announces.
+    One whose referral is gone (or was never recorded) cannot be checked: False."""
+    template = TEMPLATES.get(message.template_key or "")
+    if template is None or not template.announces:
+        return True
+    if message.referral_id is None:
+        return False
+    status = db.session.scalar(
+        select(Referral.status).where(
+            Referral.id == message.referral_id, Referral.case_id == message.case_id
+        )
+    )
+    return status in template.announces
 
 
 def opt_out(phone_index: str, source: str) -> None:

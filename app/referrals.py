@@ -14,7 +14,8 @@ written. A form token makes a resent form find the referrals it already made.
 What the provider sees (``provider_view``). ONE function decides the fields shown, used by
 the caseworker's preview and by the provider portal (``referral_view``), so the two cannot
 differ: the reference code, the needs the survivor consented to share, age band, language,
-children, accessibility; alias and phone only with ``share_identity``. The portal reads the
+children, accessibility; alias and phone only with ``share_identity``, and with the phone
+always her contact rules (do not text, no voicemail, safe hours in her zone). The portal reads the
 values at the moment of viewing and shows them only while the release is valid and the
 consent still allows; otherwise the code alone.
 
@@ -61,14 +62,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, messaging
+from app import audit, messaging, safe_hours
 from app.cases import CaseError, check_signature, new_reference, store_signature
 from app.consent import ConsentState, current_consents, permits
 from app.crypto import format_phone
 from app.extensions import db
 from app.models.base import utcnow
 from app.models.cases import Case
-from app.models.directory import Service, zone
+from app.models.directory import Service
 from app.models.referrals import (
     DECLINE_REASONS,
     OPEN_STATUSES,
@@ -252,6 +253,8 @@ class ProviderView:
     category: str
     fields: tuple[SharedField, ...]
     withheld: bool = False  # release or consent no longer allow: the code alone
+    # Her contact rules, shown next to her phone (only when the phone is shown).
+    contact: safe_hours.ContactRules | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -305,6 +308,7 @@ def provider_view(
         keep = set(only)
         names = tuple(n for n in names if n in keep)
     values: dict[str, str] = {}
+    contact = None
     for name in names:
         if name == "reference":
             values[name] = code or str(_l("given when the referral is sent"))
@@ -329,8 +333,14 @@ def provider_view(
         elif name == "phone":
             phone = case.phone
             values[name] = format_phone(phone) if phone else "—"
+            if phone:
+                contact = safe_hours.contact_rules(
+                    case, current_app.config["HAVEN_DEFAULT_TIMEZONE"]
+                )
     fields = tuple(SharedField(n, str(FIELD_LABELS[n]), values[n]) for n in names)
-    return ProviderView(code=code, category=category, fields=fields, withheld=not fields)
+    return ProviderView(
+        code=code, category=category, fields=fields, withheld=not fields, contact=contact
+    )
 
 
 def referral_view(referral: Referral, at: datetime | None = None) -> ProviderView:
@@ -662,7 +672,9 @@ def set_beds_available(service: Service, free: int, *, at: datetime | None = Non
 def _move(
     referral: Referral, from_statuses: Sequence[str], to: str, at: datetime, **values: Any
 ) -> bool:
-    """Compare-and-set the status: False when another change got there first."""
+    """Compare-and-set the status: False when another change got there first. Every status
+    change goes through here, so here (in the same transaction) the survivor's queued texts
+    about this referral are cancelled: what they announce is no longer so."""
     audit.lock()
     result = db.session.execute(
         update(Referral)
@@ -671,7 +683,10 @@ def _move(
         .execution_options(synchronize_session=False)
     )
     db.session.expire(referral)
-    return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    moved = int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+    if moved:
+        messaging.cancel_queued(referral_id=referral.id)
+    return moved
 
 
 def accept(referral: Referral, actor_id: int | None, *, at: datetime | None = None) -> None:
@@ -766,91 +781,20 @@ def _tell_provider(referral: Referral, template: str) -> None:
         )
 
 
-# Safe hours: the intake stores them as free text ("after 18:00", "9-11"). Times we can read
-# schedule the survivor's message; text we cannot read means no automatic message at all
-# (the caseworker sees the change in the app and contacts the survivor safely).
-_RANGE = re.compile(
-    r"(\d{1,2})(?::(\d{2}))?\s*(am|pm)?\s*(?:-|–|to|a|à|إلى)\s*(\d{1,2})(?::(\d{2}))?\s*(am|pm)?"
-)
-_AFTER = re.compile(
-    r"(?:after|from|después de|desde|après|a partir de|بعد)\s*(\d{1,2})"
-    r"(?::(\d{2}))?\s*(am|pm)?"
-)
-_BEFORE = re.compile(
-    r"(?:before|until|antes de|hasta|avant|jusqu'à|قبل)\s*(\d{1,2})"
-    r"(?::(\d{2}))?\s*(am|pm)?"
-)
-
-
-def _minutes(hour: str, minute: str | None, half: str | None) -> int | None:
-    h, m = int(hour), int(minute or 0)
-    if half == "pm" and h < 12:
-        h += 12
-    elif half == "am" and h == 12:
-        h = 0
-    if not (0 <= h <= 24 and 0 <= m < 60) or h * 60 + m > 24 * 60:
-        return None
-    return h * 60 + m
-
-
-def safe_window(text: str | None) -> tuple[int, int] | bool | None:
-    """``None``: no safe hours recorded (text any time). ``(start, end)`` minutes of the
-    day (end may be < start: past midnight). ``False``: recorded but not readable."""
-    if not text or not text.strip():
-        return None
-    t = text.casefold()
-    if m := _RANGE.search(t):
-        start = _minutes(m.group(1), m.group(2), m.group(3) or m.group(6))
-        end = _minutes(m.group(4), m.group(5), m.group(6))
-        if start is not None and end is not None and start != end:
-            return start, end
-    if m := _AFTER.search(t):
-        start = _minutes(m.group(1), m.group(2), m.group(3))
-        if start is not None and start < 22 * 60:
-            return start, 22 * 60
-    if m := _BEFORE.search(t):
-        end = _minutes(m.group(1), m.group(2), m.group(3))
-        if end is not None and end > 8 * 60:
-            return 8 * 60, end
-    return False
-
-
-def next_safe_time(window: tuple[int, int], tz_name: str | None, at: datetime) -> datetime:
-    """The first moment at or after ``at`` inside the daily ``window`` (local time)."""
-    local = at.astimezone(zone(tz_name))
-    now = local.hour * 60 + local.minute
-    start, end = window
-    inside = start <= now < end if start < end else (now >= start or now < end)
-    if inside:
-        return at
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    candidate = day + timedelta(minutes=start)
-    if candidate <= local:
-        candidate += timedelta(days=1)
-    return candidate.astimezone(at.tzinfo)
-
-
 def _tell_survivor(referral: Referral, template: str, at: datetime) -> None:
     """Only with ``contact_sms`` (enqueue checks), in the survivor's language, neutral unless
-    ``explicit_wording`` (the worker picks the wording at send time), inside safe hours."""
+    ``explicit_wording`` (the worker picks the wording at send time), inside her safe hours
+    on her clock (enqueue schedules it), about this referral (cancelled if it changes)."""
     case = referral.case
     if case is None or case.is_erased:
         return
-    window = safe_window(case.safe_hours)
-    if window is False:
-        return
-    service = db.session.get(Service, referral.service_id)
-    not_before = (
-        next_safe_time(window, service.timezone if service else None, at)
-        if isinstance(window, tuple)
-        else None
-    )
     messaging.enqueue(
         template,
         language=case.language or "en",
         params={"reference": case.reference, "category": referral.category},
         case=case,
-        not_before=not_before,
+        not_before=at,
+        referral_id=referral.id,
     )
 
 

@@ -341,6 +341,8 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
             accessibility=False,
             no_voicemail=False,
             do_not_text=False,
+            safe_hours_check=False,
+            timezone=None,
             retention_due_at=None,
             danger_reported_at=None,
             danger_acknowledged_at=None,

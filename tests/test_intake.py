@@ -46,7 +46,8 @@ def profile_form(area: int, **extra):
     data = {
         "alias": "Mira", "phone": "(415) 555-0199", "language": "es", "age_band": "18_24",
         "gender": "", "area_id": str(area), "children_accompanying": "1",
-        "safe_hours": "after 6pm", "no_voicemail": "y", "note": "speaks slowly",
+        "safe_hours-0-days": ["0", "1", "2", "3", "4"], "safe_hours-0-start": "18:00",
+        "safe_hours-0-end": "21:00", "no_voicemail": "y", "note": "speaks slowly",
     }
     data.update(extra)
     return data
@@ -94,7 +95,8 @@ def test_full_intake_with_store_consent(worker, client):
     db.session.expire_all()
     case = db.session.get(Case, case.id)
     assert case.alias == "Mira" and case.phone == "+14155550199"
-    assert case.safe_hours == "after 6pm" and case.no_voicemail and not case.do_not_text
+    assert case.safe_hours == '[{"days":[0,1,2,3,4],"from":"18:00","to":"21:00"}]'
+    assert case.no_voicemail and not case.do_not_text and not case.safe_hours_check
     assert case.phone_index and len(case.phone_index) == 64
 
     needs_page = client.get(f"/cases/{case.id}/needs").get_data(as_text=True)

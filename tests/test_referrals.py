@@ -397,43 +397,6 @@ def test_no_sms_to_a_survivor_without_contact_sms(app, ngo):
     assert referral.status == "accepted"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (None, None),
-        ("18:00-21:00", (18 * 60, 21 * 60)),
-        ("after 6pm", (18 * 60, 22 * 60)),
-        ("before 9:30", (8 * 60, 9 * 60 + 30)),
-        ("10pm - 2am", (22 * 60, 2 * 60)),
-        ("when he is at work", False),
-    ],
-)
-def test_safe_hours_are_read_or_refused(text, expected):
-    assert referrals.safe_window(text) == expected
-
-
-def test_survivor_sms_waits_for_safe_hours(app, ngo):
-    case = factories.make_case(ngo, needs={"legal": "soon"})
-    case.safe_hours = "18:00-21:00"
-    legal = provider_service("legal", timezone="UTC")
-    [referral], _ = referrals.create_referrals(
-        case, [request_for(case, legal)], None, idempotency_key=None
-    )
-    at = utcnow().replace(hour=9, minute=0, second=0, microsecond=0)
-    referrals.accept(referral, None, at=at)
-    [message] = outbox("survivor.referral_accepted")
-    assert message.next_attempt_at == at.replace(hour=18)
-    # Unreadable safe hours: no automatic text at all (the caseworker sees the change).
-    other = factories.make_case(ngo, needs={"legal": "soon"})
-    other.safe_hours = "only when he is out"
-    medical = provider_service("legal")
-    [second], _ = referrals.create_referrals(
-        other, [request_for(other, medical)], None, idempotency_key=None
-    )
-    referrals.accept(second, None)
-    assert len(outbox("survivor.referral_accepted")) == 1
-
-
 def test_withdrawing_a_category_cancels_its_open_referrals(app, survivor):
     shelter = provider_service("shelter", beds_total=2, beds_available=2)
     legal = provider_service("legal")

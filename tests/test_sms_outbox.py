@@ -172,7 +172,8 @@ def test_explicit_wording_only_with_that_consent(twilio_app: Any, network: StubN
     discreet = survivor_case(consents={**scopes, "explicit_wording": False})
     explicit = survivor_case(phone="+14155550124")
     for case in (discreet, explicit):
-        messaging.enqueue("survivor.referral_accepted", case=case,
+        referral = factories.make_referral(case, status="accepted")  # what the text is about
+        messaging.enqueue("survivor.referral_accepted", case=case, referral_id=referral.id,
                           params={"reference": case.reference, "category": "shelter"})
     db.session.commit()
     worker(twilio_app).run(once=True)

@@ -29,6 +29,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from app import vocab
 from app.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
 from app.models.directory import zone
+from app.safe_hours import valid_zone
 
 WEEKDAY_LABELS = (
     _l("Monday"),
@@ -203,6 +204,12 @@ class AreaForm(FlaskForm):
     parent_id = SelectField(_l("Part of"), coerce=int)
     latitude = FloatField(_l("Centre latitude"), validators=[Optional(), NumberRange(-90, 90)])
     longitude = FloatField(_l("Centre longitude"), validators=[Optional(), NumberRange(-180, 180)])
+    # Survivors' safe hours in this area are read on this clock (else the parent area's).
+    timezone = StringField(
+        _l("Time zone (optional)"),
+        validators=[Optional(), Length(max=64)],
+        render_kw={"placeholder": "America/New_York", "autocomplete": "off"},
+    )
     submit = SubmitField(_l("Save"))
 
     def validate_sms_label(self, field: Any) -> None:
@@ -214,6 +221,10 @@ class AreaForm(FlaskForm):
                 field.data = None
                 return
             raise ValidationError(sms_label_error(refused)) from None
+    def validate_timezone(self, field: Any) -> None:
+        field.data = (field.data or "").strip()
+        if field.data and not valid_zone(field.data):
+            raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
 
 
 class MatchForm(FlaskForm):

@@ -303,6 +303,7 @@ def _area_form(area: Area | None) -> Response | str | tuple[str, int]:
         area.parent_id = form.parent_id.data or None
         area.latitude = form.latitude.data
         area.longitude = form.longitude.data
+        area.timezone = form.timezone.data or None
         db.session.flush()
         audit.record("area.create" if creating else "area.update", "area", area.id)
         db.session.commit()

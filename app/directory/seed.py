@@ -23,6 +23,8 @@ def seed_directory(orgs: dict[str, Organization]) -> None:
         area = Area(
             name=name, parent=areas.get(parent) if parent else None, latitude=lat, longitude=lon,
             sms_label=clean_sms_label(name),  # as an admin would approve them
+            # Top-level areas carry the zone; their parts use it (survivors' safe hours).
+            timezone=None if parent else "America/Los_Angeles",
         )
         db.session.add(area)
         areas[name] = area

@@ -6,10 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from babel.dates import get_day_names
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
+    FieldList,
+    Form,
+    FormField,
     HiddenField,
     IntegerField,
     RadioField,
@@ -31,9 +36,10 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from app.cases import ALIAS_MAX, NOTE_MAX, SAFE_HOURS_MAX, TOKEN_RE
+from app.cases import ALIAS_MAX, NOTE_MAX, TOKEN_RE
 from app.consent import CONSENT_TEXTS, METHOD_LABELS
 from app.models.cases import CONSENT_SCOPES
+from app.safe_hours import MAX_WINDOWS, SafeHoursError, Window, minutes_of, valid_zone
 from app.vocab import (
     AGE_BAND_LABELS,
     CATEGORY_LABELS,
@@ -115,6 +121,27 @@ class ChangeConsentForm(_ConsentFields):
     submit = SubmitField(_l("Record the change"))
 
 
+class MultiCheckboxField(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+def weekday_choices() -> list[tuple[int, str]]:
+    """Monday first (0), named by Babel in the interface language."""
+    names = get_day_names("wide", locale=get_locale() or "en")
+    return [(day, names[day]) for day in range(7)]
+
+
+class SafeWindowForm(Form):
+    """One safe-hours window: weekdays and a from/to time (empty row: no window)."""
+
+    days = MultiCheckboxField(_l("Days"), coerce=int, choices=[], validate_choice=True)
+    start = StringField(_l("From"), validators=[Optional(), Length(max=12)],
+                        render_kw={"type": "time", "autocomplete": "off"})
+    end = StringField(_l("To"), validators=[Optional(), Length(max=12)],
+                      render_kw={"type": "time", "autocomplete": "off"})
+
+
 class ProfileForm(FlaskForm):
     alias = StringField(
         _l("Name the survivor chooses (not a legal name)"),
@@ -145,10 +172,15 @@ class ProfileForm(FlaskForm):
         render_kw={"inputmode": "numeric", "min": 0, "max": 20},
     )
     accessibility = BooleanField(_l("Needs accessible services (mobility, hearing, sight)"))
-    safe_hours = StringField(
-        _l("Safe times to contact (optional)"),
-        validators=[Optional(), Length(max=SAFE_HOURS_MAX), no_markup],
-        render_kw=OFF,
+    # Her safe hours: up to three windows of weekdays + from/to (app.safe_hours).
+    safe_hours = FieldList(
+        FormField(SafeWindowForm), min_entries=MAX_WINDOWS, max_entries=MAX_WINDOWS
+    )
+    safe_hours_any_time = BooleanField(_l("Any time is safe (no safe hours)"))
+    timezone = StringField(
+        _l("Her time zone (optional)"),
+        validators=[Optional(), Length(max=64)],
+        render_kw={**OFF, "list": "timezones"},
     )
     no_voicemail = BooleanField(_l("Do not leave voicemail"))
     do_not_text = BooleanField(_l("Do not send text messages"))
@@ -158,6 +190,55 @@ class ProfileForm(FlaskForm):
         render_kw={**OFF, "maxlength": NOTE_MAX, "rows": 3},
     )
     submit = SubmitField(_l("Save and continue"))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = weekday_choices()
+        for entry in self.safe_hours:
+            entry.form.days.choices = choices
+
+    def validate_timezone(self, field: Any) -> None:
+        field.data = (field.data or "").strip()
+        if field.data and not valid_zone(field.data):
+            raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
+
+    def safe_windows(self) -> list[Window] | None:
+        """The windows typed (empty rows skipped), or None after marking field errors."""
+        windows: list[Window] = []
+        ok = True
+        for entry in self.safe_hours:
+            row = entry.form
+            days = list(row.days.data or [])
+            start, end = (row.start.data or "").strip(), (row.end.data or "").strip()
+            if not (days or start or end):
+                continue
+            if row.days.errors or row.start.errors or row.end.errors:
+                ok = False
+                continue
+            if not days:
+                row.days.errors = [_l("Choose at least one day.")]
+            begins = _time_or_error(row.start, start, _l("Give the time it starts."))
+            ends = _time_or_error(row.end, end, _l("Give the time it ends."))
+            if row.days.errors or begins is None or ends is None:
+                ok = False
+                continue
+            try:
+                windows.append(Window(frozenset(days), begins, ends))
+            except SafeHoursError:
+                row.end.errors = [_l("It cannot start and end at the same time.")]
+                ok = False
+        return windows if ok else None
+
+
+def _time_or_error(field: Any, text: str, missing: Any) -> int | None:
+    if not text:
+        field.errors = [missing]
+        return None
+    try:
+        return minutes_of(text)
+    except SafeHoursError:
+        field.errors = [_l("Use a time like 18:30.")]
+        return None
 
 
 def _needs_form() -> type[FlaskForm]:
@@ -172,11 +253,6 @@ def _needs_form() -> type[FlaskForm]:
 
 
 NeedsForm = _needs_form()
-
-
-class MultiCheckboxField(SelectMultipleField):
-    widget = widgets.ListWidget(prefix_label=False)
-    option_widget = widgets.CheckboxInput()
 
 
 class AnonymousForm(FlaskForm):

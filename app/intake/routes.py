@@ -30,7 +30,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent, danger, messaging, referrals
+from app import audit, cases, consent, danger, messaging, referrals, safe_hours
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.intake import bp
@@ -113,6 +113,10 @@ def _survivor_language(raw: str | None) -> str:
     # Until the caseworker picks the survivor's language: the interface language shown now.
     ui = str(get_locale() or "en")
     return ui if ui in SURVIVOR_LANGUAGES else "en"
+
+
+def _contact_rules(case: Case) -> safe_hours.ContactRules:
+    return safe_hours.contact_rules(case, current_app.config["HAVEN_DEFAULT_TIMEZONE"])
 
 
 def _labels() -> dict[str, Any]:
@@ -330,6 +334,8 @@ def profile(case_id: int) -> Any:
     form = ProfileForm()
     form.language.choices = language_choices()
     form.area_id.choices = _area_choices("—")
+    rules = _contact_rules(case)
+    zones = safe_hours.zone_choices([current_app.config["HAVEN_DEFAULT_TIMEZONE"], rules.zone])
     if request.method == "GET":
         # Prefilled from the case: an SMS case already has a phone (and maybe needs).
         phone = case.phone
@@ -340,7 +346,11 @@ def profile(case_id: int) -> Any:
         form.area_id.data = str(case.area_id) if case.area_id else ""
         form.children_accompanying.data = case.children_accompanying
         form.accessibility.data = case.accessibility
-        form.safe_hours.data = case.safe_hours
+        for entry, window in zip(form.safe_hours, rules.windows, strict=False):
+            entry.form.days.data = sorted(window.days)
+            entry.form.start.data = safe_hours.hhmm(window.start)
+            entry.form.end.data = safe_hours.hhmm(window.end)
+        form.timezone.data = case.timezone or ""
         form.no_voicemail.data = case.no_voicemail
         form.do_not_text.data = case.do_not_text
         form.note.data = case.note
@@ -348,8 +358,18 @@ def profile(case_id: int) -> Any:
         if case.alias_enc is not None or case.phone_enc is not None:
             audit.record("case.profile_view", "case", case.id)
             db.session.commit()
-        return render_template("intake/profile.html", form=form, case=case)
+        return render_template("intake/profile.html", form=form, case=case, rules=rules,
+                               zones=zones)
     valid = form.validate_on_submit()
+    windows = form.safe_windows()
+    if windows is None:
+        valid = False
+    elif not windows and rules.needs_check and not form.safe_hours_any_time.data:
+        # Saving the profile for another reason must not lift the block by accident.
+        form.safe_hours_any_time.errors = [
+            _("Enter her safe hours as days and times, or tick “Any time is safe”.")
+        ]
+        valid = False
     phone_e164 = None
     if form.phone.data and not form.phone.errors:
         try:
@@ -361,7 +381,8 @@ def profile(case_id: int) -> Any:
         else:
             form.phone.data = format_phone(phone_e164)  # shown back formatted
     if not valid:
-        return render_template("intake/profile.html", form=form, case=case), 400
+        return render_template("intake/profile.html", form=form, case=case, rules=rules,
+                               zones=zones), 400
     cases.set_profile(
         case,
         alias=(form.alias.data or "").strip(),
@@ -372,7 +393,8 @@ def profile(case_id: int) -> Any:
         area_id=int(form.area_id.data),
         children_accompanying=form.children_accompanying.data,
         accessibility=bool(form.accessibility.data),
-        safe_hours=(form.safe_hours.data or "").strip() or None,
+        safe_hours=windows or [],
+        timezone=form.timezone.data or None,
         no_voicemail=bool(form.no_voicemail.data),
         do_not_text=bool(form.do_not_text.data),
         note=(form.note.data or "").strip() or None,
@@ -397,7 +419,8 @@ def needs(case_id: int) -> Any:
         db.session.commit()
         return render_template(
             "intake/needs.html", form=form, case=case,
-            phone=format_phone(phone) if phone else None, **_labels(),
+            phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
+            **_labels(),
         )
     if not form.validate_on_submit():
         return render_template("intake/needs.html", form=form, case=case, phone=None,
@@ -429,7 +452,7 @@ def case_page(case_id: int) -> Any:
     phone = case.phone
     return render_template(
         "intake/case.html", case=case, states=states, permitted=permitted,
-        phone=format_phone(phone) if phone else None,
+        phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
         danger_pending=danger.is_pending(case), **_labels(),
     )
@@ -609,7 +632,7 @@ def export(case_id: int) -> Any:
     db.session.commit()
     return render_template(
         "intake/export.html", case=case, data=data, field_labels=referrals.FIELD_LABELS,
-        message_labels=messaging.MESSAGE_LABELS, **_labels(),
+        message_labels=messaging.MESSAGE_LABELS, rules=_contact_rules(case), **_labels(),
     )
 
 

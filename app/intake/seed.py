@@ -11,6 +11,7 @@ from app.crypto import blind_index
 from app.extensions import db
 from app.models import Area, Organization, User
 from app.models.cases import CONSENT_SCOPES
+from app.safe_hours import window
 
 
 def seed_cases(orgs: dict[str, Organization]) -> None:
@@ -29,7 +30,8 @@ def seed_cases(orgs: dict[str, Organization]) -> None:
     cases.set_profile(
         tablet, alias="Lucía (demo)", phone_e164="+14155550142", language="es",
         age_band="25_34", gender="female", area_id=area.id if area else None,
-        children_accompanying=1, accessibility=False, safe_hours="weekdays 9-12",
+        children_accompanying=1, accessibility=False,
+        safe_hours=[window(range(5), "09:00", "12:00")], timezone=None,
         no_voicemail=True, do_not_text=False, note="Demo case: invented person.",
     )
     cases.set_needs(tablet, {"shelter": "immediate", "legal": "soon"})

@@ -21,5 +21,8 @@ class Area(db.Model):  # type: ignore[name-defined,misc]
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("area.id"), index=True)
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
+    # IANA time zone of the people in this area (survivors' safe hours); None: the parent
+    # area's, else HAVEN_DEFAULT_TIMEZONE.
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
     parent: Mapped[Area | None] = relationship(remote_side=[id])

@@ -5,15 +5,19 @@ What is sealed with the case's own data key (crypto-shredded on erasure), and wh
 
 * ``alias``, ``phone``: identify the person.
 * ``note``: the one short free-text field; may hold anything.
-* ``safe_hours``: free text describing the survivor's daily routine ("after 6pm, when he is
-  at work") — identifying and dangerous in the wrong hands.
+* ``safe_hours``: when she may be contacted, as JSON windows (weekdays and from/to times,
+  ``app.safe_hours``) — her routine, identifying and dangerous in the wrong hands. Cases
+  from before structured hours may still hold the free text that was typed then, with
+  ``safe_hours_check`` set (see below).
 * ``ConsentSignature.image``: a handwritten signature identifies the signer.
 
 Plain columns are the coarse, non-identifying facts matching, the SMS outbox and statistics
 filter on: language, age band, gender, area, channel, status, children count, and the
 safe-contact flags ``no_voicemail`` / ``do_not_text`` / ``accessibility`` (booleans that
-other modules must check without unwrapping a key). The phone is searchable only through
-its blind index (DESIGN §7).
+other modules must check without unwrapping a key), ``safe_hours_check`` (her safe hours are
+old free text that could not be read unambiguously: no SMS until a caseworker saves them
+again) and ``timezone`` (an IANA name; empty: her area's zone). The phone is searchable only
+through its blind index (DESIGN §7).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy import (
     String,
     and_,
     event,
+    false,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -107,6 +112,13 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     accessibility: Mapped[bool] = mapped_column(Boolean, default=False)
     no_voicemail: Mapped[bool] = mapped_column(Boolean, default=False)
     do_not_text: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Legacy free-text safe hours not converted: blocks every outbox SMS to her
+    # (consent.permits "sms") until a caseworker saves structured hours or clears them.
+    safe_hours_check: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # Her own time zone (IANA name) for safe hours; None: her area's, else the default.
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -88,6 +88,11 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     service_id: Mapped[int | None] = mapped_column(
         ForeignKey("service.id", ondelete="SET NULL"), index=True
     )
+    # The referral a survivor message announces something about: the worker checks at send
+    # time that it is still so, and any change of the referral cancels the queued message.
+    referral_id: Mapped[int | None] = mapped_column(
+        ForeignKey("referral.id", ondelete="SET NULL"), index=True
+    )
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -35,5 +35,6 @@ def worker_command(once: bool, idle: float) -> None:
     result = worker.run(once=once, idle_seconds=idle, should_stop=lambda: stopping["now"])
     click.echo(
         f"sms worker: {result.sent} sent, {result.retried} to retry, {result.failed} failed, "
-        f"{result.cancelled} cancelled, {result.deleted_remote} deleted at Twilio."
+        f"{result.cancelled} cancelled, {result.deferred} waiting for safe hours, "
+        f"{result.deleted_remote} deleted at Twilio."
     )

@@ -9,8 +9,13 @@ One pass:
    ``lease_owner`` / ``lease_expires_at`` (``SMS_LEASE_SECONDS``) and counts the attempt.
 2. **Prepare** each message in its own short transaction: check the row is still ours,
    check consent *now* (``permits(case, "sms")`` for survivor messages: withdrawn or expired
-   consent, an erased case or an opted-out number cancel the message instead of sending it),
-   read the number (case / service / sealed recipient) and render the body in memory.
+   consent, an erased case, safe hours waiting to be checked or an opted-out number cancel
+   the message instead of sending it), check that what it announces is still true (a
+   message about a referral: the referral's status, ``messaging.announcement_holds``;
+   otherwise cancelled), check that it is inside her safe hours on her clock now (they may
+   have changed since it was queued; otherwise it waits for the next safe time, without
+   counting a try), read the number (case / service / sealed recipient) and render the
+   body in memory.
    The transaction is committed before the network call: no database lock is held while
    Twilio answers (on SQLite that would block every web request).
 3. **Send** through the backend, at most ``SMS_RATE_PER_SECOND`` messages per second per
@@ -55,7 +60,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import or_, select, update
 
-from app import messaging
+from app import messaging, safe_hours
 from app.cases import request_checkpoint
 from app.crypto import CryptoError, KeyDestroyed
 from app.extensions import db
@@ -74,6 +79,7 @@ class PassResult:
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
+    deferred: int = 0
     skipped: int = 0
     deleted_remote: int = 0
     outcomes: dict[int, str] = field(default_factory=dict)
@@ -150,8 +156,8 @@ class Worker:
         total = PassResult()
         while not should_stop():
             result = self.run_pass()
-            for name in ("claimed", "sent", "retried", "failed", "cancelled", "skipped",
-                         "deleted_remote"):
+            for name in ("claimed", "sent", "retried", "failed", "cancelled", "deferred",
+                         "skipped", "deleted_remote"):
                 setattr(total, name, getattr(total, name) + getattr(result, name))
             total.outcomes.update(result.outcomes)
             # A pass whose every claim was skipped (lease too short, rows taken by another
@@ -173,7 +179,7 @@ class Worker:
             outcome = self.process(message_id)
             result.outcomes[message_id] = outcome
             attr = {"sent": "sent", "retry": "retried", "failed": "failed",
-                    "cancelled": "cancelled"}.get(outcome, "skipped")
+                    "cancelled": "cancelled", "deferred": "deferred"}.get(outcome, "skipped")
             setattr(result, attr, getattr(result, attr) + 1)
         result.deleted_remote = self.delete_remote()
         return result
@@ -268,10 +274,19 @@ class Worker:
             case = db.session.get(Case, message.case_id) if message.case_id else None
             if case is None or not permits(case, "sms"):
                 return self.cancel(message, now)
+            if not messaging.announcement_holds(message):
+                return self.cancel(message, now)
             try:
+                when = safe_hours.send_time(
+                    case, now, self.app.config["HAVEN_DEFAULT_TIMEZONE"]
+                )
                 to = case.phone
             except (KeyDestroyed, CryptoError):
                 return self.cancel(message, now)
+            if when is None:
+                return self.cancel(message, now)
+            if when > now:
+                return self.defer(message, when)
             explicit = permits(case, "sms_explicit")
             if to is None:
                 return self.cancel(message, now)
@@ -330,6 +345,16 @@ class Worker:
         messaging.audit_send(message, "sms.cancel")
         db.session.commit()
         return "cancelled"
+
+    def defer(self, message: Message, when: datetime) -> str:
+        """Outside her safe hours now: back to the queue until ``when``; the claim's count
+        of this try is given back (it was not a try)."""
+        message.next_attempt_at = when
+        message.attempts = max(0, message.attempts - 1)
+        message.lease_owner = None
+        message.lease_expires_at = None
+        db.session.commit()
+        return "deferred"
 
     def fail(self, message: Message, now: datetime, code: int | None) -> str:
         message.status = "failed"
