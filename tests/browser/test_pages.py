@@ -67,7 +67,7 @@ def people(live: Any, world: Any) -> dict[str, Any]:
     report and its acknowledge button)."""
 
     def build() -> dict[str, Any]:
-        from app.models import Area, Organization, Service, utcnow
+        from app.models import Area, Organization, Service
 
         ngo = db.session.get(Organization, world.ngo_id)
         area = db.session.get(Area, world.area_id)
