@@ -13,8 +13,9 @@ written. A form token makes a resent form find the referrals it already made.
 
 What the provider sees (``provider_view``). ONE function decides the fields shown, used by
 the caseworker's preview and by the provider portal (``referral_view``), so the two cannot
-differ: the reference code, the needs the survivor consented to share, age band, language,
-children, accessibility; alias and phone only with ``share_identity``. The portal reads the
+differ: the reference code, the need of the referral's own category with its urgency (a
+shelter never learns of a legal or medical need), age band, language, children,
+accessibility; alias and phone only with ``share_identity``. The portal reads the
 values at the moment of viewing and shows them only while the release is valid and the
 consent still allows; otherwise the code alone.
 
@@ -277,16 +278,28 @@ def fields_allowed(
 
 
 def shared_needs(
-    case: Case, at: datetime | None = None, states: dict[str, ConsentState] | None = None
-) -> list[tuple[str, str]]:
-    """(category, urgency) of the needs whose category the survivor consented to share:
-    a shelter does not learn of a medical need the survivor keeps to themselves."""
+    case: Case,
+    category: str,
+    at: datetime | None = None,
+    states: dict[str, ConsentState] | None = None,
+) -> list[tuple[str, str | None]]:
+    """(category, urgency) of the needs a ``category`` provider is told of: the case's needs
+    of that category only, with their urgency — a shelter does not learn of a legal or
+    medical need, even one the survivor agreed to share with legal or medical services.
+    The category alone (urgency None) when no need of it was recorded; nothing without
+    consent to share with that category. The portal, the caseworker's preview and the
+    referral SMS all read this."""
     states = states if states is not None else current_consents(case, at)
-    return [
-        (n.category, n.urgency)
-        for n in case.needs
-        if permits(case, f"share:{n.category}", at, states=states)
+    if not permits(case, f"share:{category}", at, states=states):
+        return []
+    return [(n.category, n.urgency) for n in case.needs if n.category == category] or [
+        (category, None)
     ]
+
+
+def needs_param(needs: Sequence[tuple[str, str | None]]) -> str:
+    """``shared_needs`` as the referral SMS's "needs" parameter ("shelter:immediate")."""
+    return ",".join(f"{c}:{u}" if u else c for c, u in needs)
 
 
 def provider_view(
@@ -311,8 +324,8 @@ def provider_view(
         elif name == "needs":
             values[name] = (
                 "; ".join(
-                    f"{CATEGORY_LABELS[c]}: {URGENCY_LABELS[u]}"
-                    for c, u in shared_needs(case, at, states)
+                    f"{CATEGORY_LABELS[c]}: {URGENCY_LABELS[u]}" if u else str(CATEGORY_LABELS[c])
+                    for c, u in shared_needs(case, category, at, states)
                 )
                 or "—"
             )
@@ -556,13 +569,12 @@ def _insert_all(
         db.session.add(referral)
         db.session.flush()
         audit.record("referral.create", "referral", referral.id)
-        needs = ",".join(c for c, _u in shared_needs(case, at, states))
         messaging.enqueue(
             "provider.referral_new",
             language=provider_language(service),
             params={
                 "code": referral.code,
-                "needs": needs,
+                "needs": needs_param(shared_needs(case, service.category, at, states)),
                 "age_band": case.age_band or "",
                 "language": case.language or "",
             },

@@ -89,6 +89,18 @@ def test_detail_shows_exactly_the_preview(app, client, provider, shelter):
     assert audited("referral.view", without.id)
 
 
+def test_the_portal_shows_only_the_need_of_the_referrals_category(app, client, provider, shelter):
+    """A shelter saw "Legal aid: soon" (issue 13.6): only the shelter need, with urgency."""
+    case = factories.make_case(
+        needs={"shelter": "immediate", "legal": "soon", "medical": "routine"}
+    )
+    referral = factories.make_referral(case, shelter)
+    db.session.commit()
+    page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
+    assert "Shelter: Immediate" in page
+    assert "Legal aid" not in page and "Medical" not in page and "Soon (days)" not in page
+
+
 def test_withdrawn_consent_leaves_the_code_only(app, client, provider, shelter):
     referral = make_referral(shelter)
     client.post(f"/provider/referrals/{referral.id}/accept")

@@ -288,6 +288,42 @@ def test_needs_kept_private_are_not_shared(app, ngo):
     assert "Shelter" in needs and "Medical" not in needs
 
 
+def test_a_provider_sees_only_the_need_of_its_referrals_category(app, survivor):
+    """A shelter learned of the survivor's legal and medical needs (issue 13.6): the
+    preview, the portal and the referral SMS now carry the referral's category and its
+    urgency only, although the survivor consented to share all three categories."""
+    shelter = provider_service("shelter", beds_total=5, beds_available=2)
+    legal = provider_service("legal")
+    preview = referrals.provider_view(survivor, "shelter", code=None)
+    assert {f.name: f.value for f in preview.fields}["needs"] == "Shelter: Immediate"
+    made, _ = referrals.create_referrals(
+        survivor, [request_for(survivor, s) for s in (shelter, legal)], None, idempotency_key=TOKEN
+    )
+    by_category = {r.category: r for r in made}
+    portal = {f.name: f.value for f in referrals.referral_view(by_category["shelter"]).fields}
+    assert portal["needs"] == "Shelter: Immediate"
+    legal_view = {f.name: f.value for f in referrals.referral_view(by_category["legal"]).fields}
+    assert legal_view["needs"] == "Legal aid: Soon (days)"
+    sms = {m.service_id: m.params["needs"] for m in outbox("provider.referral_new")}
+    assert sms == {shelter.id: "shelter:immediate", legal.id: "legal:soon"}
+    body = referrals.messaging.render("provider.referral_new", "en", {
+        "code": made[0].code, "needs": sms[shelter.id], "age_band": "25_34", "language": "en"})
+    assert "needs shelter: immediate;" in body
+    assert "legal" not in body.lower() and "medical" not in body.lower()
+
+
+def test_a_referral_without_a_recorded_need_of_its_category_names_the_category(app, ngo):
+    case = factories.make_case(ngo, needs={"medical": "immediate"})
+    legal = provider_service("legal")
+    [referral], _ = referrals.create_referrals(
+        case, [request_for(case, legal)], None, idempotency_key=None
+    )
+    view = {f.name: f.value for f in referrals.referral_view(referral).fields}
+    assert view["needs"] == "Legal aid"
+    [sms] = outbox("provider.referral_new")
+    assert sms.params["needs"] == "legal"
+
+
 # --- idempotency and rollback -----------------------------------------------------------------
 
 
