@@ -28,9 +28,10 @@ hold; decline, expiry, cancellation and a no-show give the bed back (at most onc
 status change is a compare-and-set on the old status); an arrival uses it.
 
 Capacity rule (providers and holds never fight): ``beds_available`` means "free for new
-referrals". A provider's update *sets* that number; beds held for open Haven referrals are
-not part of it (the portal shows them apart), so an update neither cancels holds nor is
-undone by them. A returned hold adds its bed back, never above ``beds_total``.
+referrals". A provider's update *sets* that number through ``app.capacity.set_beds`` (the
+one rule: 0 <= free, free + held <= total); beds held for open Haven referrals are not part
+of it (the portal shows them apart), so an update neither cancels holds nor is undone by
+them. A returned hold adds its bed back, never above ``beds_total``.
 
 Expiry (``expire_due``). A pending referral with no answer is flagged ``REFERRAL_FLAG_BEFORE``
 before its window (``REFERRAL_HOLD``, default 4 h) ends — the provider is reminded and the
@@ -58,7 +59,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -637,35 +638,6 @@ def _end_hold(referral: Referral, outcome: str, at: datetime) -> None:
     if int(result.rowcount or 0) == 1 and outcome == "returned":  # type: ignore[attr-defined]
         _give_bed_back(referral.service_id)
     db.session.expire(referral, ["hold_status", "hold_ended_at"])
-
-
-def beds_held(service_id: int) -> int:
-    return int(
-        db.session.scalar(
-            select(func.count(Referral.id)).where(
-                Referral.service_id == service_id, Referral.hold_status == "held"
-            )
-        )
-        or 0
-    )
-
-
-class BedCountError(ValueError):
-    pass
-
-
-def set_beds_available(service: Service, free: int, *, at: datetime | None = None) -> None:
-    """A provider's capacity update: ``free`` beds for NEW referrals (beds held for open
-    referrals are not counted in it; they stay held). Audited, no commit."""
-    if not service.is_shelter or service.beds_total is None:
-        raise BedCountError("no bed count is kept for this service")
-    audit.lock()
-    held = beds_held(service.id)
-    if free < 0 or free + held > service.beds_total:
-        raise BedCountError("out of range")
-    service.beds_available = free
-    db.session.flush()
-    audit.record("service.beds_update", "service", service.id)
 
 
 # --- status changes ---------------------------------------------------------------------------

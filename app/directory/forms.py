@@ -139,14 +139,6 @@ class ServiceForm(FlaskForm):
         if zone(field.data).key != (field.data or "").strip():
             raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
 
-    def validate_beds_available(self, field: Any) -> None:
-        if (
-            field.data is not None
-            and self.beds_total.data is not None
-            and field.data > self.beds_total.data
-        ):
-            raise ValidationError(_l("More beds free than beds in total."))
-
     def weekly_hours(self) -> list[list[Any]] | None:
         """The schedule from the seven day fields, or None after marking field errors."""
         hours: list[list[Any]] = []

@@ -12,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
-from app import audit, matching, vocab
+from app import audit, capacity, matching, vocab
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.directory import bp
 from app.directory.forms import (
@@ -158,6 +158,7 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
 
     if not form.validate_on_submit():
         if request.method == "POST":
+            _bed_errors(form, service)  # shown with the other field errors
             return again()
         return render_template("directory/service_form.html", form=form, service=service)
     hours = form.weekly_hours()
@@ -175,37 +176,61 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     if admin and org is None:
         form.organization_id.errors = [_("Choose an organization.")]
         return again()
-    creating = service is None
     audit.lock()  # before the service row: the lock order of app.referrals (bed holds)
-    if service is None:
-        service = Service()
+    target = service or Service()
     if org is not None:
-        service.organization = org
-        service.category = form.category.data
-    service.name = (form.name.data or "").strip()
-    service.description = (form.description.data or "").strip()
-    service.language_list = form.languages.data or []
-    service.genders = form.genders.data or []
-    service.age_bands = form.age_bands.data or []
-    service.accepts_children = bool(form.accepts_children.data)
-    service.wheelchair_access = bool(form.wheelchair_access.data)
-    service.hearing_access = bool(form.hearing_access.data)
-    service.areas = served
-    service.latitude = form.latitude.data
-    service.longitude = form.longitude.data
-    service.hours = hours
-    service.timezone = (form.timezone.data or "UTC").strip()
-    service.set_intake_phone(phone)
-    service.beds_total = form.beds_total.data
-    service.beds_available = form.beds_available.data
-    service.active = bool(form.active.data)
-    service.updated_at = utcnow()
-    db.session.add(service)
+        target.organization = org
+        target.category = form.category.data
+    target.name = (form.name.data or "").strip()
+    target.description = (form.description.data or "").strip()
+    target.language_list = form.languages.data or []
+    target.genders = form.genders.data or []
+    target.age_bands = form.age_bands.data or []
+    target.accepts_children = bool(form.accepts_children.data)
+    target.wheelchair_access = bool(form.wheelchair_access.data)
+    target.hearing_access = bool(form.hearing_access.data)
+    target.areas = served
+    target.latitude = form.latitude.data
+    target.longitude = form.longitude.data
+    target.hours = hours
+    target.timezone = (form.timezone.data or "UTC").strip()
+    target.set_intake_phone(phone)
+    target.active = bool(form.active.data)
+    target.updated_at = utcnow()
+    db.session.add(target)
     db.session.flush()
-    audit.record("service.create" if creating else "service.update", "service", service.id)
+    audit.record("service.create" if service is None else "service.update", "service", target.id)
+    try:
+        capacity.set_beds(target, total=form.beds_total.data, free=form.beds_available.data)
+    except capacity.BedCountError as exc:
+        db.session.rollback()
+        _bed_error(form, exc)
+        return again()
     db.session.commit()
     flash(_("Saved."), "success")
-    return redirect(url_for("directory.service_detail", service_id=service.id))
+    return redirect(url_for("directory.service_detail", service_id=target.id))
+
+
+def _bed_error(form: ServiceForm, exc: capacity.BedCountError) -> None:
+    field = form.beds_total if exc.field == "total" else form.beds_available
+    field.errors = [*field.errors, str(exc.message)]
+
+
+def _bed_errors(form: ServiceForm, service: Service | None) -> None:
+    """The bed rule's verdict on a form refused for other reasons, so that every field error
+    shows at once (``capacity.set_beds`` checks again, under its lock, when it is saved)."""
+    if form.beds_total.errors or form.beds_available.errors:
+        return
+    category = form.category.data if form.category else (service.category if service else "")
+    try:
+        capacity.check(
+            category or "",
+            form.beds_total.data,
+            form.beds_available.data,
+            capacity.beds_held(service.id if service else None),
+        )
+    except capacity.BedCountError as exc:
+        _bed_error(form, exc)
 
 
 @bp.post("/services/<int:service_id>/beds")
@@ -214,14 +239,12 @@ def service_beds(service_id: int) -> Response | tuple[str, int]:
     service = _service_for_editing(service_id)
     form = BedsForm()
     if form.validate_on_submit():
-        free = form.beds_available.data
-        if service.beds_total is not None and free is not None and free > service.beds_total:
-            form.beds_available.errors = [_("More beds free than beds in total.")]
+        try:
+            capacity.set_beds(service, free=form.beds_available.data)
+        except capacity.BedCountError as exc:
+            db.session.rollback()
+            form.beds_available.errors = [str(exc.message)]
         else:
-            audit.lock()  # before the service row: the lock order of app.referrals
-            service.beds_available = free
-            service.updated_at = utcnow()
-            audit.record("service.beds_update", "service", service.id)
             db.session.commit()
             flash(_("Beds updated."), "success")
             return redirect(url_for("directory.service_detail", service_id=service.id))
