@@ -25,7 +25,9 @@ beds_available > 0`` and checks the row count: on PostgreSQL concurrent senders 
 row lock and re-check the condition after the winner commits; on SQLite writers are
 serialised (``BEGIN IMMEDIATE``). So a shelter is never overbooked. Accepting keeps the
 hold; decline, expiry, cancellation and a no-show give the bed back (at most once: every
-status change is a compare-and-set on the old status); an arrival uses it.
+status change is a compare-and-set on the old status); an arrival uses it. One survivor
+holds one bed: a shelter's acceptance (or her arrival at one) cancels her case's other open
+shelter referrals at once (``placed_elsewhere``), giving their beds back.
 
 Capacity rule (providers and holds never fight): ``beds_available`` means "free for new
 referrals". A provider's update *sets* that number through ``app.capacity.set_beds`` (the
@@ -660,12 +662,28 @@ def _move(
 
 def accept(referral: Referral, actor_id: int | None, *, at: datetime | None = None) -> None:
     """The provider accepts: the hold is kept; the survivor is told (consent and safe
-    hours permitting)."""
+    hours permitting); a shelter's acceptance releases the case's other shelters."""
     at = at or utcnow()
     if not _move(referral, ("pending",), "accepted", at, responded_at=at):
         raise BadTransition()
     _audit(referral, "referral.accept", actor_id)
     _tell_survivor(referral, "survivor.referral_accepted", at)
+    _release_other_shelters(referral, actor_id, at)
+
+
+def _release_other_shelters(referral: Referral, actor_id: int | None, at: datetime) -> None:
+    """One survivor, one bed: when a shelter accepts her (or she arrives at one), every
+    other open shelter referral of her case is cancelled at once, reason
+    ``placed_elsewhere`` — its bed hold returned, its provider told by code only — in the
+    same transaction. The caseworker sees the reason on the case page."""
+    if referral.category != "shelter":
+        return
+    for other in _open_referrals(
+        Referral.case_id == referral.case_id,
+        Referral.category == "shelter",
+        Referral.id != referral.id,
+    ):
+        cancel(other, actor_id, reason="placed_elsewhere", at=at)
 
 
 def decline(
@@ -710,6 +728,7 @@ def record_outcome(
         raise BadTransition()
     if outcome == "arrived":
         _end_hold(referral, "used", at)
+        _release_other_shelters(referral, actor_id, at)
     elif outcome == "no_show":
         _end_hold(referral, "returned", at)
     _audit(referral, action, actor_id)

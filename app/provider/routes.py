@@ -116,9 +116,15 @@ def _render_detail(
         decline_form=decline_form or DeclineForm(),
         outcome_form=outcome_form,
         labels=status_labels(),
-        reasons=reason_labels(),
+        reasons=provider_reason_labels(),
         category_labels=CATEGORY_LABELS,
     ), status
+
+
+def provider_reason_labels() -> dict[str, str]:
+    """The reasons a provider may read: not that the survivor was placed elsewhere (she is
+    the caseworker's to follow; the provider learns its referral was cancelled, by code)."""
+    return {k: v for k, v in reason_labels().items() if k != "placed_elsewhere"}
 
 
 @bp.get("/referrals/<int:referral_id>")
