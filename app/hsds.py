@@ -16,6 +16,10 @@ row is skipped, a bad field is dropped (or normalised when that is safe) and the
 row imported. Re-import updates by HSDS id and never duplicates. Fields HSDS does not carry
 (bed capacity, gender eligibility, ...) are left as they are on update.
 
+Intake phones are never imported nor exported: the intake phone is the number Haven trusts
+(it receives referral codes and may answer ACCEPT, DECLINE and BEDS), set only by an admin or
+the provider on the service form. A feed's phone that is not the intake phone is reported.
+
 The functions here add to the session and never commit: the CLI owns the transaction, so a
 failure half-way leaves the database unchanged.
 """
@@ -827,8 +831,18 @@ def _upsert_service(
             problems.append(src.problem("phone number had stray quotes: normalised"))
         phone = e164
         break
-    if phone is not None or created:
-        service.set_intake_phone(phone)
+    # The intake phone receives referral codes and may answer ACCEPT, DECLINE and BEDS: a
+    # feed never sets or changes it (an admin or the provider does, on the service form).
+    # Where the feed's number is not it, the report says so, naming no number.
+    if phone is not None and phone != service.intake_phone:
+        problems.append(
+            rec.source.problem(
+                f"service {rec.hsds_id}: feed phone differs from the intake phone; not changed"
+                if service.intake_phone
+                else f"service {rec.hsds_id}: feed phone not used as the intake phone; an "
+                "admin or the provider sets it on the service form"
+            )
+        )
 
     coords = None
     for raw, src in rec.locations:
@@ -926,14 +940,6 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
         out["minimum_age"] = min(a[0] for a in ages)
         if max(a[1] for a in ages) < 200:
             out["maximum_age"] = max(a[1] for a in ages)
-    if service.intake_phone:
-        out["phones"] = [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"phone-{sid}")),
-                "number": service.intake_phone,
-                "type": "voice",
-            }
-        ]
     by_time: dict[tuple[str, str], list[int]] = {}
     for weekday, opens, closes in service.hours or []:
         by_time.setdefault((opens, closes), []).append(int(weekday))

@@ -205,6 +205,42 @@ def test_provider_edits_own_service_but_not_category_or_org(client: Any) -> None
     assert client.get("/directory/services/new").status_code == 403
 
 
+def test_changing_the_intake_phone_is_audited_with_ids_only(client: Any) -> None:
+    """The intake phone is the number Haven trusts for ACCEPT, DECLINE and BEDS (issue
+    13.8): an admin or the provider changes it on the service form, and each change writes
+    ``service.intake_phone_change`` (ids only); saving without a change writes none."""
+    org = factories.make_org("provider")
+    s = factories.make_service(organization=org, category="shelter", intake_phone="+14155550123")
+    db.session.commit()
+    user = signed_in(client, "provider", org)
+    data = dict(FORM, beds_total="", beds_available="")
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    assert [a for a in actions() if a[0] == "service.intake_phone_change"] == []
+    data["intake_phone"] = "+1 415 555 0144"
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    assert s.intake_phone == "+14155550144"
+    [event] = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "service.intake_phone_change")
+    ).all()
+    assert (event.object_type, event.object_id) == ("service", str(s.id))
+    assert (event.actor_user_id, event.actor_org_id) == (user.id, org.id)
+    data["intake_phone"] = ""  # removed: a change too
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    assert [a for a in actions() if a[0] == "service.intake_phone_change"] == [
+        ("service.intake_phone_change", "service", str(s.id))
+    ] * 2
+    # A new service given a number: its first trusted number is a change as well.
+    admin = signed_in(client, "admin")
+    assert admin.role == "admin"
+    response = client.post(
+        "/directory/services/new", data=dict(FORM, organization_id=org.id, name="Second")
+    )
+    assert response.status_code == 302
+    second = db.session.scalar(select(Service).where(Service.name == "Second"))
+    assert ("service.intake_phone_change", "service", str(second.id)) in actions()
+
+
 def test_provider_of_another_org_gets_404(client: Any) -> None:
     s = factories.make_service(beds_total=5, beds_available=2)
     signed_in(client, "provider", factories.make_org("provider"))

@@ -78,8 +78,12 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert refuge.organization.name == "Harbour Women's Refuge"
     assert refuge.organization.hsds_id == "11111111-0000-4000-8000-000000000001"
     assert refuge.language_list == ("en", "es", "ar")  # en, ara -> ar, es-MX -> es
-    assert refuge.intake_phone == "+14155550101"
-    assert refuge.intake_phone_index == blind_index("+14155550101")
+    # The feed's phone is reported, never trusted as the intake phone (issue 13.8).
+    assert refuge.intake_phone is None and refuge.intake_phone_index is None
+    assert (
+        "organizations.json, row 1: service 22222222-0000-4000-8000-000000000001: feed phone "
+        "not used as the intake phone; an admin or the provider sets it on the service form"
+    ) in err
     assert (refuge.latitude, refuge.longitude) == (37.77, -122.42)
     assert refuge.wheelchair_access and not refuge.hearing_access
     assert refuge.timezone == "America/Los_Angeles"
@@ -96,7 +100,7 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     legal = service("33333333-0000-4000-8000-000000000001")
     assert legal.category == "legal"
     assert legal.language_list == ("es",)
-    assert legal.intake_phone == "+14155550102"
+    assert legal.intake_phone is None
     court = service("33333333-0000-4000-8000-000000000003")
     assert court.latitude is None and court.longitude is None
     order = service("33333333-0000-4000-8000-000000000004")
@@ -140,7 +144,8 @@ def test_tabular_package_import(app: Any) -> None:
     clinic = service("55555555-0000-4000-8000-000000000001")
     assert clinic.category == "medical"
     assert clinic.language_list == ("uk",)
-    assert clinic.intake_phone == "+14155550103"
+    assert clinic.intake_phone is None
+    assert "service 55555555-0000-4000-8000-000000000001: feed phone not used" in err
     assert clinic.timezone == "Etc/GMT+8"  # UTC-8
     assert clinic.hearing_access is True
     assert clinic.latitude == pytest.approx(37.76)
@@ -204,7 +209,50 @@ def test_reimport_of_a_partial_record_keeps_what_it_leaves_out(app: Any, tmp_pat
     assert len(refuge.hours) == 7 and refuge.timezone == "America/Los_Angeles"
     assert refuge.latitude == 37.77 and refuge.wheelchair_access
     assert sorted(a.name for a in refuge.areas) == ["Bay County", "Harbour District"]
-    assert refuge.intake_phone == "+14155550101"
+    assert refuge.intake_phone is None
+
+
+def test_import_never_changes_the_intake_phone_and_reports_the_difference(app: Any) -> None:
+    """The intake phone receives referral codes and may send ACCEPT, DECLINE and BEDS: a
+    feed must never change it (issue 13.8). An admin or the provider sets it; the import
+    says where the feed's number differs, without printing either number."""
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    legal = service("33333333-0000-4000-8000-000000000001")
+    refuge.set_intake_phone("+14155550177")  # the shelter's own number, not the feed's
+    legal.set_intake_phone("+14155550102")  # the same as the feed's
+    db.session.commit()
+    events_before = count(AuditEvent)
+
+    again = run_import(app, os.path.join(FIXTURES, "json"))
+    assert again.exit_code == 0, again.output
+    err = errors_of(again)
+    assert (
+        "organizations.json, row 1: service 22222222-0000-4000-8000-000000000001: feed phone "
+        "differs from the intake phone; not changed"
+    ) in err
+    assert "service 33333333-0000-4000-8000-000000000001: feed phone" not in err
+    assert "555" not in err and "0177" not in err
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    assert refuge.intake_phone == "+14155550177"
+    assert refuge.intake_phone_index == blind_index("+14155550177")
+    assert service("33333333-0000-4000-8000-000000000001").intake_phone == "+14155550102"
+    changes = db.session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "service.intake_phone_change", AuditEvent.seq > events_before
+        )
+    ).all()
+    assert changes == []
+
+
+def test_export_does_not_publish_intake_phones(app: Any, tmp_path: Any) -> None:
+    factories.make_service(category="shelter", intake_phone="+14155550199")
+    db.session.commit()
+    target = tmp_path / "export.json"
+    out = app.test_cli_runner().invoke(args=["directory", "export-hsds", str(target)])
+    assert out.exit_code == 0, out.output
+    text = target.read_text()
+    assert "4155550199" not in text and '"phones"' not in text
 
 
 def test_hand_made_organization_is_linked_not_duplicated(app: Any) -> None:
@@ -267,7 +315,7 @@ def test_shipped_tabular_package(app: Any) -> None:
     counselling = service("ac148810-d857-441c-9679-408f346de14b")
     assert counselling.category == "psychosocial"
     assert counselling.organization.name == "Example Organization Inc."
-    assert counselling.intake_phone == "+441234234567"
+    assert counselling.intake_phone is None
     assert counselling.timezone == "Etc/GMT-3"
     assert counselling.hours == [[3, "10:00", "18:00"], [4, "10:00", "18:00"]]
     assert counselling.latitude is None
@@ -351,7 +399,6 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
                 s.description,
                 s.category,
                 sorted(s.language_list),
-                s.intake_phone,
                 s.latitude,
                 s.longitude,
                 s.age_mask,
@@ -381,3 +428,5 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert result.exit_code == 0, result.output
     assert errors_of(result).strip() == ""
     assert state() == before
+    # Intake phones are Haven's own trust, not directory data: neither exported nor imported.
+    assert all(s.intake_phone is None for s in db.session.scalars(select(Service)))

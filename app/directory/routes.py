@@ -194,12 +194,15 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     target.longitude = form.longitude.data
     target.hours = hours
     target.timezone = (form.timezone.data or "UTC").strip()
+    phone_changed = phone != target.intake_phone
     target.set_intake_phone(phone)
     target.active = bool(form.active.data)
     target.updated_at = utcnow()
     db.session.add(target)
     db.session.flush()
     audit.record("service.create" if service is None else "service.update", "service", target.id)
+    if phone_changed:  # the number trusted for ACCEPT, DECLINE and BEDS (ids only)
+        audit.record("service.intake_phone_change", "service", target.id)
     try:
         capacity.set_beds(target, total=form.beds_total.data, free=form.beds_available.data)
     except capacity.BedCountError as exc:
