@@ -34,7 +34,8 @@ FORM = {
     "category": "shelter",
     "languages": ["ar", "en"],
     "genders": ["female"],
-    "age_bands": [],
+    "min_age": "",
+    "max_age": "",
     "accepts_children": "y",
     "wheelchair_access": "y",
     "hours_0": "09:00-12:00, 13:00-17:00",
@@ -116,7 +117,7 @@ def test_admin_creates_service_with_every_field(client: Any) -> None:
     assert s is not None and s.organization_id == org.id
     assert s.language_list == ("en", "ar")
     assert s.genders == ("female",)
-    assert len(s.age_bands) == 6
+    assert (s.min_age, s.max_age) == (None, None)  # all ages
     assert s.accepts_children and s.wheelchair_access and not s.hearing_access
     assert s.hours == [
         [0, "09:00", "12:00"],
@@ -165,6 +166,32 @@ def test_bad_input_rerenders_with_field_errors(client: Any) -> None:
     assert "not a phone number" in response.get_data(as_text=True)
     assert db.session.scalar(select(Service)) is None
     assert [a for a in actions() if a[0].startswith("service.")] == []
+
+
+def test_the_service_form_keeps_exact_ages(client: Any) -> None:
+    """Exact minimum and maximum ages (issue 13.11): "12+" stays 12+, never a band."""
+    org = factories.make_org("provider")
+    s = factories.make_service(organization=org, category="shelter", min_age=18)
+    db.session.commit()
+    signed_in(client, "provider", org)
+    page = client.get(f"/directory/services/{s.id}/edit").get_data(as_text=True)
+    assert 'name="min_age"' in page and 'value="18"' in page and 'inputmode="numeric"' in page
+    data = dict(FORM, min_age="12", max_age="", beds_total="", beds_available="")
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    assert (s.min_age, s.max_age) == (12, None)
+    detail = client.get(f"/directory/services/{s.id}").get_data(as_text=True)
+    assert "Ages 12+" in detail
+    for bad, field_error in (
+        ({"min_age": "30", "max_age": "20"}, "The minimum age cannot be above the maximum age."),
+        ({"min_age": "-1"}, "Number must be between 0 and 150."),
+        ({"max_age": "twelve"}, "Not a valid integer value."),
+    ):
+        response = client.post(f"/directory/services/{s.id}/edit", data=dict(data, **bad))
+        assert response.status_code == 400
+        assert field_error in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert (s.min_age, s.max_age) == (12, None)
 
 
 def test_admin_edits_any_service(client: Any) -> None:

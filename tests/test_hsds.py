@@ -95,7 +95,7 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert night.language_list == ("fr",)  # from the language name
     assert night.timezone == "Etc/GMT-2"  # UTC+2
     assert night.hours == [[4, "20:00", "06:00"], [5, "20:00", "06:00"]]
-    assert "under_18" not in night.age_bands and "18_24" in night.age_bands
+    assert (night.min_age, night.max_age) == (18, None)  # exact, not "18–24 and up"
 
     legal = service("33333333-0000-4000-8000-000000000001")
     assert legal.category == "legal"
@@ -107,7 +107,7 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert order.intake_phone is None and order.intake_phone_index is None
     assert order.timezone == "UTC"
     assert order.hours == [[0, "09:00", "12:00"]]
-    assert set(order.age_bands) == {"under_18", "18_24", "25_34", "35_49", "50_64", "65_plus"}
+    assert (order.min_age, order.max_age) == (None, None)  # "adult" is not a number
     assert service("33333333-0000-4000-8000-000000000006").active is False
     assert (
         db.session.scalar(
@@ -151,7 +151,7 @@ def test_tabular_package_import(app: Any) -> None:
     assert clinic.latitude == pytest.approx(37.76)
     youth = service("55555555-0000-4000-8000-000000000002")
     assert youth.category == "psychosocial"
-    assert youth.age_bands == ("under_18",)
+    assert (youth.min_age, youth.max_age) == (12, 17)
     assert youth.hours == []
     assert [a.name for a in youth.areas] == ["Eastside"]
     assert service("55555555-0000-4000-8000-000000000004").category == "other"
@@ -243,6 +243,57 @@ def test_import_never_changes_the_intake_phone_and_reports_the_difference(app: A
         )
     ).all()
     assert changes == []
+
+
+@pytest.mark.parametrize(
+    ("given", "kept", "reported"),
+    [
+        ({"minimum_age": 12}, (12, None), None),
+        ({"minimum_age": 12, "maximum_age": 100}, (12, 100), None),
+        ({"maximum_age": "17"}, (None, 17), None),
+        ({"minimum_age": 0, "maximum_age": 17}, (0, 17), None),
+        ({"minimum_age": 17.5}, (18, None), "minimum_age 17.5 is not a whole number: read as 18"),
+        ({"maximum_age": 64.5}, (None, 64), "maximum_age 64.5 is not a whole number: read as 64"),
+        ({"minimum_age": 30, "maximum_age": 20}, (None, None), "minimum_age above maximum_age"),
+        ({"minimum_age": 200}, (None, None), "minimum_age 200 out of range"),
+    ],
+)
+def test_ages_are_imported_exactly(
+    app: Any, tmp_path: Any, given: dict[str, Any], kept: Any, reported: str | None
+) -> None:
+    feed = [
+        {
+            "id": "11111111-0000-4000-8000-0000000000aa",
+            "name": "Age Org",
+            "services": [{"id": "22222222-0000-4000-8000-0000000000aa", "name": "Ages", **given}],
+        }
+    ]
+    path = tmp_path / "ages.json"
+    path.write_text(json.dumps(feed))
+    result = run_import(app, str(path))
+    assert result.exit_code == 0, result.output
+    imported = service("22222222-0000-4000-8000-0000000000aa")
+    assert (imported.min_age, imported.max_age) == kept
+    if reported:
+        assert reported in errors_of(result)
+    else:
+        assert errors_of(result).strip() == ""
+
+
+def test_contradictory_ages_on_reimport_keep_the_stored_ones(app: Any, tmp_path: Any) -> None:
+    def feed(**ages: Any) -> str:
+        path = tmp_path / "feed.json"
+        path.write_text(json.dumps([{
+            "id": "11111111-0000-4000-8000-0000000000ab",
+            "name": "Age Org",
+            "services": [{"id": "22222222-0000-4000-8000-0000000000ab", "name": "Ages", **ages}],
+        }]))
+        return str(path)
+
+    assert run_import(app, feed(minimum_age=16, maximum_age=24)).exit_code == 0
+    assert run_import(app, feed(minimum_age=30, maximum_age=20)).exit_code == 0
+    kept = service("22222222-0000-4000-8000-0000000000ab")
+    assert (kept.min_age, kept.max_age) == (16, 24)  # never widened to "all ages"
 
 
 def test_export_does_not_publish_intake_phones(app: Any, tmp_path: Any) -> None:
@@ -382,7 +433,7 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
         intake_phone="+14155550199",
         latitude=1.5,
         longitude=2.5,
-        age_bands=("18_24", "25_34"),
+        min_age=21,
         hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]],
         timezone="Europe/Paris",
         areas=[Area(name="Old Town")],
@@ -401,6 +452,8 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
                 sorted(s.language_list),
                 s.latitude,
                 s.longitude,
+                s.min_age,
+                s.max_age,
                 s.age_mask,
                 s.hours,
                 s.timezone,
@@ -419,6 +472,13 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert out.exit_code == 0, out.output
     data = json.loads(target.read_text())
     assert {o["name"] for o in data} >= {"Harbour Women's Refuge", "Hand Made Org"}
+    exported = {s["name"]: s for o in data for s in o["services"]}
+    # Exact ages, as given (issue 13.11): not widened to the bands they fall in.
+    assert exported["Hand made"]["minimum_age"] == 21
+    assert "maximum_age" not in exported["Hand made"]
+    youth = exported["Youth Mental Health Support"]
+    assert (youth["minimum_age"], youth["maximum_age"]) == (12, 17)
+    assert "minimum_age" not in exported["Food Bank"]
 
     from tests.conftest import _empty_all_tables
 

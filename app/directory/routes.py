@@ -122,9 +122,6 @@ def service_edit(service_id: int) -> Response | str | tuple[str, int]:
 def _fill(form: ServiceForm, service: Service) -> None:
     form.languages.data = list(service.language_list)
     form.genders.data = [] if len(service.genders) == len(vocab.GENDERS) else list(service.genders)
-    form.age_bands.data = (
-        [] if len(service.age_bands) == len(vocab.AGE_BANDS) else list(service.age_bands)
-    )
     form.areas.data = [a.id for a in service.areas]
     for day, f in enumerate(form.hours_fields()):
         f.data = format_day_hours(service.hours, day)
@@ -185,7 +182,8 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     target.description = (form.description.data or "").strip()
     target.language_list = form.languages.data or []
     target.genders = form.genders.data or []
-    target.age_bands = form.age_bands.data or []
+    target.min_age = form.min_age.data
+    target.max_age = form.max_age.data
     target.accepts_children = bool(form.accepts_children.data)
     target.wheelchair_access = bool(form.wheelchair_access.data)
     target.hearing_access = bool(form.hearing_access.data)
