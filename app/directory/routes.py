@@ -150,8 +150,10 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
             form.active.data = True
             form.accepts_children.data = True
 
+    existing = service  # (``service`` becomes the new row below)
+
     def again() -> tuple[str, int]:
-        return render_template("directory/service_form.html", form=form, service=service), 400
+        return render_template("directory/service_form.html", form=form, service=existing), 400
 
     if not form.validate_on_submit():
         if request.method == "POST":
@@ -173,43 +175,45 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     if admin and org is None:
         form.organization_id.errors = [_("Choose an organization.")]
         return again()
+    creating = service is None
     audit.lock()  # before the service row: the lock order of app.referrals (bed holds)
-    target = service or Service()
+    if service is None:
+        service = Service()
     if org is not None:
-        target.organization = org
-        target.category = form.category.data
-    target.name = (form.name.data or "").strip()
-    target.description = (form.description.data or "").strip()
-    target.language_list = form.languages.data or []
-    target.genders = form.genders.data or []
-    target.min_age = form.min_age.data
-    target.max_age = form.max_age.data
-    target.accepts_children = bool(form.accepts_children.data)
-    target.wheelchair_access = bool(form.wheelchair_access.data)
-    target.hearing_access = bool(form.hearing_access.data)
-    target.areas = served
-    target.latitude = form.latitude.data
-    target.longitude = form.longitude.data
-    target.hours = hours
-    target.timezone = (form.timezone.data or "UTC").strip()
-    phone_changed = phone != target.intake_phone
-    target.set_intake_phone(phone)
-    target.active = bool(form.active.data)
-    target.updated_at = utcnow()
-    db.session.add(target)
+        service.organization = org
+        service.category = form.category.data
+    service.name = (form.name.data or "").strip()
+    service.description = (form.description.data or "").strip()
+    service.language_list = form.languages.data or []
+    service.genders = form.genders.data or []
+    service.min_age = form.min_age.data
+    service.max_age = form.max_age.data
+    service.accepts_children = bool(form.accepts_children.data)
+    service.wheelchair_access = bool(form.wheelchair_access.data)
+    service.hearing_access = bool(form.hearing_access.data)
+    service.areas = served
+    service.latitude = form.latitude.data
+    service.longitude = form.longitude.data
+    service.hours = hours
+    service.timezone = (form.timezone.data or "UTC").strip()
+    phone_changed = phone != service.intake_phone
+    service.set_intake_phone(phone)
+    service.active = bool(form.active.data)
+    service.updated_at = utcnow()
+    db.session.add(service)
     db.session.flush()
-    audit.record("service.create" if service is None else "service.update", "service", target.id)
+    audit.record("service.create" if creating else "service.update", "service", service.id)
     if phone_changed:  # the number trusted for ACCEPT, DECLINE and BEDS (ids only)
-        audit.record("service.intake_phone_change", "service", target.id)
+        audit.record("service.intake_phone_change", "service", service.id)
     try:
-        capacity.set_beds(target, total=form.beds_total.data, free=form.beds_available.data)
+        capacity.set_beds(service, total=form.beds_total.data, free=form.beds_available.data)
     except capacity.BedCountError as exc:
         db.session.rollback()
         _bed_error(form, exc)
         return again()
     db.session.commit()
     flash(_("Saved."), "success")
-    return redirect(url_for("directory.service_detail", service_id=target.id))
+    return redirect(url_for("directory.service_detail", service_id=service.id))
 
 
 def _bed_error(form: ServiceForm, exc: capacity.BedCountError) -> None:
