@@ -25,10 +25,10 @@ stored and never logged.
 
 Providers text ``ACCEPT <code>``, ``DECLINE <code> <reason>`` and ``BEDS <n>`` from a
 service's registered intake phone (found by ``Service.intake_phone_index``). BEDS is
-handled here (audited). ACCEPT/DECLINE call the responders registered with
-``on_referral_response`` (the referrals module); while none answers, and for any number
-that is not a registered intake phone, the reply is the same neutral "no open request
-matches", which reveals nothing about codes.
+handled here, under the one bed rule of ``app.capacity`` (audited). ACCEPT/DECLINE call
+the responders registered with ``on_referral_response`` (the referrals module); while none
+answers, and for any number that is not a registered intake phone, the reply is the same
+neutral "no open request matches", which reveals nothing about codes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-from app import audit, danger, discretion, messaging
+from app import audit, capacity, danger, discretion, messaging
 from app.cases import request_checkpoint
 from app.crypto import blind_index
 from app.extensions import db
@@ -253,23 +253,22 @@ def _provider_reply(
         if outcome == "declined":
             return say("provider.declined", code=command.code)
         return say("provider.not_found")
-    # BEDS
-    shelters = [s for s in services if s.category == "shelter"]
-    if not shelters:
+    # BEDS: the same rule as every other path (app.capacity), for each shelter that keeps
+    # a count on this number; all of them or none.
+    shelters = [s for s in services if s.category == "shelter" and s.beds_total is not None]
+    if not shelters or command.beds is None:
         return say("provider.no_beds")
-    beds = command.beds if command.beds is not None else -1
-    limits = [s.beds_total for s in shelters if s.beds_total is not None]
-    top = min(limits) if limits else 99999
-    if beds < 0 or beds > top:
-        return say("provider.beds_invalid", total=top)
     audit.lock()  # before the service rows: the lock order of app.referrals (bed holds)
-    for service in shelters:
-        service.beds_available = beds
-        db.session.flush()
-        audit.record(
-            "service.beds_update", "service", service.id, actor_org_id=service.organization_id
-        )
-    return say("provider.beds_updated", beds=beds)
+    try:
+        with db.session.begin_nested():
+            for service in shelters:
+                capacity.set_beds(
+                    service, free=command.beds, actor_org_id=service.organization_id
+                )
+    except capacity.BedCountError:
+        top = min(capacity.most_free(s) or 0 for s in shelters)
+        return say("provider.beds_invalid", total=top)
+    return say("provider.beds_updated", beds=command.beds)
 
 
 # --- entry point -----------------------------------------------------------------------

@@ -34,6 +34,9 @@ The files come from third parties, so nothing in them is trusted (``Limits``):
   after everything else readable was reported: nothing is imported (``ImportResult
   .unreadable``). A broken ``datapackage.json`` is reported and the standard file names
   read; a broken file in a folder of JSON files is reported and the other files imported.
+Intake phones are never imported nor exported: the intake phone is the number Haven trusts
+(it receives referral codes and may answer ACCEPT, DECLINE and BEDS), set only by an admin or
+the provider on the service form. A feed's phone that is not the intake phone is reported.
 
 The functions here add to the session and never commit: the CLI owns the transaction, so a
 failure half-way leaves the database unchanged.
@@ -44,6 +47,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -60,7 +64,7 @@ from app.crypto import InvalidPhoneNumber, normalize_phone
 from app.extensions import db
 from app.models.accounts import Organization
 from app.models.areas import Area
-from app.models.directory import ALL_AGES_MASK, Service, zone
+from app.models.directory import MAX_AGE, Service, zone
 
 # Category mapping: taxonomy terms (code or name) first, then the service's name and
 # alternate name, then its description. The first category with a keyword found wins, in
@@ -128,14 +132,6 @@ ENGLISH_LANGUAGE_NAMES = {
     "swahili": "sw",
 }
 BYDAY = {"MO": 0, "TU": 1, "WE": 2, "TH": 3, "FR": 4, "SA": 5, "SU": 6}
-AGE_BAND_RANGES = {
-    "under_18": (0, 17),
-    "18_24": (18, 24),
-    "25_34": (25, 34),
-    "35_49": (35, 49),
-    "50_64": (50, 64),
-    "65_plus": (65, 200),
-}
 STATUS_ACTIVE = {"active": True, "inactive": False, "defunct": False, "temporarily closed": False}
 TABLES = (
     "organizations",
@@ -910,31 +906,43 @@ def schedule_hours(raw: dict[str, Any], src: Source, problems: list[Problem]) ->
     return [[d, opens, closes] for d in sorted(set(days))]
 
 
-def age_mask(min_age: Any, max_age: Any, src: Source, problems: list[Problem]) -> int:
-    def number(value: Any, label: str) -> float | None:
+def ages(
+    min_raw: Any, max_raw: Any, src: Source, problems: list[Problem]
+) -> tuple[int | None, int | None] | None:
+    """The exact eligible ages (inclusive, None: no limit) a record gives, or None when
+    they cannot be used (reported): a value that is not an age, or a minimum above the
+    maximum. Ignoring one bound would widen eligibility, so both are then left as the
+    directory holds them. A fraction is narrowed to the whole years inside it (a minimum of
+    17.5 is 18), never widened."""
+    unusable = False
+
+    def number(value: Any, label: str, narrow: Any) -> int | None:
+        nonlocal unusable
         if value in (None, ""):
             return None
         try:
             out = float(value)
         except (TypeError, ValueError):
             problems.append(src.problem(f"{label} '{_text(value)[:20]}' is not a number: ignored"))
+            unusable = True
             return None
-        if out < 0 or out > 150:
+        if not math.isfinite(out) or out < 0 or out > MAX_AGE:
             problems.append(src.problem(f"{label} {out:g} out of range: ignored"))
+            unusable = True
             return None
-        return out
+        whole = int(narrow(out))
+        if whole != out:
+            problems.append(
+                src.problem(f"{label} {out:g} is not a whole number: read as {whole}")
+            )
+        return whole
 
-    low, high = number(min_age, "minimum_age"), number(max_age, "maximum_age")
-    low, high = low if low is not None else 0, high if high is not None else 200
-    if low > high:
+    low = number(min_raw, "minimum_age", math.ceil)
+    high = number(max_raw, "maximum_age", math.floor)
+    if low is not None and high is not None and low > high:
         problems.append(src.problem("minimum_age above maximum_age: ages ignored"))
-        return ALL_AGES_MASK
-    mask = 0
-    for i, band in enumerate(vocab.AGE_BANDS):
-        band_low, band_high = AGE_BAND_RANGES[band]
-        if band_low <= high and low <= band_high:
-            mask |= 1 << i
-    return mask or ALL_AGES_MASK
+        return None
+    return None if unusable else (low, high)
 
 
 def coordinates(
@@ -1113,8 +1121,18 @@ def _upsert_service(
             problems.append(src.problem("phone number had stray quotes: normalised"))
         phone = e164
         break
-    if phone is not None or created:
-        service.set_intake_phone(phone)
+    # The intake phone receives referral codes and may answer ACCEPT, DECLINE and BEDS: a
+    # feed never sets or changes it (an admin or the provider does, on the service form).
+    # Where the feed's number is not it, the report says so, naming no number.
+    if phone is not None and phone != service.intake_phone:
+        problems.append(
+            rec.source.problem(
+                f"service {rec.hsds_id}: feed phone differs from the intake phone; not changed"
+                if service.intake_phone
+                else f"service {rec.hsds_id}: feed phone not used as the intake phone; an "
+                "admin or the provider sets it on the service form"
+            )
+        )
 
     coords = None
     for raw, src in rec.locations:
@@ -1139,7 +1157,10 @@ def _upsert_service(
         service.timezone = tz or current_app.config.get("HAVEN_DIRECTORY_TIMEZONE", "UTC")
 
     if created or any(v not in (None, "") for v in (rec.minimum_age, rec.maximum_age)):
-        service.age_mask = age_mask(rec.minimum_age, rec.maximum_age, rec.source, problems)
+        # Exact, as the feed gives them; contradictory ages keep what the directory holds.
+        given = ages(rec.minimum_age, rec.maximum_age, rec.source, problems)
+        if given is not None:
+            service.min_age, service.max_age = given
 
     areas: list[Area] = []
     for raw, src in rec.areas:
@@ -1174,7 +1195,6 @@ def org_hsds_id(org: Organization) -> str:
 
 def service_to_hsds(service: Service) -> dict[str, Any]:
     sid = service.hsds_id or str(uuid.uuid5(HSDS_NAMESPACE, f"service-{service.id}"))
-    ages = [AGE_BAND_RANGES[b] for b in service.age_bands]
     out: dict[str, Any] = {
         "id": sid,
         "organization_id": org_hsds_id(service.organization),
@@ -1208,18 +1228,10 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
             for a in service.areas
         ],
     }
-    if service.age_mask != ALL_AGES_MASK and ages:
-        out["minimum_age"] = min(a[0] for a in ages)
-        if max(a[1] for a in ages) < 200:
-            out["maximum_age"] = max(a[1] for a in ages)
-    if service.intake_phone:
-        out["phones"] = [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"phone-{sid}")),
-                "number": service.intake_phone,
-                "type": "voice",
-            }
-        ]
+    if service.min_age is not None:
+        out["minimum_age"] = service.min_age
+    if service.max_age is not None:
+        out["maximum_age"] = service.max_age
     by_time: dict[tuple[str, str], list[int]] = {}
     for weekday, opens, closes in service.hours or []:
         by_time.setdefault((opens, closes), []).append(int(weekday))

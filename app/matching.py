@@ -6,7 +6,9 @@ area", ...), and on request the services excluded by a hard filter with why.
 
 * Hard filters (a service failing one is excluded): category, active, eligibility — age
   band, gender, children. An unknown age band or gender on the survivor's side filters
-  nothing (the restriction is then shown as a note to check).
+  nothing (the restriction is then shown as a note to check). Ages are exact: a band only
+  partly inside a service's ages (12+ and "under 18") is matched with a note saying which
+  part is not eligible, never silently; a band wholly outside is excluded.
 * Marks, not filters: shelters with no free bed rank last and are marked full; services
   closed right now are marked closed; services in a category the survivor has not consented
   to share with are *information only* (they cannot be referred).
@@ -42,10 +44,10 @@ from app.models.accounts import Organization
 from app.models.areas import Area
 from app.models.base import utcnow
 from app.models.directory import (
-    ALL_AGES_MASK,
     ALL_GENDERS_MASK,
     Service,
     age_bit,
+    band_fit,
     gender_bit,
     open_at,
     service_area,
@@ -162,15 +164,21 @@ def _reason_text(code: str, p: dict[str, Any]) -> Any:
         who = _labels(p["mask"], vocab.GENDERS, vocab.GENDER_LABELS)
         return _l("only for: %(who)s — check eligibility", who=who)
     if code == "check_age":
-        who = _labels(p["mask"], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
-        return _l("only for ages: %(who)s — check eligibility", who=who)
+        ages = vocab.age_range_label(p["min"], p["max"])
+        return _l("only for ages %(ages)s — check eligibility", ages=ages)
+    if code == "part_age":
+        return _l(
+            "Ages %(ages)s only: part of %(band)s is not eligible",
+            ages=vocab.age_range_label(p["min"], p["max"]),
+            band=vocab.AGE_BAND_LABELS[p["band"]],
+        )
     # exclusions
     if code == "excluded_gender":
         who = _labels(p["mask"], vocab.GENDERS, vocab.GENDER_LABELS)
         return _l("not for this gender (only for: %(who)s)", who=who)
     if code == "excluded_age":
-        who = _labels(p["mask"], vocab.AGE_BANDS, vocab.AGE_BAND_LABELS)
-        return _l("not for this age band (only for ages: %(who)s)", who=who)
+        ages = vocab.age_range_label(p["min"], p["max"])
+        return _l("not for this age band (only for ages %(ages)s)", ages=ages)
     if code == "excluded_children":
         return _l("does not accept children")
     return code
@@ -244,6 +252,8 @@ _COLUMNS = (
     Service.timezone,
     Service.beds_total,
     Service.beds_available,
+    Service.min_age,
+    Service.max_age,
 )
 
 
@@ -468,8 +478,12 @@ def _explain(
         notes.append(Reason("hours_unknown"))
     if criteria.gender is None and row[6] != ALL_GENDERS_MASK:
         notes.append(Reason("check_gender", (("mask", row[6]),)))
-    if criteria.age_band is None and row[7] != ALL_AGES_MASK:
-        notes.append(Reason("check_age", (("mask", row[7]),)))
+    ages = (("min", row[15]), ("max", row[16]))
+    if criteria.age_band is None:
+        if row[15] or row[16] is not None:
+            notes.append(Reason("check_age", ages))
+    elif band_fit(row[15], row[16], criteria.age_band) == "part":
+        notes.insert(0, Reason("part_age", (*ages, ("band", criteria.age_band))))
     info_only = category not in criteria.consented_share_categories
     if info_only:
         notes.append(Reason("information_only"))
@@ -586,7 +600,7 @@ def _excluded(category: str, criteria: MatchCriteria) -> list[ExcludedService]:
         if criteria.gender is not None and not row[6] & gender_bit(criteria.gender):
             why.append(Reason("excluded_gender", (("mask", row[6]),)))
         if criteria.age_band is not None and not row[7] & age_bit(criteria.age_band):
-            why.append(Reason("excluded_age", (("mask", row[7]),)))
+            why.append(Reason("excluded_age", (("min", row[15]), ("max", row[16]))))
         if criteria.children and not row[8]:
             why.append(Reason("excluded_children"))
         out.append((row, why))
@@ -628,7 +642,10 @@ def naive_match(
         for s in services:
             if s.category != category or not s.active:
                 continue
-            if criteria.age_band is not None and criteria.age_band not in s.age_bands:
+            if (
+                criteria.age_band is not None
+                and band_fit(s.min_age, s.max_age, criteria.age_band) == "none"
+            ):
                 continue
             if criteria.gender is not None and criteria.gender not in s.genders:
                 continue

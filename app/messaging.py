@@ -68,6 +68,7 @@ from app.vocab import (
     CATEGORY_LABELS,
     SERVICE_CATEGORIES,
     SURVIVOR_LANGUAGE_LABELS,
+    URGENCY_LABELS,
 )
 
 log = logging.getLogger("haven.sms")
@@ -282,6 +283,13 @@ def _label(mapping: Mapping[str, Any], key: str) -> str:
     return str(value) if value is not None else key
 
 
+def _need_label(need: str) -> str:
+    """ "shelter:immediate" -> "shelter: immediate"; a category alone -> its label."""
+    category, _, urgency = need.partition(":")
+    label = _label(CATEGORY_LABELS, category).lower()
+    return f"{label}: {_label(URGENCY_LABELS, urgency).lower()}" if urgency else label
+
+
 def _format_params(params: Mapping[str, Any]) -> dict[str, str]:
     """Vocabulary keys become labels in the current (forced) locale."""
     out: dict[str, str] = {}
@@ -290,7 +298,7 @@ def _format_params(params: Mapping[str, Any]) -> dict[str, str]:
         if name == "category":
             text = _label(CATEGORY_LABELS, text).lower()
         elif name == "needs":
-            text = ", ".join(_label(CATEGORY_LABELS, c).lower() for c in text.split(",") if c)
+            text = ", ".join(_need_label(n) for n in text.split(",") if n)
         elif name == "age_band":
             text = _label(AGE_BAND_LABELS, text)
         elif name == "language":

@@ -13,9 +13,10 @@ written. A form token makes a resent form find the referrals it already made.
 
 What the provider sees (``provider_view``). ONE function decides the fields shown, used by
 the caseworker's preview and by the provider portal (``referral_view``), so the two cannot
-differ: the reference code, the needs the survivor consented to share, age band, language,
-children, accessibility; alias and phone only with ``share_identity``, and with the phone
-always her contact rules (do not text, no voicemail, safe hours in her zone). The portal reads the
+differ: the reference code, the need of the referral's own category with its urgency (a
+shelter never learns of a legal or medical need), age band, language, children,
+accessibility; alias and phone only with ``share_identity``, and with the phone always her
+contact rules (do not text, no voicemail, safe hours in her zone). The portal reads the
 values at the moment of viewing and shows them only while the release is valid and the
 consent still allows; otherwise the code alone.
 
@@ -25,12 +26,15 @@ beds_available > 0`` and checks the row count: on PostgreSQL concurrent senders 
 row lock and re-check the condition after the winner commits; on SQLite writers are
 serialised (``BEGIN IMMEDIATE``). So a shelter is never overbooked. Accepting keeps the
 hold; decline, expiry, cancellation and a no-show give the bed back (at most once: every
-status change is a compare-and-set on the old status); an arrival uses it.
+status change is a compare-and-set on the old status); an arrival uses it. One survivor
+holds one bed: a shelter's acceptance (or her arrival at one) cancels her case's other open
+shelter referrals at once (``placed_elsewhere``), giving their beds back.
 
 Capacity rule (providers and holds never fight): ``beds_available`` means "free for new
-referrals". A provider's update *sets* that number; beds held for open Haven referrals are
-not part of it (the portal shows them apart), so an update neither cancels holds nor is
-undone by them. A returned hold adds its bed back, never above ``beds_total``.
+referrals". A provider's update *sets* that number through ``app.capacity.set_beds`` (the
+one rule: 0 <= free, free + held <= total); beds held for open Haven referrals are not part
+of it (the portal shows them apart), so an update neither cancels holds nor is undone by
+them. A returned hold adds its bed back, never above ``beds_total``.
 
 Expiry (``expire_due``). A pending referral with no answer is flagged ``REFERRAL_FLAG_BEFORE``
 before its window (``REFERRAL_HOLD``, default 4 h) ends — the provider is reminded and the
@@ -58,7 +62,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -280,16 +284,28 @@ def fields_allowed(
 
 
 def shared_needs(
-    case: Case, at: datetime | None = None, states: dict[str, ConsentState] | None = None
-) -> list[tuple[str, str]]:
-    """(category, urgency) of the needs whose category the survivor consented to share:
-    a shelter does not learn of a medical need the survivor keeps to themselves."""
+    case: Case,
+    category: str,
+    at: datetime | None = None,
+    states: dict[str, ConsentState] | None = None,
+) -> list[tuple[str, str | None]]:
+    """(category, urgency) of the needs a ``category`` provider is told of: the case's needs
+    of that category only, with their urgency — a shelter does not learn of a legal or
+    medical need, even one the survivor agreed to share with legal or medical services.
+    The category alone (urgency None) when no need of it was recorded; nothing without
+    consent to share with that category. The portal, the caseworker's preview and the
+    referral SMS all read this."""
     states = states if states is not None else current_consents(case, at)
-    return [
-        (n.category, n.urgency)
-        for n in case.needs
-        if permits(case, f"share:{n.category}", at, states=states)
+    if not permits(case, f"share:{category}", at, states=states):
+        return []
+    return [(n.category, n.urgency) for n in case.needs if n.category == category] or [
+        (category, None)
     ]
+
+
+def needs_param(needs: Sequence[tuple[str, str | None]]) -> str:
+    """``shared_needs`` as the referral SMS's "needs" parameter ("shelter:immediate")."""
+    return ",".join(f"{c}:{u}" if u else c for c, u in needs)
 
 
 def provider_view(
@@ -315,8 +331,8 @@ def provider_view(
         elif name == "needs":
             values[name] = (
                 "; ".join(
-                    f"{CATEGORY_LABELS[c]}: {URGENCY_LABELS[u]}"
-                    for c, u in shared_needs(case, at, states)
+                    f"{CATEGORY_LABELS[c]}: {URGENCY_LABELS[u]}" if u else str(CATEGORY_LABELS[c])
+                    for c, u in shared_needs(case, category, at, states)
                 )
                 or "—"
             )
@@ -566,13 +582,12 @@ def _insert_all(
         db.session.add(referral)
         db.session.flush()
         audit.record("referral.create", "referral", referral.id)
-        needs = ",".join(c for c, _u in shared_needs(case, at, states))
         messaging.enqueue(
             "provider.referral_new",
             language=provider_language(service),
             params={
                 "code": referral.code,
-                "needs": needs,
+                "needs": needs_param(shared_needs(case, service.category, at, states)),
                 "age_band": case.age_band or "",
                 "language": case.language or "",
             },
@@ -637,35 +652,6 @@ def _end_hold(referral: Referral, outcome: str, at: datetime) -> None:
     db.session.expire(referral, ["hold_status", "hold_ended_at"])
 
 
-def beds_held(service_id: int) -> int:
-    return int(
-        db.session.scalar(
-            select(func.count(Referral.id)).where(
-                Referral.service_id == service_id, Referral.hold_status == "held"
-            )
-        )
-        or 0
-    )
-
-
-class BedCountError(ValueError):
-    pass
-
-
-def set_beds_available(service: Service, free: int, *, at: datetime | None = None) -> None:
-    """A provider's capacity update: ``free`` beds for NEW referrals (beds held for open
-    referrals are not counted in it; they stay held). Audited, no commit."""
-    if not service.is_shelter or service.beds_total is None:
-        raise BedCountError("no bed count is kept for this service")
-    audit.lock()
-    held = beds_held(service.id)
-    if free < 0 or free + held > service.beds_total:
-        raise BedCountError("out of range")
-    service.beds_available = free
-    db.session.flush()
-    audit.record("service.beds_update", "service", service.id)
-
-
 # --- status changes ---------------------------------------------------------------------------
 
 
@@ -691,12 +677,28 @@ def _move(
 
 def accept(referral: Referral, actor_id: int | None, *, at: datetime | None = None) -> None:
     """The provider accepts: the hold is kept; the survivor is told (consent and safe
-    hours permitting)."""
+    hours permitting); a shelter's acceptance releases the case's other shelters."""
     at = at or utcnow()
     if not _move(referral, ("pending",), "accepted", at, responded_at=at):
         raise BadTransition()
     _audit(referral, "referral.accept", actor_id)
     _tell_survivor(referral, "survivor.referral_accepted", at)
+    _release_other_shelters(referral, actor_id, at)
+
+
+def _release_other_shelters(referral: Referral, actor_id: int | None, at: datetime) -> None:
+    """One survivor, one bed: when a shelter accepts her (or she arrives at one), every
+    other open shelter referral of her case is cancelled at once, reason
+    ``placed_elsewhere`` — its bed hold returned, its provider told by code only — in the
+    same transaction. The caseworker sees the reason on the case page."""
+    if referral.category != "shelter":
+        return
+    for other in _open_referrals(
+        Referral.case_id == referral.case_id,
+        Referral.category == "shelter",
+        Referral.id != referral.id,
+    ):
+        cancel(other, actor_id, reason="placed_elsewhere", at=at)
 
 
 def decline(
@@ -741,6 +743,7 @@ def record_outcome(
         raise BadTransition()
     if outcome == "arrived":
         _end_hold(referral, "used", at)
+        _release_other_shelters(referral, actor_id, at)
     elif outcome == "no_show":
         _end_hold(referral, "returned", at)
     _audit(referral, action, actor_id)

@@ -31,6 +31,30 @@ AGE_BAND_LABELS = {
     "65_plus": _l("65 or older"),
 }
 
+# The exact ages of each band, inclusive (None: no upper end). A service's eligibility is
+# kept as exact ages; a band is eligible whole, in part, or not at all (app.models.directory).
+AGE_BAND_RANGES: dict[str, tuple[int, int | None]] = {
+    "under_18": (0, 17),
+    "18_24": (18, 24),
+    "25_34": (25, 34),
+    "35_49": (35, 49),
+    "50_64": (50, 64),
+    "65_plus": (65, None),
+}
+
+
+def age_range_label(min_age: int | None, max_age: int | None) -> str:
+    """Exact eligible ages, short: "12+", "13–17", "up to 20", "all ages"."""
+    low = min_age or None  # 0 is no lower limit
+    if low is None and max_age is None:
+        return str(_l("all ages"))
+    if max_age is None:
+        return f"{low}+"
+    if low is None:
+        return str(_l("up to %(max)s", max=max_age))
+    return f"{low}–{max_age}"
+
+
 GENDERS = ("female", "male", "nonbinary", "other")
 GENDER_LABELS = {
     "female": _l("Woman"),

@@ -111,7 +111,7 @@ def build_directory(rng: random.Random, n_services: int, n_areas: int) -> tuple[
                 else None,
                 "longitude": home["longitude"] + rng.uniform(-0.1, 0.1),
                 "gender_mask": rng.choice([0b1111] * 6 + [0b0001, 0b0101, 0b0010]),
-                "age_mask": rng.choice([0b111111] * 6 + [0b111110, 0b000001, 0b000011]),
+                **ages(rng.choice([(None, None)] * 6 + [(18, None), (None, 17), (None, 24)])),
                 "accepts_children": rng.random() < 0.6,
                 "wheelchair_access": rng.random() < 0.4,
                 "hearing_access": rng.random() < 0.2,
@@ -133,6 +133,13 @@ def build_directory(rng: random.Random, n_services: int, n_areas: int) -> tuple[
     db.session.execute(text("ANALYZE"))  # planner statistics, as a maintained database has
     db.session.commit()
     return [a["id"] for a in areas], len(rows)
+
+
+def ages(exact: tuple[int | None, int | None]) -> dict[str, Any]:
+    """Exact eligible ages and the band mask derived from them (as the model keeps them)."""
+    from app.models.directory import ages_mask
+
+    return {"min_age": exact[0], "max_age": exact[1], "age_mask": ages_mask(*exact)}
 
 
 def random_cases(rng: random.Random, area_ids: list[int], n: int) -> list[Any]:

@@ -60,11 +60,11 @@ def make_service(
     name: str | None = None,
     areas: list[Any] | None = None,
     genders: tuple[str, ...] | None = None,
-    age_bands: tuple[str, ...] | None = None,
     intake_phone: str | None = None,
     **fields: Any,
 ) -> Any:
-    """A directory service (open around the clock unless ``hours`` is given)."""
+    """A directory service (open around the clock unless ``hours`` is given; exact
+    eligibility ages with ``min_age`` / ``max_age``)."""
     from app.models import Service
 
     fields.setdefault("hours", [[d, "00:00", "24:00"] for d in range(7)])
@@ -77,8 +77,6 @@ def make_service(
     )
     if genders is not None:
         service.genders = genders
-    if age_bands is not None:
-        service.age_bands = age_bands
     if intake_phone is not None:
         service.set_intake_phone(intake_phone)
     db.session.add(service)

@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from app import referrals
+from app import capacity, referrals
 from app.extensions import db
 from app.models import Referral, Release, Service, utcnow
 from tests import factories
@@ -221,25 +221,31 @@ def test_decline_racing_expiry_returns_the_bed_once(app):
 def test_capacity_updates_set_beds_for_new_holds(app):
     service = shelter(free=3, total=5)
     held = refer(factories.make_case(needs={"shelter": "immediate"}), service)
-    assert beds(service) == 2 and referrals.beds_held(service.id) == 1
+    assert beds(service) == 2 and capacity.beds_held(service.id) == 1
     # The provider says 4 beds are free for new referrals; the held one stays held.
-    referrals.set_beds_available(db.session.get(Service, service.id), 4)
+    capacity.set_beds(db.session.get(Service, service.id), free=4)
     assert beds(service) == 4 and held.hold_status == "held"
     # Free + held may not exceed the total.
-    with pytest.raises(referrals.BedCountError):
-        referrals.set_beds_available(db.session.get(Service, service.id), 5)
-    # A returned hold adds its bed back, never above the total.
-    referrals.set_beds_available(db.session.get(Service, service.id), 4)
+    with pytest.raises(capacity.BedCountError) as refused:
+        capacity.set_beds(db.session.get(Service, service.id), free=5)
+    assert (refused.value.reason, refused.value.top) == ("over_total", 4)
+    assert beds(service) == 4
+    # A returned hold adds its bed back: free + held stays within the total.
+    referrals.cancel(held, None)
+    assert beds(service) == 5 and capacity.beds_held(service.id) == 0
+    refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    assert beds(service) == 4
+
+
+def test_a_returned_hold_never_lifts_free_above_the_total(app):
+    """A row written outside the rule (data from before it): the returned bed is capped."""
+    service = shelter(free=3, total=5)
+    held = refer(factories.make_case(needs={"shelter": "immediate"}), service)
+    db.session.execute(
+        update(Service).where(Service.id == service.id).values(beds_available=5)
+    )
     referrals.cancel(held, None)
     assert beds(service) == 5
-    refer(factories.make_case(needs={"shelter": "immediate"}), service)
-    referrals.set_beds_available(db.session.get(Service, service.id), 4)
-    service_row = db.session.get(Service, service.id)
-    service_row.beds_available = 5  # e.g. the directory form or BEDS by SMS, up to total
-    db.session.flush()
-    [open_one] = db.session.scalars(select(Referral).where(Referral.status == "pending")).all()
-    referrals.cancel(open_one, None)
-    assert beds(service) == 5  # capped at beds_total
 
 
 def test_shelters_without_a_bed_count_hold_nothing(app):

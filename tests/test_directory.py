@@ -34,7 +34,8 @@ FORM = {
     "category": "shelter",
     "languages": ["ar", "en"],
     "genders": ["female"],
-    "age_bands": [],
+    "min_age": "",
+    "max_age": "",
     "accepts_children": "y",
     "wheelchair_access": "y",
     "hours_0": "09:00-12:00, 13:00-17:00",
@@ -116,7 +117,7 @@ def test_admin_creates_service_with_every_field(client: Any) -> None:
     assert s is not None and s.organization_id == org.id
     assert s.language_list == ("en", "ar")
     assert s.genders == ("female",)
-    assert len(s.age_bands) == 6
+    assert (s.min_age, s.max_age) == (None, None)  # all ages
     assert s.accepts_children and s.wheelchair_access and not s.hearing_access
     assert s.hours == [
         [0, "09:00", "12:00"],
@@ -154,7 +155,7 @@ def test_bad_input_rerenders_with_field_errors(client: Any) -> None:
     assert response.status_code == 400
     text = response.get_data(as_text=True)
     assert "Use a timezone name" in text
-    assert "More beds free than beds in total" in text
+    assert "No more than 10 beds can be free now" in text  # the bed rule, with the rest
     assert "has-error" in text
     fixed = dict(bad, timezone="UTC", beds_available="3", latitude="")
     response = client.post("/directory/services/new", data=fixed)
@@ -167,12 +168,45 @@ def test_bad_input_rerenders_with_field_errors(client: Any) -> None:
     assert [a for a in actions() if a[0].startswith("service.")] == []
 
 
+def test_the_service_form_keeps_exact_ages(client: Any) -> None:
+    """Exact minimum and maximum ages (issue 13.11): "12+" stays 12+, never a band."""
+    org = factories.make_org("provider")
+    s = factories.make_service(organization=org, category="shelter", min_age=18)
+    db.session.commit()
+    signed_in(client, "provider", org)
+    page = client.get(f"/directory/services/{s.id}/edit").get_data(as_text=True)
+    assert 'name="min_age"' in page and 'value="18"' in page and 'inputmode="numeric"' in page
+    data = dict(FORM, min_age="12", max_age="", beds_total="", beds_available="")
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    assert (s.min_age, s.max_age) == (12, None)
+    detail = client.get(f"/directory/services/{s.id}").get_data(as_text=True)
+    assert "Ages 12+" in detail
+    for bad, field_error in (
+        ({"min_age": "30", "max_age": "20"}, "The minimum age cannot be above the maximum age."),
+        ({"min_age": "-1"}, "Number must be between 0 and 150."),
+        ({"max_age": "twelve"}, "Not a valid integer value."),
+    ):
+        response = client.post(f"/directory/services/{s.id}/edit", data=dict(data, **bad))
+        assert response.status_code == 400
+        assert field_error in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert (s.min_age, s.max_age) == (12, None)
+
+
 def test_admin_edits_any_service(client: Any) -> None:
     s = factories.make_service(name="Before")
     signed_in(client, "admin")
     form = client.get(f"/directory/services/{s.id}/edit")
     assert form.status_code == 200 and b"Before" in form.data
-    data = dict(FORM, name="After", organization_id=s.organization_id, category="legal")
+    data = dict(
+        FORM,
+        name="After",
+        organization_id=s.organization_id,
+        category="legal",
+        beds_total="",  # only shelters keep a bed count
+        beds_available="",
+    )
     assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
     db.session.expire_all()
     assert (s.name, s.category) == ("After", "legal")
@@ -196,6 +230,42 @@ def test_provider_edits_own_service_but_not_category_or_org(client: Any) -> None
     assert s.name == "Renamed" and s.category == "shelter" and s.organization_id == org.id
     assert s.beds_available == 4
     assert client.get("/directory/services/new").status_code == 403
+
+
+def test_changing_the_intake_phone_is_audited_with_ids_only(client: Any) -> None:
+    """The intake phone is the number Haven trusts for ACCEPT, DECLINE and BEDS (issue
+    13.8): an admin or the provider changes it on the service form, and each change writes
+    ``service.intake_phone_change`` (ids only); saving without a change writes none."""
+    org = factories.make_org("provider")
+    s = factories.make_service(organization=org, category="shelter", intake_phone="+14155550123")
+    db.session.commit()
+    user = signed_in(client, "provider", org)
+    data = dict(FORM, beds_total="", beds_available="")
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    assert [a for a in actions() if a[0] == "service.intake_phone_change"] == []
+    data["intake_phone"] = "+1 415 555 0144"
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    assert s.intake_phone == "+14155550144"
+    [event] = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "service.intake_phone_change")
+    ).all()
+    assert (event.object_type, event.object_id) == ("service", str(s.id))
+    assert (event.actor_user_id, event.actor_org_id) == (user.id, org.id)
+    data["intake_phone"] = ""  # removed: a change too
+    assert client.post(f"/directory/services/{s.id}/edit", data=data).status_code == 302
+    assert [a for a in actions() if a[0] == "service.intake_phone_change"] == [
+        ("service.intake_phone_change", "service", str(s.id))
+    ] * 2
+    # A new service given a number: its first trusted number is a change as well.
+    admin = signed_in(client, "admin")
+    assert admin.role == "admin"
+    response = client.post(
+        "/directory/services/new", data=dict(FORM, organization_id=org.id, name="Second")
+    )
+    assert response.status_code == 302
+    second = db.session.scalar(select(Service).where(Service.name == "Second"))
+    assert ("service.intake_phone_change", "service", str(second.id)) in actions()
 
 
 def test_provider_of_another_org_gets_404(client: Any) -> None:
@@ -227,7 +297,7 @@ def test_provider_updates_beds(client: Any) -> None:
     assert ("service.beds_update", "service", str(s.id)) in actions()
     too_many = client.post(f"/directory/services/{s.id}/beds", data={"beds_available": 6})
     assert too_many.status_code == 400
-    assert b"More beds free" in too_many.data
+    assert b"No more than 5 beds can be free now" in too_many.data
     assert (
         client.post(f"/directory/services/{s.id}/beds", data={"beds_available": "x"}).status_code
         == 400

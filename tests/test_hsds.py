@@ -83,8 +83,12 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert refuge.organization.name == "Harbour Women's Refuge"
     assert refuge.organization.hsds_id == "11111111-0000-4000-8000-000000000001"
     assert refuge.language_list == ("en", "es", "ar")  # en, ara -> ar, es-MX -> es
-    assert refuge.intake_phone == "+14155550101"
-    assert refuge.intake_phone_index == blind_index("+14155550101")
+    # The feed's phone is reported, never trusted as the intake phone (issue 13.8).
+    assert refuge.intake_phone is None and refuge.intake_phone_index is None
+    assert (
+        "organizations.json, row 1: service 22222222-0000-4000-8000-000000000001: feed phone "
+        "not used as the intake phone; an admin or the provider sets it on the service form"
+    ) in err
     assert (refuge.latitude, refuge.longitude) == (37.77, -122.42)
     assert refuge.wheelchair_access and not refuge.hearing_access
     assert refuge.timezone == "America/Los_Angeles"
@@ -96,19 +100,19 @@ def test_json_import_reports_every_bad_row_and_imports_the_rest(app: Any) -> Non
     assert night.language_list == ("fr",)  # from the language name
     assert night.timezone == "Etc/GMT-2"  # UTC+2
     assert night.hours == [[4, "20:00", "06:00"], [5, "20:00", "06:00"]]
-    assert "under_18" not in night.age_bands and "18_24" in night.age_bands
+    assert (night.min_age, night.max_age) == (18, None)  # exact, not "18–24 and up"
 
     legal = service("33333333-0000-4000-8000-000000000001")
     assert legal.category == "legal"
     assert legal.language_list == ("es",)
-    assert legal.intake_phone == "+14155550102"
+    assert legal.intake_phone is None
     court = service("33333333-0000-4000-8000-000000000003")
     assert court.latitude is None and court.longitude is None
     order = service("33333333-0000-4000-8000-000000000004")
     assert order.intake_phone is None and order.intake_phone_index is None
     assert order.timezone == "UTC"
     assert order.hours == [[0, "09:00", "12:00"]]
-    assert set(order.age_bands) == {"under_18", "18_24", "25_34", "35_49", "50_64", "65_plus"}
+    assert (order.min_age, order.max_age) == (None, None)  # "adult" is not a number
     assert service("33333333-0000-4000-8000-000000000006").active is False
     assert (
         db.session.scalar(
@@ -145,13 +149,14 @@ def test_tabular_package_import(app: Any) -> None:
     clinic = service("55555555-0000-4000-8000-000000000001")
     assert clinic.category == "medical"
     assert clinic.language_list == ("uk",)
-    assert clinic.intake_phone == "+14155550103"
+    assert clinic.intake_phone is None
+    assert "service 55555555-0000-4000-8000-000000000001: feed phone not used" in err
     assert clinic.timezone == "Etc/GMT+8"  # UTC-8
     assert clinic.hearing_access is True
     assert clinic.latitude == pytest.approx(37.76)
     youth = service("55555555-0000-4000-8000-000000000002")
     assert youth.category == "psychosocial"
-    assert youth.age_bands == ("under_18",)
+    assert (youth.min_age, youth.max_age) == (12, 17)
     assert youth.hours == []
     assert [a.name for a in youth.areas] == ["Eastside"]
     assert service("55555555-0000-4000-8000-000000000004").category == "other"
@@ -209,7 +214,101 @@ def test_reimport_of_a_partial_record_keeps_what_it_leaves_out(app: Any, tmp_pat
     assert len(refuge.hours) == 7 and refuge.timezone == "America/Los_Angeles"
     assert refuge.latitude == 37.77 and refuge.wheelchair_access
     assert sorted(a.name for a in refuge.areas) == ["Bay County", "Harbour District"]
-    assert refuge.intake_phone == "+14155550101"
+    assert refuge.intake_phone is None
+
+
+def test_import_never_changes_the_intake_phone_and_reports_the_difference(app: Any) -> None:
+    """The intake phone receives referral codes and may send ACCEPT, DECLINE and BEDS: a
+    feed must never change it (issue 13.8). An admin or the provider sets it; the import
+    says where the feed's number differs, without printing either number."""
+    assert run_import(app, os.path.join(FIXTURES, "json")).exit_code == 0
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    legal = service("33333333-0000-4000-8000-000000000001")
+    refuge.set_intake_phone("+14155550177")  # the shelter's own number, not the feed's
+    legal.set_intake_phone("+14155550102")  # the same as the feed's
+    db.session.commit()
+    events_before = count(AuditEvent)
+
+    again = run_import(app, os.path.join(FIXTURES, "json"))
+    assert again.exit_code == 0, again.output
+    err = errors_of(again)
+    assert (
+        "organizations.json, row 1: service 22222222-0000-4000-8000-000000000001: feed phone "
+        "differs from the intake phone; not changed"
+    ) in err
+    assert "service 33333333-0000-4000-8000-000000000001: feed phone" not in err
+    assert "555" not in err and "0177" not in err
+    refuge = service("22222222-0000-4000-8000-000000000001")
+    assert refuge.intake_phone == "+14155550177"
+    assert refuge.intake_phone_index == blind_index("+14155550177")
+    assert service("33333333-0000-4000-8000-000000000001").intake_phone == "+14155550102"
+    changes = db.session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.action == "service.intake_phone_change", AuditEvent.seq > events_before
+        )
+    ).all()
+    assert changes == []
+
+
+@pytest.mark.parametrize(
+    ("given", "kept", "reported"),
+    [
+        ({"minimum_age": 12}, (12, None), None),
+        ({"minimum_age": 12, "maximum_age": 100}, (12, 100), None),
+        ({"maximum_age": "17"}, (None, 17), None),
+        ({"minimum_age": 0, "maximum_age": 17}, (0, 17), None),
+        ({"minimum_age": 17.5}, (18, None), "minimum_age 17.5 is not a whole number: read as 18"),
+        ({"maximum_age": 64.5}, (None, 64), "maximum_age 64.5 is not a whole number: read as 64"),
+        ({"minimum_age": 30, "maximum_age": 20}, (None, None), "minimum_age above maximum_age"),
+        ({"minimum_age": 200}, (None, None), "minimum_age 200 out of range"),
+    ],
+)
+def test_ages_are_imported_exactly(
+    app: Any, tmp_path: Any, given: dict[str, Any], kept: Any, reported: str | None
+) -> None:
+    feed = [
+        {
+            "id": "11111111-0000-4000-8000-0000000000aa",
+            "name": "Age Org",
+            "services": [{"id": "22222222-0000-4000-8000-0000000000aa", "name": "Ages", **given}],
+        }
+    ]
+    path = tmp_path / "ages.json"
+    path.write_text(json.dumps(feed))
+    result = run_import(app, str(path))
+    assert result.exit_code == 0, result.output
+    imported = service("22222222-0000-4000-8000-0000000000aa")
+    assert (imported.min_age, imported.max_age) == kept
+    if reported:
+        assert reported in errors_of(result)
+    else:
+        assert errors_of(result).strip() == ""
+
+
+def test_contradictory_ages_on_reimport_keep_the_stored_ones(app: Any, tmp_path: Any) -> None:
+    def feed(**ages: Any) -> str:
+        path = tmp_path / "feed.json"
+        path.write_text(json.dumps([{
+            "id": "11111111-0000-4000-8000-0000000000ab",
+            "name": "Age Org",
+            "services": [{"id": "22222222-0000-4000-8000-0000000000ab", "name": "Ages", **ages}],
+        }]))
+        return str(path)
+
+    assert run_import(app, feed(minimum_age=16, maximum_age=24)).exit_code == 0
+    assert run_import(app, feed(minimum_age=30, maximum_age=20)).exit_code == 0
+    kept = service("22222222-0000-4000-8000-0000000000ab")
+    assert (kept.min_age, kept.max_age) == (16, 24)  # never widened to "all ages"
+
+
+def test_export_does_not_publish_intake_phones(app: Any, tmp_path: Any) -> None:
+    factories.make_service(category="shelter", intake_phone="+14155550199")
+    db.session.commit()
+    target = tmp_path / "export.json"
+    out = app.test_cli_runner().invoke(args=["directory", "export-hsds", str(target)])
+    assert out.exit_code == 0, out.output
+    text = target.read_text()
+    assert "4155550199" not in text and '"phones"' not in text
 
 
 def test_import_never_sets_or_changes_sms_labels(app: Any, tmp_path: Any) -> None:
@@ -304,7 +403,7 @@ def test_shipped_tabular_package(app: Any) -> None:
     counselling = service("ac148810-d857-441c-9679-408f346de14b")
     assert counselling.category == "psychosocial"
     assert counselling.organization.name == "Example Organization Inc."
-    assert counselling.intake_phone == "+441234234567"
+    assert counselling.intake_phone is None
     assert counselling.timezone == "Etc/GMT-3"
     assert counselling.hours == [[3, "10:00", "18:00"], [4, "10:00", "18:00"]]
     assert counselling.latitude is None
@@ -371,7 +470,7 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
         intake_phone="+14155550199",
         latitude=1.5,
         longitude=2.5,
-        age_bands=("18_24", "25_34"),
+        min_age=21,
         hours=[[0, "09:00", "17:00"], [1, "09:00", "17:00"]],
         timezone="Europe/Paris",
         areas=[Area(name="Old Town")],
@@ -388,9 +487,10 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
                 s.description,
                 s.category,
                 sorted(s.language_list),
-                s.intake_phone,
                 s.latitude,
                 s.longitude,
+                s.min_age,
+                s.max_age,
                 s.age_mask,
                 s.hours,
                 s.timezone,
@@ -409,6 +509,13 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert out.exit_code == 0, out.output
     data = json.loads(target.read_text())
     assert {o["name"] for o in data} >= {"Harbour Women's Refuge", "Hand Made Org"}
+    exported = {s["name"]: s for o in data for s in o["services"]}
+    # Exact ages, as given (issue 13.11): not widened to the bands they fall in.
+    assert exported["Hand made"]["minimum_age"] == 21
+    assert "maximum_age" not in exported["Hand made"]
+    youth = exported["Youth Mental Health Support"]
+    assert (youth["minimum_age"], youth["maximum_age"]) == (12, 17)
+    assert "minimum_age" not in exported["Food Bank"]
 
     from tests.conftest import _empty_all_tables
 
@@ -418,6 +525,8 @@ def test_export_round_trip(app: Any, tmp_path: Any) -> None:
     assert result.exit_code == 0, result.output
     assert errors_of(result).strip() == ""
     assert state() == before
+    # Intake phones are Haven's own trust, not directory data: neither exported nor imported.
+    assert all(s.intake_phone is None for s in db.session.scalars(select(Service)))
 
 
 # --- files from outside: limits, types, encodings, links (issue 14 item 5) ----------------

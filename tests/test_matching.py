@@ -88,23 +88,102 @@ def test_gender_eligibility(app: Any, service_genders: Any, survivor: Any, eligi
 
 
 @pytest.mark.parametrize(
-    ("bands", "survivor", "eligible"),
+    ("ages", "survivor", "fit"),
     [
-        (("18_24", "25_34", "35_49", "50_64", "65_plus"), "under_18", False),  # adults only
-        (("18_24", "25_34", "35_49", "50_64", "65_plus"), "18_24", True),  # first adult band
-        (("under_18",), "under_18", True),
-        (("under_18",), "18_24", False),  # youth service, just too old
-        (("65_plus",), "65_plus", True),
-        (("50_64",), "65_plus", False),
-        (("under_18",), None, True),
+        ((18, None), "under_18", "none"),  # adults only
+        ((18, None), "18_24", "whole"),  # first adult band
+        ((None, 17), "under_18", "whole"),
+        ((0, 17), "under_18", "whole"),
+        ((None, 17), "18_24", "none"),  # youth service, just too old
+        ((65, None), "65_plus", "whole"),
+        ((50, 64), "65_plus", "none"),
+        ((None, None), "under_18", "whole"),
+        ((None, None), "65_plus", "whole"),
+        # Exact ages inside a band: the band is not widened to "all of it" (issue 13.11).
+        ((12, None), "under_18", "part"),  # a child of 8 is in the band
+        ((12, None), "18_24", "whole"),
+        ((21, None), "18_24", "part"),
+        ((12, 100), "65_plus", "part"),  # a 101-year-old is not eligible
+        ((16, 20), "under_18", "part"),
+        ((16, 20), "18_24", "part"),
+        ((16, 20), "25_34", "none"),
+        ((25, 34), "25_34", "whole"),
     ],
 )
-def test_age_band_eligibility(app: Any, bands: Any, survivor: Any, eligible: bool) -> None:
-    s = factories.make_service(age_bands=bands)
+def test_age_eligibility_is_exact(app: Any, ages: Any, survivor: str, fit: str) -> None:
+    s = factories.make_service(min_age=ages[0], max_age=ages[1])
     result = one(crit(age_band=survivor), with_excluded=True)
-    assert (s.id in ids(result)) is eligible
-    if not eligible:
+    if fit == "none":
+        assert s.id not in ids(result)
         assert [r.code for r in result.excluded[0].reasons] == ["excluded_age"]
+        return
+    [found] = result.matches
+    notes = [n for n in found.notes if "age" in n.code]
+    if fit == "whole":
+        assert notes == []
+    else:
+        assert [n.code for n in notes] == ["part_age"]
+    assert result.excluded == []
+
+
+def test_a_partly_eligible_band_says_which_part(app: Any) -> None:
+    factories.make_service(name="Youth 12+", min_age=12)
+    factories.make_service(name="Adults 21+", min_age=21)
+    factories.make_service(name="Teens", min_age=13, max_age=17)
+    factories.make_service(name="Young adults", max_age=20)
+    child = one(crit(age_band="under_18"), with_excluded=True)
+    texts = {m.name: [str(n) for n in m.notes] for m in child.matches}
+    assert "Ages 12+ only: part of Under 18 is not eligible" in texts["Youth 12+"]
+    assert "Ages 13–17 only: part of Under 18 is not eligible" in texts["Teens"]
+    assert not any("eligible" in t for t in texts["Young adults"])
+    assert [e.name for e in child.excluded] == ["Adults 21+"]
+    assert str(child.excluded[0].reasons[0]) == "not for this age band (only for ages 21+)"
+    young = one(crit(age_band="18_24"))
+    texts = {m.name: [str(n) for n in m.notes] for m in young.matches}
+    assert "Ages 21+ only: part of 18–24 is not eligible" in texts["Adults 21+"]
+    assert "Ages up to 20 only: part of 18–24 is not eligible" in texts["Young adults"]
+    unknown = one(crit(age_band=None))
+    texts = {m.name: [str(n) for n in m.notes] for m in unknown.matches}
+    assert "only for ages 12+ — check eligibility" in texts["Youth 12+"]
+
+
+_age = st.one_of(st.none(), st.integers(0, 90))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ages=st.lists(st.tuples(_age, _age), min_size=1, max_size=6),
+    band=st.sampled_from(vocab.AGE_BANDS),
+)
+def test_age_matching_agrees_with_the_exact_ages(app: Any, ages: Any, band: str) -> None:
+    """The SQL prefilter (an integer mask test) finds exactly the services whose exact ages
+    meet the band at all; a note marks exactly those that do not cover it whole."""
+    low, high = vocab.AGE_BAND_RANGES[band]
+    try:
+        made = {}
+        for lo, hi in ages:
+            if lo is not None and hi is not None and lo > hi:
+                lo, hi = hi, lo
+            made[factories.make_service(min_age=lo, max_age=hi).id] = (lo, hi)
+        result = one(crit(age_band=band), limit=None)
+        found = {m.service_id: m for m in result.matches}
+        for sid, (lo, hi) in made.items():
+            eligible_low, eligible_high = lo or 0, hi
+            meets = (eligible_high is None or low <= eligible_high) and (
+                high is None or eligible_low <= high
+            )
+            whole = eligible_low <= low and (
+                eligible_high is None or (high is not None and high <= eligible_high)
+            )
+            assert (sid in found) is meets, (lo, hi, band)
+            if meets:
+                partial = "part_age" in [n.code for n in found[sid].notes]
+                assert partial is not whole, (lo, hi, band)
+        assert ids(result) == ids(naive_match(crit(age_band=band), now=WEDNESDAY, limit=None)[0])
+    finally:
+        db.session.rollback()
 
 
 def test_children(app: Any) -> None:
@@ -120,7 +199,7 @@ def test_children(app: Any) -> None:
 
 
 def test_several_exclusion_reasons_and_excluded_only_on_request(app: Any) -> None:
-    factories.make_service(genders=("female",), age_bands=("under_18",), accepts_children=False)
+    factories.make_service(genders=("female",), max_age=17, accepts_children=False)
     plain = one(crit(gender="male", age_band="25_34", children=True))
     assert plain.matches == [] and plain.excluded is None
     asked = one(crit(gender="male", age_band="25_34", children=True), with_excluded=True)

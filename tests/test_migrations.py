@@ -275,3 +275,87 @@ def test_consent_decisions_of_existing_records_are_migrated(fresh_app):
     assert "decision" not in {c["name"] for c in inspect(db.engine).get_columns("consent")}
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM consent")).scalar() == len(rows)
+def test_directory_rules_turn_age_masks_into_the_tightest_exact_ages(fresh_app):
+    """0011_directory_rules: services kept eligibility as age-band masks; each becomes the
+    exact range its bands imply (a gap between two bands is filled: the range is one
+    interval), and the mask is derived from that range again. The way down keeps masks."""
+    script = _script()
+    mine = script.get_revision("0011_directory_rules")
+    upgrade(revision=mine.down_revision)
+    masks = {
+        "all": 0b111111,
+        "adults": 0b111110,
+        "children": 0b000001,
+        "young": 0b000011,
+        "middle": 0b001100,  # 25_34 + 35_49
+        "old": 0b100000,
+        "gap": 0b010001,  # under_18 + 50_64
+    }
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO organization (id, name, kind, totp_required, created_at) "
+                "VALUES (1, 'Org', 'provider', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        for i, (name, mask) in enumerate(masks.items(), start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO service (id, organization_id, name, description, category, "
+                    "languages, gender_mask, age_mask, accepts_children, wheelchair_access, "
+                    "hearing_access, hours, timezone, active, created_at, updated_at) VALUES "
+                    "(:id, 1, :name, '', 'legal', '', 15, :mask, true, false, false, '[]', "
+                    "'UTC', true, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": i, "name": name, "mask": mask},
+            )
+        # Rows that point at services: a table rebuilt on SQLite (foreign_keys=ON) would
+        # take them with it (ON DELETE CASCADE).
+        conn.execute(text("INSERT INTO area (id, name) VALUES (1, 'Harbour')"))
+        conn.execute(text("INSERT INTO service_area (service_id, area_id) VALUES (1, 1)"))
+        conn.execute(
+            text(
+                "INSERT INTO bed_snapshot (day, service_id, organization_id, beds_total, "
+                "beds_available) VALUES (CURRENT_DATE, 1, 1, 4, 2)"
+            )
+        )
+
+    def linked() -> tuple[int, int]:
+        with db.engine.connect() as conn:
+            return (
+                conn.execute(text("SELECT count(*) FROM service_area")).scalar(),
+                conn.execute(text("SELECT count(*) FROM bed_snapshot")).scalar(),
+            )
+
+    def cancel_check() -> str:
+        [found] = [
+            c["sqltext"]
+            for c in inspect(db.engine).get_check_constraints("referral")
+            if c["name"] == "ck_referral_cancel_reason"
+        ]
+        return str(found)
+
+    assert "placed_elsewhere" not in cancel_check()
+    _run_step(script, mine, up=True)
+    assert linked() == (1, 1)
+    assert "'placed_elsewhere'" in cancel_check() and "'case_erased'" in cancel_check()
+    with db.engine.connect() as conn:
+        rows = {
+            r.name: (r.min_age, r.max_age, r.age_mask)
+            for r in conn.execute(text("SELECT name, min_age, max_age, age_mask FROM service"))
+        }
+    assert rows == {
+        "all": (None, None, 0b111111),
+        "adults": (18, None, 0b111110),
+        "children": (None, 17, 0b000001),
+        "young": (None, 24, 0b000011),
+        "middle": (25, 49, 0b001100),
+        "old": (65, None, 0b100000),
+        "gap": (None, 64, 0b011111),
+    }
+    _run_step(script, mine, up=False)
+    assert linked() == (1, 1)
+    assert "placed_elsewhere" not in cancel_check() and "'case_erased'" in cancel_check()
+    with db.engine.connect() as conn:
+        kept = conn.execute(text("SELECT age_mask FROM service WHERE name = 'middle'")).scalar()
+    assert kept == 0b001100

@@ -89,6 +89,36 @@ def test_detail_shows_exactly_the_preview(app, client, provider, shelter):
     assert audited("referral.view", without.id)
 
 
+def test_the_portal_shows_only_the_need_of_the_referrals_category(app, client, provider, shelter):
+    """A shelter saw "Legal aid: soon" (issue 13.6): only the shelter need, with urgency."""
+    case = factories.make_case(
+        needs={"shelter": "immediate", "legal": "soon", "medical": "routine"}
+    )
+    referral = factories.make_referral(case, shelter)
+    db.session.commit()
+    page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
+    assert "Shelter: Immediate" in page
+    assert "Legal aid" not in page and "Medical" not in page and "Soon (days)" not in page
+
+
+def test_a_shelter_released_by_another_acceptance_learns_nothing_more(
+    app, client, provider, shelter
+):
+    """The survivor was placed at another shelter: this one sees its referral cancelled and
+    its bed back, by code only — not where, nor that she was placed."""
+    case = factories.make_case(needs={"shelter": "immediate"})
+    mine = factories.make_referral(case, shelter)
+    elsewhere = factories.make_service(category="shelter", beds_total=2, beds_available=2)
+    theirs = factories.make_referral(case, elsewhere)
+    referrals.accept(theirs, None)
+    db.session.commit()
+    assert db.session.get(Referral, mine.id).cancel_reason == "placed_elsewhere"
+    assert db.session.get(Service, shelter.id).beds_available == 3
+    page = client.get(f"/provider/referrals/{mine.id}").get_data(as_text=True)
+    assert mine.code in page and "Cancelled" in page
+    assert "another shelter" not in page and elsewhere.name not in page
+
+
 def test_withdrawn_consent_leaves_the_code_only(app, client, provider, shelter):
     referral = make_referral(shelter)
     client.post(f"/provider/referrals/{referral.id}/accept")

@@ -288,6 +288,42 @@ def test_needs_kept_private_are_not_shared(app, ngo):
     assert "Shelter" in needs and "Medical" not in needs
 
 
+def test_a_provider_sees_only_the_need_of_its_referrals_category(app, survivor):
+    """A shelter learned of the survivor's legal and medical needs (issue 13.6): the
+    preview, the portal and the referral SMS now carry the referral's category and its
+    urgency only, although the survivor consented to share all three categories."""
+    shelter = provider_service("shelter", beds_total=5, beds_available=2)
+    legal = provider_service("legal")
+    preview = referrals.provider_view(survivor, "shelter", code=None)
+    assert {f.name: f.value for f in preview.fields}["needs"] == "Shelter: Immediate"
+    made, _ = referrals.create_referrals(
+        survivor, [request_for(survivor, s) for s in (shelter, legal)], None, idempotency_key=TOKEN
+    )
+    by_category = {r.category: r for r in made}
+    portal = {f.name: f.value for f in referrals.referral_view(by_category["shelter"]).fields}
+    assert portal["needs"] == "Shelter: Immediate"
+    legal_view = {f.name: f.value for f in referrals.referral_view(by_category["legal"]).fields}
+    assert legal_view["needs"] == "Legal aid: Soon (days)"
+    sms = {m.service_id: m.params["needs"] for m in outbox("provider.referral_new")}
+    assert sms == {shelter.id: "shelter:immediate", legal.id: "legal:soon"}
+    body = referrals.messaging.render("provider.referral_new", "en", {
+        "code": made[0].code, "needs": sms[shelter.id], "age_band": "25_34", "language": "en"})
+    assert "needs shelter: immediate;" in body
+    assert "legal" not in body.lower() and "medical" not in body.lower()
+
+
+def test_a_referral_without_a_recorded_need_of_its_category_names_the_category(app, ngo):
+    case = factories.make_case(ngo, needs={"medical": "immediate"})
+    legal = provider_service("legal")
+    [referral], _ = referrals.create_referrals(
+        case, [request_for(case, legal)], None, idempotency_key=None
+    )
+    view = {f.name: f.value for f in referrals.referral_view(referral).fields}
+    assert view["needs"] == "Legal aid"
+    [sms] = outbox("provider.referral_new")
+    assert sms.params["needs"] == "legal"
+
+
 # --- idempotency and rollback -----------------------------------------------------------------
 
 
@@ -437,6 +473,90 @@ def test_erasure_cancels_open_referrals_first(app, survivor):
     assert any(m.params == {"code": referral.code} for m in outbox("provider.referral_cancelled"))
 
 
+def test_accepting_a_shelter_releases_the_cases_other_shelter_holds(app, survivor):
+    """One survivor held beds at two shelters for ever (issue 13.10): when one shelter
+    accepts, the case's other open shelter referrals are cancelled at once (reason
+    ``placed_elsewhere``), their beds given back and their providers told by code only, in
+    the same transaction; other categories and other cases are left alone."""
+    first = provider_service("shelter", beds_total=3, beds_available=3)
+    second = provider_service("shelter", beds_total=3, beds_available=3)
+    third = provider_service("shelter")  # capacity not tracked: holds nothing
+    legal = provider_service("legal")
+    made, _ = referrals.create_referrals(
+        survivor,
+        [request_for(survivor, s) for s in (first, second, third, legal)],
+        None,
+        idempotency_key=TOKEN,
+    )
+    someone_else = factories.make_case(needs={"shelter": "immediate"})
+    [other_case_referral], _ = referrals.create_referrals(
+        someone_else, [request_for(someone_else, second)], None, idempotency_key=None
+    )
+    db.session.commit()
+    by_service = {r.service_id: r for r in made}
+    assert db.session.get(Service, second.id).beds_available == 1
+
+    referrals.accept(by_service[first.id], None)
+    db.session.commit()
+
+    def fresh(referral):
+        return db.session.get(Referral, referral.id)
+
+    assert fresh(by_service[first.id]).status == "accepted"
+    assert fresh(by_service[first.id]).hold_status == "held"
+    for released in (by_service[second.id], by_service[third.id]):
+        row = fresh(released)
+        assert (row.status, row.cancel_reason) == ("cancelled", "placed_elsewhere")
+    assert fresh(by_service[second.id]).hold_status == "returned"
+    assert db.session.get(Service, second.id).beds_available == 2  # the other case's hold stays
+    assert fresh(by_service[legal.id]).status == "pending"
+    assert fresh(other_case_referral).status == "pending"
+    told = {m.service_id: m.params for m in outbox("provider.referral_cancelled")}
+    assert told == {
+        second.id: {"code": by_service[second.id].code},
+        third.id: {"code": by_service[third.id].code},
+    }
+    cancelled = {e.object_id for e in events("referral.cancel")}
+    assert cancelled == {str(by_service[second.id].id), str(by_service[third.id].id)}
+
+
+def test_an_arrival_releases_holds_sent_after_the_acceptance(app, survivor):
+    """A caseworker may try another shelter after one accepted; once the survivor arrives
+    somewhere, no other shelter keeps a bed for her."""
+    first = provider_service("shelter", beds_total=2, beds_available=2)
+    second = provider_service("shelter", beds_total=2, beds_available=2)
+    [placed], _ = referrals.create_referrals(
+        survivor, [request_for(survivor, first)], None, idempotency_key=None
+    )
+    referrals.accept(placed, None)
+    [backup], _ = referrals.create_referrals(
+        survivor, [request_for(survivor, second)], None, idempotency_key=None
+    )
+    assert backup.status == "pending"
+    referrals.record_outcome(placed, "arrived", None)
+    db.session.commit()
+    backup = db.session.get(Referral, backup.id)
+    assert (backup.status, backup.cancel_reason, backup.hold_status) == (
+        "cancelled",
+        "placed_elsewhere",
+        "returned",
+    )
+    assert db.session.get(Service, second.id).beds_available == 2
+
+
+def test_a_failed_acceptance_releases_nothing(app, survivor):
+    first = provider_service("shelter", beds_total=2, beds_available=2)
+    second = provider_service("shelter", beds_total=2, beds_available=2)
+    made, _ = referrals.create_referrals(
+        survivor, [request_for(survivor, s) for s in (first, second)], None, idempotency_key=None
+    )
+    referrals.decline(made[0], "full", None, None)
+    with pytest.raises(referrals.BadTransition):
+        referrals.accept(made[0], None)
+    assert db.session.get(Referral, made[1].id).status == "pending"
+    assert db.session.get(Service, second.id).beds_available == 1
+
+
 def test_expiry_flags_then_expires(app, survivor):
     shelter = provider_service("shelter", beds_total=2, beds_available=2)
     at = utcnow()
@@ -510,6 +630,33 @@ def test_provider_accepts_and_declines_by_sms(app, ngo):
     assert statuses["legal"].status == "declined"
     assert statuses["legal"].response_reason == "full"
     assert "declined" in reply[0]
+
+
+def test_accept_by_sms_releases_the_other_shelter_and_the_caseworker_sees_why(
+    app, client, ngo
+):
+    case = factories.make_case(ngo, needs={"shelter": "immediate"})
+    first = provider_service("shelter", beds_total=2, beds_available=2)
+    second = factories.make_service(
+        organization=factories.make_org("provider"),
+        category="shelter",
+        intake_phone="+14155550111",
+        beds_total=2,
+        beds_available=2,
+    )
+    made, _ = referrals.create_referrals(
+        case, [request_for(case, s) for s in (first, second)], None, idempotency_key=None
+    )
+    db.session.commit()
+    reply = hotline.handle_inbound("SM" + "4" * 32, "+14155550111", f"ACCEPT {made[1].code}")
+    db.session.commit()
+    assert "accepted" in reply[0]
+    released = db.session.get(Referral, made[0].id)
+    assert (released.status, released.cancel_reason) == ("cancelled", "placed_elsewhere")
+    assert db.session.get(Service, first.id).beds_available == 2
+    login_session(client, factories.make_user("caseworker", organization=ngo))
+    page = client.get(f"/cases/{case.id}").get_data(as_text=True)
+    assert "Placed at another shelter" in page
 
 
 # --- caseworker views -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app import vocab
 from app.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
-from app.models.directory import zone
+from app.models.directory import MAX_AGE, zone
 from app.safe_hours import valid_zone
 
 WEEKDAY_LABELS = (
@@ -96,8 +96,15 @@ class ServiceForm(FlaskForm):
     genders = MultiCheckboxField(
         _l("Genders served (none ticked: everyone)"), choices=list(vocab.GENDER_LABELS.items())
     )
-    age_bands = MultiCheckboxField(
-        _l("Age bands served (none ticked: all ages)"), choices=list(vocab.AGE_BAND_LABELS.items())
+    min_age = IntegerField(
+        _l("Youngest age served (empty: no minimum)"),
+        validators=[Optional(), NumberRange(0, MAX_AGE)],
+        render_kw={"inputmode": "numeric", "min": 0, "max": MAX_AGE},
+    )
+    max_age = IntegerField(
+        _l("Oldest age served (empty: no maximum)"),
+        validators=[Optional(), NumberRange(0, MAX_AGE)],
+        render_kw={"inputmode": "numeric", "min": 0, "max": MAX_AGE},
     )
     accepts_children = BooleanField(_l("Accepts accompanying children"))
     wheelchair_access = BooleanField(_l("Wheelchair access"))
@@ -138,17 +145,18 @@ class ServiceForm(FlaskForm):
     def hours_fields(self) -> list[Any]:
         return [getattr(self, f"hours_{d}") for d in range(7)]
 
+    def validate_max_age(self, field: Any) -> None:
+        if (
+            field.data is not None
+            and self.min_age.data is not None
+            and not self.min_age.errors
+            and self.min_age.data > field.data
+        ):
+            raise ValidationError(_l("The minimum age cannot be above the maximum age."))
+
     def validate_timezone(self, field: Any) -> None:
         if zone(field.data).key != (field.data or "").strip():
             raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
-
-    def validate_beds_available(self, field: Any) -> None:
-        if (
-            field.data is not None
-            and self.beds_total.data is not None
-            and field.data > self.beds_total.data
-        ):
-            raise ValidationError(_l("More beds free than beds in total."))
 
     def weekly_hours(self) -> list[list[Any]] | None:
         """The schedule from the seven day fields, or None after marking field errors."""

@@ -12,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
-from app import audit, matching, vocab
+from app import audit, capacity, matching, vocab
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.directory import bp
 from app.directory.forms import (
@@ -122,9 +122,6 @@ def service_edit(service_id: int) -> Response | str | tuple[str, int]:
 def _fill(form: ServiceForm, service: Service) -> None:
     form.languages.data = list(service.language_list)
     form.genders.data = [] if len(service.genders) == len(vocab.GENDERS) else list(service.genders)
-    form.age_bands.data = (
-        [] if len(service.age_bands) == len(vocab.AGE_BANDS) else list(service.age_bands)
-    )
     form.areas.data = [a.id for a in service.areas]
     for day, f in enumerate(form.hours_fields()):
         f.data = format_day_hours(service.hours, day)
@@ -153,11 +150,14 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
             form.active.data = True
             form.accepts_children.data = True
 
+    existing = service  # (``service`` becomes the new row below)
+
     def again() -> tuple[str, int]:
-        return render_template("directory/service_form.html", form=form, service=service), 400
+        return render_template("directory/service_form.html", form=form, service=existing), 400
 
     if not form.validate_on_submit():
         if request.method == "POST":
+            _bed_errors(form, service)  # shown with the other field errors
             return again()
         return render_template("directory/service_form.html", form=form, service=service)
     hours = form.weekly_hours()
@@ -186,7 +186,8 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     service.description = (form.description.data or "").strip()
     service.language_list = form.languages.data or []
     service.genders = form.genders.data or []
-    service.age_bands = form.age_bands.data or []
+    service.min_age = form.min_age.data
+    service.max_age = form.max_age.data
     service.accepts_children = bool(form.accepts_children.data)
     service.wheelchair_access = bool(form.wheelchair_access.data)
     service.hearing_access = bool(form.hearing_access.data)
@@ -195,17 +196,46 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     service.longitude = form.longitude.data
     service.hours = hours
     service.timezone = (form.timezone.data or "UTC").strip()
+    phone_changed = phone != service.intake_phone
     service.set_intake_phone(phone)
-    service.beds_total = form.beds_total.data
-    service.beds_available = form.beds_available.data
     service.active = bool(form.active.data)
     service.updated_at = utcnow()
     db.session.add(service)
     db.session.flush()
     audit.record("service.create" if creating else "service.update", "service", service.id)
+    if phone_changed:  # the number trusted for ACCEPT, DECLINE and BEDS (ids only)
+        audit.record("service.intake_phone_change", "service", service.id)
+    try:
+        capacity.set_beds(service, total=form.beds_total.data, free=form.beds_available.data)
+    except capacity.BedCountError as exc:
+        db.session.rollback()
+        _bed_error(form, exc)
+        return again()
     db.session.commit()
     flash(_("Saved."), "success")
     return redirect(url_for("directory.service_detail", service_id=service.id))
+
+
+def _bed_error(form: ServiceForm, exc: capacity.BedCountError) -> None:
+    field = form.beds_total if exc.field == "total" else form.beds_available
+    field.errors = [*field.errors, str(exc.message)]
+
+
+def _bed_errors(form: ServiceForm, service: Service | None) -> None:
+    """The bed rule's verdict on a form refused for other reasons, so that every field error
+    shows at once (``capacity.set_beds`` checks again, under its lock, when it is saved)."""
+    if form.beds_total.errors or form.beds_available.errors:
+        return
+    category = form.category.data if form.category else (service.category if service else "")
+    try:
+        capacity.check(
+            category or "",
+            form.beds_total.data,
+            form.beds_available.data,
+            capacity.beds_held(service.id if service else None),
+        )
+    except capacity.BedCountError as exc:
+        _bed_error(form, exc)
 
 
 @bp.post("/services/<int:service_id>/beds")
@@ -214,14 +244,12 @@ def service_beds(service_id: int) -> Response | tuple[str, int]:
     service = _service_for_editing(service_id)
     form = BedsForm()
     if form.validate_on_submit():
-        free = form.beds_available.data
-        if service.beds_total is not None and free is not None and free > service.beds_total:
-            form.beds_available.errors = [_("More beds free than beds in total.")]
+        try:
+            capacity.set_beds(service, free=form.beds_available.data)
+        except capacity.BedCountError as exc:
+            db.session.rollback()
+            form.beds_available.errors = [str(exc.message)]
         else:
-            audit.lock()  # before the service row: the lock order of app.referrals
-            service.beds_available = free
-            service.updated_at = utcnow()
-            audit.record("service.beds_update", "service", service.id)
             db.session.commit()
             flash(_("Beds updated."), "success")
             return redirect(url_for("directory.service_detail", service_id=service.id))

@@ -2,7 +2,10 @@
 Referral HSDS 3.0 (ids kept in ``hsds_id``).
 
 Eligibility is stored as small bit masks (one bit per vocabulary entry, see ``app.vocab``) so
-the matching pre-filter is a cheap integer test in SQL on both SQLite and PostgreSQL. Hours are
+the matching pre-filter is a cheap integer test in SQL on both SQLite and PostgreSQL. Ages are
+kept exactly (``min_age`` / ``max_age``, inclusive, None: no limit); ``age_mask`` is derived
+from them whenever either is set — the bands with at least one eligible age — and matching
+then tells a band eligible whole from one eligible only in part (``band_fit``). Hours are
 a structured weekly schedule (JSON list of ``[weekday, "HH:MM", "HH:MM"]``, Monday = 0) read in
 the service's own IANA timezone, so "open now" is computable without another query.
 """
@@ -27,7 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app import vocab
 from app.crypto import MasterEncrypted
@@ -47,6 +50,27 @@ def _unmask(mask: int, universe: tuple[str, ...]) -> tuple[str, ...]:
 
 ALL_GENDERS_MASK = (1 << len(vocab.GENDERS)) - 1
 ALL_AGES_MASK = (1 << len(vocab.AGE_BANDS)) - 1
+MAX_AGE = 150
+
+
+def band_fit(min_age: int | None, max_age: int | None, age_band: str) -> str:
+    """How much of ``age_band`` exact eligible ages cover: "whole", "part" or "none"."""
+    band_low, band_high = vocab.AGE_BAND_RANGES[age_band]
+    low = min_age or 0
+    if (max_age is not None and max_age < band_low) or (band_high is not None and low > band_high):
+        return "none"
+    if low <= band_low and (max_age is None or (band_high is not None and band_high <= max_age)):
+        return "whole"
+    return "part"
+
+
+def ages_mask(min_age: int | None, max_age: int | None) -> int:
+    """The bands with at least one eligible age (the matching pre-filter's mask)."""
+    return sum(
+        1 << i
+        for i, band in enumerate(vocab.AGE_BANDS)
+        if band_fit(min_age, max_age, band) != "none"
+    )
 
 
 def gender_bit(gender: str) -> int:
@@ -87,6 +111,14 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(
             "longitude IS NULL OR (longitude >= -180 AND longitude <= 180)", name="longitude"
         ),
+        CheckConstraint(
+            f"min_age IS NULL OR (min_age >= 0 AND min_age <= {MAX_AGE})", name="min_age"
+        ),
+        CheckConstraint(
+            f"max_age IS NULL OR (max_age >= 0 AND max_age <= {MAX_AGE} "
+            "AND (min_age IS NULL OR max_age >= min_age))",
+            name="max_age",
+        ),
         # The matching pre-filter: active services of one category (eligibility tested on
         # the masks of the rows this index finds).
         Index("ix_service_category_active", "category", "active"),
@@ -103,6 +135,9 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     gender_mask: Mapped[int] = mapped_column(Integer, default=ALL_GENDERS_MASK)
+    # Exact eligible ages, inclusive (None: no limit); age_mask follows them (_derive_mask).
+    min_age: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_age: Mapped[int | None] = mapped_column(Integer, default=None)
     age_mask: Mapped[int] = mapped_column(Integer, default=ALL_AGES_MASK)
     accepts_children: Mapped[bool] = mapped_column(Boolean, default=True)
     wheelchair_access: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -145,15 +180,17 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
     def genders(self, values: list[str] | tuple[str, ...]) -> None:
         self.gender_mask = _mask(values, vocab.GENDERS) or ALL_GENDERS_MASK
 
-    @property
-    def age_bands(self) -> tuple[str, ...]:
-        return _unmask(
-            self.age_mask if self.age_mask is not None else ALL_AGES_MASK, vocab.AGE_BANDS
-        )
+    @validates("min_age", "max_age")
+    def _derive_mask(self, key: str, value: int | None) -> int | None:
+        """Exact ages are the truth; the band mask the pre-filter tests follows them."""
+        low = value if key == "min_age" else self.min_age
+        high = value if key == "max_age" else self.max_age
+        self.age_mask = ages_mask(low, high)
+        return value
 
-    @age_bands.setter
-    def age_bands(self, values: list[str] | tuple[str, ...]) -> None:
-        self.age_mask = _mask(values, vocab.AGE_BANDS) or ALL_AGES_MASK
+    @property
+    def ages_label(self) -> str:
+        return vocab.age_range_label(self.min_age, self.max_age)
 
     def set_intake_phone(self, e164: str | None) -> None:
         """Store the (already normalised) E.164 number sealed, with its blind index."""
@@ -214,6 +251,8 @@ __all__ = [
     "ALL_GENDERS_MASK",
     "Service",
     "age_bit",
+    "ages_mask",
+    "band_fit",
     "gender_bit",
     "open_at",
     "service_area",

@@ -65,6 +65,7 @@ CANCEL_REASONS = (
     "consent_withdrawn",
     "release_withdrawn",
     "case_erased",
+    "placed_elsewhere",  # another shelter accepted the survivor (or she arrived there)
 )
 
 

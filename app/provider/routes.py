@@ -12,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from app import audit, referrals
+from app import audit, capacity, referrals
 from app.extensions import db
 from app.models import Service
 from app.models.referrals import Referral
@@ -60,7 +60,7 @@ def _shelters(errors_for: tuple[int, Any] | None = None) -> list[dict[str, Any]]
             if errors_for and errors_for[0] == s.id
             else BedsForm(obj=s, prefix=f"s{s.id}")
         )
-        rows.append({"service": s, "held": referrals.beds_held(s.id), "form": form})
+        rows.append({"service": s, "held": capacity.beds_held(s.id), "form": form})
     return rows
 
 
@@ -116,9 +116,15 @@ def _render_detail(
         decline_form=decline_form or DeclineForm(),
         outcome_form=outcome_form,
         labels=status_labels(),
-        reasons=reason_labels(),
+        reasons=provider_reason_labels(),
         category_labels=CATEGORY_LABELS,
     ), status
+
+
+def provider_reason_labels() -> dict[str, str]:
+    """The reasons a provider may read: not that the survivor was placed elsewhere (she is
+    the caseworker's to follow; the provider learns its referral was cancelled, by code)."""
+    return {k: v for k, v in reason_labels().items() if k != "placed_elsewhere"}
 
 
 @bp.get("/referrals/<int:referral_id>")
@@ -192,12 +198,10 @@ def beds(service_id: int) -> Any:
     form = BedsForm(prefix=f"s{service.id}")
     if form.validate_on_submit():
         try:
-            referrals.set_beds_available(service, form.beds_available.data)
-        except referrals.BedCountError:
+            capacity.set_beds(service, free=form.beds_available.data)
+        except capacity.BedCountError as exc:
             db.session.rollback()
-            form.beds_available.errors = [
-                _("Beds free plus beds held cannot be more than the beds in total.")
-            ]
+            form.beds_available.errors = [str(exc.message)]
         else:
             db.session.commit()
             flash(_("Beds updated."), "success")

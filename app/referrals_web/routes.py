@@ -46,6 +46,7 @@ def reason_labels() -> dict[str, str]:
         "consent_withdrawn": _("Consent withdrawn"),
         "release_withdrawn": _("Release withdrawn"),
         "case_erased": _("Case erased"),
+        "placed_elsewhere": _("Placed at another shelter"),
     }
 
 
