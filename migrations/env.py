@@ -103,14 +103,32 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch operation on SQLite rebuilds the table (copy, DROP, rename). With
+            # foreign keys enforced, that DROP would cascade to every child row (a case's
+            # needs and consents, a service's areas) or fail: SQLite's documented procedure
+            # turns them off for the rebuild and checks them afterwards. The pragma is a
+            # no-op inside a transaction, so it goes to the driver before the first BEGIN.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
             **conf_args
         )
 
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(
+                            f"migration left {len(broken)} rows with broken foreign keys"
+                        )
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

@@ -359,3 +359,107 @@ def test_directory_rules_turn_age_masks_into_the_tightest_exact_ages(fresh_app):
     with db.engine.connect() as conn:
         kept = conn.execute(text("SELECT age_mask FROM service WHERE name = 'middle'")).scalar()
     assert kept == 0b001100
+
+
+def test_upgrading_and_downgrading_keeps_every_row(fresh_app):
+    """Revisions after 0008 rebuild tables on SQLite (a new foreign key or constraint). With
+    foreign keys enforced, dropping the old table would cascade to its children (a case's
+    needs and consents, a service's areas, a case's messages) or fail; the migration
+    environment turns them off for the rebuild and checks them afterwards. Real rows of the
+    0008 schema go up to the head and back down, every one kept."""
+    base = "0008_audit_object_index"
+    upgrade(revision=base)
+    rows = {
+        "organization": [
+            "INSERT INTO organization (id, name, kind, totp_required, created_at) "
+            "VALUES (1, 'NGO', 'ngo', false, :at), (2, 'Shelter Org', 'provider', false, :at)"
+        ],
+        "user_account": [
+            "INSERT INTO user_account (id, organization_id, username, password_hash, role, "
+            "active, session_token, password_changed_at, created_at) VALUES "
+            "(1, 1, 'cw', 'x', 'caseworker', true, 't', :at, :at)"
+        ],
+        "area": ["INSERT INTO area (id, name) VALUES (1, 'North'), (2, 'North Harbour')",
+                 "UPDATE area SET parent_id = 1 WHERE id = 2"],
+        "service": [
+            "INSERT INTO service (id, organization_id, name, description, category, languages, "
+            "gender_mask, age_mask, accepts_children, wheelchair_access, hearing_access, hours, "
+            "timezone, active, beds_total, beds_available, created_at, updated_at) VALUES "
+            "(1, 2, 'Refuge', '', 'shelter', 'en', 15, 62, true, false, false, '[]', 'UTC', "
+            "true, 10, 9, :at, :at)"
+        ],
+        "service_area": ["INSERT INTO service_area (service_id, area_id) VALUES (1, 2)"],
+        "bed_snapshot": [
+            "INSERT INTO bed_snapshot (day, service_id, organization_id, beds_total, "
+            "beds_available) VALUES ('2026-11-01', 1, 2, 10, 9)"
+        ],
+        "survivor_case": [
+            "INSERT INTO survivor_case (id, reference, organization_id, created_by_id, channel, "
+            "status, area_id, accessibility, no_voicemail, do_not_text, created_at, updated_at) "
+            "VALUES (1, 'KQM-4MX', 1, 1, 'tablet', 'open', 2, false, false, false, :at, :at)"
+        ],
+        "need": [
+            "INSERT INTO need (case_id, category, urgency, created_at) VALUES "
+            "(1, 'shelter', 'immediate', :at), (1, 'legal', 'soon', :at)"
+        ],
+        "consent": [
+            "INSERT INTO consent (case_id, scope, granted, method, text_version, language, "
+            "recorded_at) VALUES (1, 'store', true, 'verbal', '2026-11', 'en', :at), "
+            "(1, 'share_shelter', true, 'verbal', '2026-11', 'en', :at)"
+        ],
+        "hotline_session": [
+            "INSERT INTO hotline_session (phone_index, step, failures, urgent, menu_page, "
+            "case_id, created_at, last_message_at) VALUES ('ab', 'done', 0, false, 0, 1, :at, :at)"
+        ],
+        "referral_release": [
+            "INSERT INTO referral_release (id, case_id, organization_id, method, granted_at, "
+            "expires_at) VALUES (1, 1, 2, 'verbal', :at, :at)"
+        ],
+        "referral": [
+            "INSERT INTO referral (id, code, case_id, service_id, category, organization_id, "
+            "referring_organization_id, release_id, shared_fields, status, created_at, "
+            "updated_at, hold_expires_at, hold_status) VALUES (1, 'ABC-DEF', 1, 1, 'shelter', "
+            "2, 1, 1, '[]', 'pending', :at, :at, :at, 'held')"
+        ],
+        "sms_message": [
+            "INSERT INTO sms_message (direction, audience, language, params, status, attempts, "
+            "remote_delete_attempts, case_id, service_id, created_at, updated_at) VALUES "
+            "('out', 'survivor', 'en', '{}', 'queued', 0, 0, 1, NULL, :at, :at), "
+            "('out', 'provider', 'en', '{}', 'queued', 0, 0, NULL, 1, :at, :at)"
+        ],
+    }
+    from datetime import UTC, datetime
+
+    at = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    with db.engine.begin() as conn:
+        for statements in rows.values():
+            for statement in statements:
+                conn.execute(text(statement), {"at": at})
+
+    def counts() -> dict[str, int]:
+        with db.engine.connect() as conn:
+            return {
+                table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in rows
+            }
+
+    def links() -> tuple[Any, ...]:
+        with db.engine.connect() as conn:
+            return (
+                conn.execute(text("SELECT area_id, created_by_id FROM survivor_case")).one(),
+                conn.execute(text("SELECT case_id FROM hotline_session")).scalar_one(),
+                sorted(conn.execute(text("SELECT case_id, service_id FROM sms_message")).all(),
+                       key=repr),
+                conn.execute(text("SELECT parent_id FROM area WHERE id = 2")).scalar_one(),
+            )
+
+    before, linked = counts(), links()
+    assert all(before.values())
+    upgrade(revision="heads")
+    assert counts() == before
+    assert links() == linked
+    from flask_migrate import downgrade
+
+    downgrade(revision=base)
+    assert counts() == before
+    assert links() == linked

@@ -1,7 +1,7 @@
 """danger reports on cases (and on hotline sessions before consent); SMS labels for areas
 
 Revision ID: 0010_danger_sms_labels
-Revises: 0008_audit_object_index
+Revises: 0009_contact_safety
 Create Date: 2026-12-02 18:00:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0010_danger_sms_labels'
-down_revision = '0008_audit_object_index'
+down_revision = '0009_contact_safety'
 branch_labels = None
 depends_on = None
 

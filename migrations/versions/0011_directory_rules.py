@@ -1,7 +1,7 @@
 """directory rules: exact service ages (from the age-band masks); a referral cancelled because the survivor was placed at another shelter
 
 Revision ID: 0011_directory_rules
-Revises: 0008_audit_object_index
+Revises: 0010_danger_sms_labels
 Create Date: 2026-12-02 17:00:00
 
 SQLite: no batch "move and copy" here. Rebuilding ``service`` or ``referral`` drops the old
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0011_directory_rules'
-down_revision = '0008_audit_object_index'
+down_revision = '0010_danger_sms_labels'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """consent records say what they are: grant, withdraw or refuse (drafts need no schema)
 
 Revision ID: 0012_consent_records_drafts
-Revises: 0008_audit_object_index
+Revises: 0011_directory_rules
 Create Date: 2026-12-02 17:00:00
 
 Existing records are classified from what was recorded before them: a "no" right after a
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0012_consent_records_drafts'
-down_revision = '0008_audit_object_index'
+down_revision = '0011_directory_rules'
 branch_labels = None
 depends_on = None
 
