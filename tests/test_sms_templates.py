@@ -147,14 +147,15 @@ def test_survivor_facing_parameters_are_codes_and_vocabulary_keys_only(
 def test_free_text_is_refused_when_a_survivor_message_is_queued(app: Any) -> None:
     from tests import factories
 
-    case = factories.make_case()
+    referral = factories.make_referral(status="accepted")
+    case = referral.case
     with pytest.raises(messaging.MessagingError):
-        messaging.enqueue("survivor.referral_accepted", case=case,
+        messaging.enqueue("survivor.referral_accepted", case=case, referral_id=referral.id,
                           params={"reference": case.reference, "category": "Free Shelter"})
     with pytest.raises(messaging.MessagingError):
         messaging.enqueue("survivor.update", case=case, params={"reference": "Police"})
-    assert messaging.enqueue("survivor.referral_accepted", case=case,
-                             params={"reference": case.reference, "category": "shelter"})
+    assert messaging.enqueue("survivor.referral_accepted", case=case, referral_id=referral.id,
+                             params={"reference": case.reference, "category": "legal"})
 
 
 def test_explicit_wording_names_the_service(languages: list[str]) -> None:
