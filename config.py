@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -118,6 +119,8 @@ class BaseConfig:
         # The NGO (by name) that owns cases opened through the SMS hotline; empty: the first
         # NGO organization.
         self.HAVEN_HOTLINE_ORG = _env(env, "HAVEN_HOTLINE_ORG")
+        # Flask reads FLASK_DEBUG itself (`flask --debug` sets it); production refuses it.
+        self.DEBUG_REQUESTED = _bool(_env(env, "FLASK_DEBUG"), False)
 
         # Sessions: shared tablets lock after 15 idle minutes; no session lives past 12 h.
         self.IDLE_TIMEOUT = timedelta(minutes=_int(env, "HAVEN_IDLE_MINUTES", 15))
@@ -231,6 +234,41 @@ def data_key_problems(raw: str) -> list[str]:
     return found
 
 
+def _key_material(value: str) -> set[bytes]:
+    """The byte strings a key written as ``value`` may stand for: the text itself and what
+    it decodes to as base64 (either alphabet, padded or not) or hex. Two variables whose
+    sets meet hold the same key, however each was written."""
+    text = value.strip()
+    found = {text.encode()}
+    padded = text + "=" * (-len(text) % 4)
+    for altchars in (b"-_", b"+/"):
+        with contextlib.suppress(ValueError, binascii.Error):
+            found.add(base64.b64decode(padded, altchars=altchars, validate=True))
+    with contextlib.suppress(ValueError):
+        found.add(bytes.fromhex(text))
+    return {f for f in found if len(f) >= 16}
+
+
+def key_reuse_problems(secret_key: str, index_key: str, data_keys: str) -> list[str]:
+    """SECRET_KEY, HAVEN_INDEX_KEY and each HAVEN_DATA_KEYS entry must be different keys:
+    one key in two roles lets whoever learns one of them (a session cookie forger, a
+    database reader with the blind index) attack the other. Names only, never values."""
+    keys = [("SECRET_KEY", secret_key), ("HAVEN_INDEX_KEY", index_key)]
+    if data_keys:
+        keys += [
+            (f"HAVEN_DATA_KEYS entry {n}", k) for n, k in enumerate(data_keys.split(","), 1)
+        ]
+    material = [(name, _key_material(value)) for name, value in keys if value.strip()]
+    found = []
+    for i, (first, first_bytes) in enumerate(material):
+        for second, second_bytes in material[i + 1 :]:
+            if first_bytes & second_bytes:
+                found.append(
+                    f"{first} and {second} hold the same key: give each its own random key"
+                )
+    return found
+
+
 def index_key_problems(raw: str) -> list[str]:
     if not raw:
         return ["HAVEN_INDEX_KEY is not set (urlsafe base64 of at least 32 random bytes)"]
@@ -241,6 +279,14 @@ def index_key_problems(raw: str) -> list[str]:
     if len(decoded) < 32 or _placeholder(decoded):
         return ["HAVEN_INDEX_KEY is weak: it must decode to at least 32 random bytes"]
     return []
+
+
+# Production never runs the Werkzeug debugger: it shows data in tracebacks and, with its PIN,
+# runs code. Checked in ProductionConfig.problems() and by the app (app.debug, --debugger).
+DEBUG_REFUSED = (
+    "debug mode (FLASK_DEBUG, --debug, --debugger or app.debug) is refused in production: "
+    "the Werkzeug debugger shows data and runs code"
+)
 
 
 class DevelopmentConfig(BaseConfig):
@@ -285,6 +331,11 @@ class ProductionConfig(BaseConfig):
                 )
         if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
             found.append("PUBLIC_BASE_URL must be an https:// address in production")
+        if self.DEBUG_REQUESTED or self.DEBUG:
+            found.append(DEBUG_REFUSED)
+        found.extend(
+            key_reuse_problems(self.SECRET_KEY, self.HAVEN_INDEX_KEY, self.HAVEN_DATA_KEYS)
+        )
         return found
 
 

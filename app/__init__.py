@@ -9,14 +9,38 @@ from __future__ import annotations
 import logging
 import os
 
+import click
 from flask import Flask, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import BaseConfig, ConfigError, config_from_env
+from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+
+class Haven(Flask):
+    """Flask, except that a production app cannot be switched into debug mode after it was
+    built: `flask run` sets ``app.debug`` from FLASK_DEBUG / ``--debug`` once the app is
+    loaded, and ``app.run(debug=True)`` sets it too."""
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.config["DEBUG"])
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        if value and self.config.get("HAVEN_ENV") == "production":
+            raise ConfigError([DEBUG_REFUSED])
+        Flask.debug.fset(self, value)  # type: ignore[attr-defined]
+
+
+def _debugger_on_the_command_line() -> bool:
+    """`flask run --debugger` wraps the app in the Werkzeug debugger without setting
+    ``app.debug``; the command's own parameters say so while it loads the app."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.info_name == "run" and ctx.params.get("debugger"))
 
 
 def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
@@ -25,10 +49,12 @@ def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
     elif isinstance(config, type):
         config = config()
     problems = config.problems()
+    if config.HAVEN_ENV == "production" and _debugger_on_the_command_line():
+        problems.append(DEBUG_REFUSED)
     if problems:
         raise ConfigError(problems)
 
-    app = Flask(
+    app = Haven(
         __name__,
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(HERE, "static"),
