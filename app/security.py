@@ -39,6 +39,7 @@ from app.models import ROLES
 PUBLIC_ENDPOINTS = frozenset(
     {
         "static",
+        "main.favicon",
         "main.healthz",
         "main.leave",
         "auth.login",
@@ -48,6 +49,8 @@ PUBLIC_ENDPOINTS = frozenset(
         "sms.status",
     }
 )
+# Public files that hold nothing personal: the browser may cache them.
+CACHEABLE_ENDPOINTS = frozenset({"static", "main.favicon"})
 # Endpoints a logged-in user may reach whatever their role (no survivor data behind them).
 ANY_ROLE = tuple(ROLES)
 
@@ -155,7 +158,7 @@ def security_headers(response: Response) -> Response:
     headers["Permissions-Policy"] = (
         "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
     )
-    if request.endpoint != "static":
+    if request.endpoint not in CACHEABLE_ENDPOINTS:
         # Shared tablets: no page may come back from the browser cache or history.
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Response, jsonify, render_template, session
+from flask import Response, current_app, jsonify, render_template, send_from_directory, session
 from flask_login import current_user
 from sqlalchemy import text
 
@@ -25,6 +25,16 @@ def healthz() -> tuple[Response, int]:
         database = "unavailable"
     status = 200 if database == "ok" else 503
     return jsonify(status="ok" if status == 200 else "degraded", database=database), status
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """The icon every browser asks for: a blank one, the same on every page and on the quick
+    exit's page, so the tab shows nothing that names Haven. Public and cacheable."""
+    assert current_app.static_folder is not None
+    return send_from_directory(
+        current_app.static_folder, "favicon.ico", mimetype="image/x-icon", max_age=86400
+    )
 
 
 @bp.post("/session/alive")
