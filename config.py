@@ -83,6 +83,21 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+SUPPORTED_DRIVERS = frozenset({"postgresql+psycopg", "sqlite", "sqlite+pysqlite"})
+
+
+def supported_database_url(url: str) -> bool:
+    """A URL SQLAlchemy can parse, for a database Haven runs on (checked before any engine
+    is made, so a typo is one line of configuration error, not a traceback)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).drivername in SUPPORTED_DRIVERS
+    except (ArgumentError, ValueError):
+        return False
+
+
 class BaseConfig:
     """Settings shared by every environment. Instantiate to read the environment."""
 
@@ -199,6 +214,10 @@ class BaseConfig:
             found.append("SECRET_KEY is weak: use at least 32 random characters")
         if not self.SQLALCHEMY_DATABASE_URI:
             found.append("DATABASE_URL is not set")
+        elif not supported_database_url(self.SQLALCHEMY_DATABASE_URI):
+            found.append(
+                "DATABASE_URL must be a postgresql://USER@HOST/NAME or sqlite:///PATH address"
+            )
         found.extend(data_key_problems(self.HAVEN_DATA_KEYS))
         found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
         if self.SMS_BACKEND not in {"twilio", "console"}:
