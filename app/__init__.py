@@ -14,6 +14,7 @@ from flask import Flask, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.inputs import IdConverter
 from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,6 +62,8 @@ def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
         instance_path=os.path.join(ROOT, "instance"),
     )
     app.config.from_object(config)
+    # Before any rule is added: every <int:...> is a database id (app/inputs.py).
+    app.url_map.converters["int"] = IdConverter
     register_proxy(app)
     register_logging(app)
     register_extensions(app)

@@ -192,6 +192,17 @@ def note_failure(username: str, client_addr: str) -> None:
     db.session.add(LoginAttempt(account_key=account_key, client_key=client_key, success=False))
 
 
+def note_refused_attempt(username: str, client_addr: str) -> None:
+    """A sign-in refused before any check (a NUL byte in the form: PostgreSQL cannot even
+    look such a username up) counts like a wrong password: the same failure row and audit
+    events, with no user named (none was looked up). Only keyed hashes reach the database."""
+    note_failure(username, client_addr)
+    db.session.flush()
+    audit.record("auth.login_failed", actor_user_id=audit.SYSTEM)
+    if is_throttled(username, client_addr):
+        audit.record("auth.lockout", actor_user_id=audit.SYSTEM)
+
+
 def authenticate(username: str, password: str, client_addr: str) -> User:
     """Check a username and password. Records the attempt; raises on failure.
 

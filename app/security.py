@@ -34,6 +34,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, logout_user
 from werkzeug.wrappers import Response
 
+from app.inputs import NUL, has_nul
 from app.models import ROLES
 
 PUBLIC_ENDPOINTS = frozenset(
@@ -48,6 +49,14 @@ PUBLIC_ENDPOINTS = frozenset(
         "sms.inbound",
         "sms.status",
     }
+)
+# Public endpoints that check every body field they read themselves, so a NUL byte there is
+# not the bare 400 of `refuse_nul_bytes`: the sign-in forms (a field error, and an attempt
+# counted like a wrong password) and the SMS webhook (its sender and SID are checked; a NUL
+# in a survivor's text, which is parsed and never stored, is answered like any garbage: a
+# survivor always gets a reply).
+PUBLIC_BODY_CHECKED = frozenset(
+    {"auth.login", "auth.second_factor", "auth.enroll_totp", "sms.inbound"}
 )
 # Public files that hold nothing personal: the browser may cache them.
 CACHEABLE_ENDPOINTS = frozenset({"static", "main.favicon"})
@@ -140,6 +149,28 @@ def assign_request_id() -> None:
     g.request_id = secrets.token_hex(8)
 
 
+def checks_its_body(endpoint: str) -> bool:
+    """Whether the endpoint's view reads a form body only through forms (``HavenForm``),
+    the id parsers of ``app.inputs`` or its own checks: every signed-in view, and
+    ``PUBLIC_BODY_CHECKED``. The other public endpoints get the guard's 400."""
+    return endpoint not in PUBLIC_ENDPOINTS or endpoint in PUBLIC_BODY_CHECKED
+
+
+def refuse_nul_bytes() -> None:
+    """Before the gate and CSRF, so it covers anonymous requests and no database call ever
+    sees a NUL (PostgreSQL text cannot hold one: it was a DataError, a 500): 400 for a NUL
+    in the path or query string of any request, or in the form body of an endpoint that
+    does not check its body itself. Forms refuse it with a field error (``HavenForm``)."""
+    if NUL in request.path or has_nul(
+        part for pair in request.args.items(multi=True) for part in pair
+    ):
+        abort(400)
+    if request.endpoint is None or checks_its_body(request.endpoint):
+        return
+    if has_nul(part for pair in request.form.items(multi=True) for part in pair):
+        abort(400)
+
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -178,7 +209,9 @@ class RequestIdFilter(logging.Filter):
 
 
 def init_app(app: Flask) -> None:
-    # Order matters: the request id first, then the gate, so even refused requests are traced.
+    # Order matters: the request id first, so even refused requests are traced; then NUL
+    # bytes, refused before anything (the gate loads the user) touches the database.
     app.before_request(assign_request_id)
+    app.before_request(refuse_nul_bytes)
     app.before_request(gate)
     app.after_request(security_headers)

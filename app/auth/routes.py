@@ -114,6 +114,9 @@ def login() -> Response | str | tuple[str, int]:
                 return redirect(url_for("auth.second_factor"))
             return redirect(url_for("auth.enroll_totp"))
         return _complete_login(user, target)
+    if form.refused_nul:
+        accounts.note_refused_attempt(form.username.data or "", _client())
+        db.session.commit()
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
 
@@ -145,6 +148,9 @@ def second_factor() -> Response | str | tuple[str, int]:
             form.code.errors = [_("That code is not right. Check your app and try again.")]
             return render_template("auth/totp.html", form=form), 400
         return _complete_login(user, session.get("pending", {}).get("next"))
+    if form.refused_nul:
+        accounts.note_failure(user.username, _client())
+        db.session.commit()
     status = 400 if request.method == "POST" else 200
     return render_template("auth/totp.html", form=form), status
 

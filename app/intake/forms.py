@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -32,6 +31,7 @@ from wtforms.validators import (
 
 from app.cases import ALIAS_MAX, NOTE_MAX, SAFE_HOURS_MAX, TOKEN_RE
 from app.consent import CONSENT_TEXTS, METHOD_LABELS
+from app.inputs import HavenForm
 from app.models.cases import CONSENT_SCOPES
 from app.vocab import (
     AGE_BAND_LABELS,
@@ -58,7 +58,7 @@ def language_choices() -> list[tuple[str, str]]:
     return [(code, SURVIVOR_LANGUAGE_LABELS[code]) for code in SURVIVOR_LANGUAGES]
 
 
-class _ConsentFields(FlaskForm):
+class _ConsentFields(HavenForm):
     language = HiddenField(
         validators=[InputRequired(), AnyOf(SURVIVOR_LANGUAGES, message=BAD_TOKEN)]
     )
@@ -74,7 +74,7 @@ class _ConsentFields(FlaskForm):
     signature = HiddenField(validators=[Optional(), Length(max=48_000)])
 
 
-def _consent_step_form() -> type[FlaskForm]:
+def _consent_step_form() -> type[HavenForm]:
     attrs: dict[str, Any] = {
         "token": HiddenField(
             validators=[InputRequired(message=BAD_TOKEN), Regexp(TOKEN_RE, message=BAD_TOKEN)]
@@ -114,7 +114,7 @@ class ChangeConsentForm(_ConsentFields):
     submit = SubmitField(_l("Record the change"))
 
 
-class ProfileForm(FlaskForm):
+class ProfileForm(HavenForm):
     alias = StringField(
         _l("Name the survivor chooses (not a legal name)"),
         validators=[DataRequired(), Length(max=ALIAS_MAX), no_markup],
@@ -159,7 +159,7 @@ class ProfileForm(FlaskForm):
     submit = SubmitField(_l("Save and continue"))
 
 
-def _needs_form() -> type[FlaskForm]:
+def _needs_form() -> type[HavenForm]:
     attrs: dict[str, Any] = {"submit": SubmitField(_l("Save needs"))}
     for category in SERVICE_CATEGORIES:
         attrs[f"need_{category}"] = SelectField(
@@ -167,7 +167,7 @@ def _needs_form() -> type[FlaskForm]:
             choices=[("", _l("Not needed")), *URGENCY_LABELS.items()],
             validators=[Optional()],
         )
-    return type("NeedsForm", (FlaskForm,), attrs)
+    return type("NeedsForm", (HavenForm,), attrs)
 
 
 NeedsForm = _needs_form()
@@ -178,7 +178,7 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = widgets.CheckboxInput()
 
 
-class AnonymousForm(FlaskForm):
+class AnonymousForm(HavenForm):
     token = HiddenField(
         validators=[InputRequired(message=BAD_TOKEN), Regexp(TOKEN_RE, message=BAD_TOKEN)]
     )
@@ -190,7 +190,7 @@ class AnonymousForm(FlaskForm):
     submit = SubmitField(_l("Record anonymous count"))
 
 
-class EraseForm(FlaskForm):
+class EraseForm(HavenForm):
     reference = StringField(
         _l("Type the reference code to confirm"),
         validators=[DataRequired(), Length(max=10)],
@@ -199,7 +199,7 @@ class EraseForm(FlaskForm):
     submit = SubmitField(_l("Erase everything now"))
 
 
-class ActionForm(FlaskForm):
+class ActionForm(HavenForm):
     """CSRF-only form for close / reopen buttons."""
 
     submit = SubmitField()

@@ -32,6 +32,7 @@ from sqlalchemy.orm import selectinload
 from app import audit, cases, consent
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
+from app.inputs import parse_id
 from app.intake import bp
 from app.intake.forms import (
     ActionForm,
@@ -134,8 +135,8 @@ def case_list() -> Any:
         stmt = stmt.where(*SMS_QUEUE)
     else:
         stmt = stmt.where(Case.status == tab)
-    page = request.args.get("page", "1")
-    page_number = int(page) if page.isdigit() and 0 < int(page) < 10_000 else 1
+    page = parse_id(request.args.get("page", "1")) or 1
+    page_number = page if page < 10_000 else 1
     rows = db.session.scalars(
         stmt.order_by(Case.created_at.desc(), Case.id.desc())
         .offset((page_number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
