@@ -151,8 +151,11 @@ class BaseConfig:
         # environment). RFC 9106's low-memory profile (t=3, m=64 MiB, p=4) is the library's
         # default and the floor outside tests (see problems()).
         self.ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
-        # Login throttling: this many failures inside the window locks the account / address.
+        # Login throttling: this many failures inside the window locks the account. One
+        # address (an office behind one NAT) may fail up to the much higher ceiling; past it,
+        # accounts that failed inside the window are refused from there, others are not.
         self.LOGIN_MAX_FAILURES = _int(env, "HAVEN_LOGIN_MAX_FAILURES", 5)
+        self.LOGIN_ADDRESS_MAX_FAILURES = _int(env, "HAVEN_LOGIN_ADDRESS_MAX_FAILURES", 50)
         self.LOGIN_WINDOW = timedelta(minutes=_int(env, "HAVEN_LOGIN_WINDOW_MINUTES", 15))
 
         self.WTF_CSRF_ENABLED = True
@@ -222,6 +225,12 @@ class BaseConfig:
         found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
+        if self.LOGIN_MAX_FAILURES < 1:
+            found.append("HAVEN_LOGIN_MAX_FAILURES must be at least 1")
+        elif self.LOGIN_ADDRESS_MAX_FAILURES < self.LOGIN_MAX_FAILURES:
+            found.append(
+                "HAVEN_LOGIN_ADDRESS_MAX_FAILURES must be at least HAVEN_LOGIN_MAX_FAILURES"
+            )
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found

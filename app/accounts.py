@@ -57,7 +57,8 @@ class AccountError(Exception):
 
 
 class LoginThrottledException(AccountError):
-    """Too many failed logins for this account or address inside the window."""
+    """Too many failed logins for this account, or for this address (past its ceiling) and
+    this account, inside the window."""
 
 
 class InvalidCredentials(AccountError):
@@ -175,14 +176,26 @@ def _failures_since(column: Any, key: str, since: datetime) -> int:
 
 
 def is_throttled(username: str, client_addr: str, now: datetime | None = None) -> bool:
+    """Whether a sign-in as ``username`` from ``client_addr`` is refused now:
+
+    * the account failed ``LOGIN_MAX_FAILURES`` times inside the window (from anywhere); or
+    * the address failed ``LOGIN_ADDRESS_MAX_FAILURES`` times inside the window (a much
+      higher ceiling: an office shares one address) and this account failed at least once
+      inside it. An account that has not failed is never refused because of its address,
+      so one address cannot lock every account; an unknown username is treated exactly
+      like an account (no enumeration), and past the ceiling an address gets one guess
+      per account and window."""
     now = now or utcnow()
     window: timedelta = current_app.config["LOGIN_WINDOW"]
     limit: int = current_app.config["LOGIN_MAX_FAILURES"]
+    ceiling: int = current_app.config["LOGIN_ADDRESS_MAX_FAILURES"]
     account_key, client_key = _keys(username, client_addr)
     since = now - window
-    return (
-        _failures_since(LoginAttempt.account_key, account_key, since) >= limit
-        or _failures_since(LoginAttempt.client_key, client_key, since) >= limit
+    account_failures = _failures_since(LoginAttempt.account_key, account_key, since)
+    if account_failures >= limit:
+        return True
+    return account_failures > 0 and (
+        _failures_since(LoginAttempt.client_key, client_key, since) >= ceiling
     )
 
 
@@ -190,6 +203,26 @@ def note_failure(username: str, client_addr: str) -> None:
     """Count a failed second factor against the same throttle as a wrong password."""
     account_key, client_key = _keys(username, client_addr)
     db.session.add(LoginAttempt(account_key=account_key, client_key=client_key, success=False))
+    db.session.flush()
+    _tell_when_the_address_reaches_its_ceiling(client_key)
+
+
+def _tell_when_the_address_reaches_its_ceiling(client_key: str) -> None:
+    """Once per window and address, when its failures reach the ceiling: an audit event and
+    a log warning for the operator (README, "Sign-in throttling"). Neither holds the
+    address; the log line's request id finds it in the proxy's access log."""
+    since = utcnow() - current_app.config["LOGIN_WINDOW"]
+    if _failures_since(LoginAttempt.client_key, client_key, since) != (
+        current_app.config["LOGIN_ADDRESS_MAX_FAILURES"]
+    ):
+        return
+    audit.record("auth.address_limit", actor_user_id=audit.SYSTEM)
+    current_app.logger.warning(
+        "sign-in failures from one address reached HAVEN_LOGIN_ADDRESS_MAX_FAILURES (%d in "
+        "%d minutes): accounts that failed are refused from that address until it drops",
+        current_app.config["LOGIN_ADDRESS_MAX_FAILURES"],
+        current_app.config["LOGIN_WINDOW"].total_seconds() // 60,
+    )
 
 
 def note_refused_attempt(username: str, client_addr: str) -> None:
@@ -197,7 +230,6 @@ def note_refused_attempt(username: str, client_addr: str) -> None:
     look such a username up) counts like a wrong password: the same failure row and audit
     events, with no user named (none was looked up). Only keyed hashes reach the database."""
     note_failure(username, client_addr)
-    db.session.flush()
     audit.record("auth.login_failed", actor_user_id=audit.SYSTEM)
     if is_throttled(username, client_addr):
         audit.record("auth.lockout", actor_user_id=audit.SYSTEM)
@@ -209,9 +241,7 @@ def authenticate(username: str, password: str, client_addr: str) -> User:
     The caller must commit in both cases (failed attempts have to persist to count)."""
     account_key, client_key = _keys(username, client_addr)
     if is_throttled(username, client_addr):
-        db.session.add(
-            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
-        )
+        note_failure(username, client_addr)
         audit.record("auth.login_throttled", actor_user_id=None)
         raise LoginThrottledException()
     user = db.session.scalar(
@@ -219,10 +249,7 @@ def authenticate(username: str, password: str, client_addr: str) -> User:
     )
     ok = check_password(user, password)
     if not ok or user is None or not user.active:
-        db.session.add(
-            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
-        )
-        db.session.flush()
+        note_failure(username, client_addr)
         audit.record(
             "auth.login_failed",
             "user" if user else None,
