@@ -130,16 +130,10 @@ def register_extensions(app: Flask) -> None:
 
 
 def _load_user(session_id: str):  # type: ignore[no-untyped-def]
-    from app.extensions import db
-    from app.models import User
+    """Flask-Login's loader: the cookie names a server-side session, not a user."""
+    from app.accounts import session_user
 
-    user_id, _, token = session_id.partition(":")
-    if not user_id.isdigit() or not token:
-        return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not user.active or user.session_token != token:
-        return None
-    return user
+    return session_user(session_id)
 
 
 def register_blueprints(app: Flask) -> None:

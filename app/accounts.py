@@ -1,4 +1,4 @@
-"""Staff accounts: password policy, argon2 hashing, login throttling, TOTP.
+"""Staff accounts: password policy, argon2 hashing, login throttling, TOTP, sessions.
 
 Domain exceptions are named so views can map each to a translated message (SecureDrop
 style). Nothing here commits: callers own the transaction.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +17,12 @@ import pyotp
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app import audit
 from app.crypto import keyring
 from app.extensions import db
-from app.models import ROLES, LoginAttempt, Organization, User, utcnow
+from app.models import ROLES, LoginAttempt, Organization, User, UserSession, utcnow
 
 
 @functools.cache
@@ -120,14 +121,15 @@ def check_password(user: User | None, password: str) -> bool:
     return ok
 
 
-def set_password(user: User, password: str) -> None:
-    """Set a new password; rotates the session token so every other session ends."""
+def set_password(user: User, password: str, *, keep_session: str | None = None) -> None:
+    """Set a new password; every session of the user ends but ``keep_session`` (the
+    browser that changed it, when she changed her own)."""
     problem = password_problem(password, user.username)
     if problem:
         raise PasswordPolicyError(problem)
     user.password_hash = hash_password(password)
     user.password_changed_at = utcnow()
-    user.session_token = secrets.token_hex(16)
+    end_sessions(user, keep=keep_session)
 
 
 def create_user(
@@ -151,6 +153,60 @@ def create_user(
     db.session.flush()
     audit.record("user.create", "user", user.id)
     return user
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+# A session id: 32 random bytes, urlsafe base64 (secrets.token_urlsafe(32)).
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _session_key(session_id: str) -> str:
+    return keyring().keyed_hash("user-session", session_id)
+
+
+def open_session(user_id: int, lifetime: timedelta, now: datetime | None = None) -> str:
+    """A new server-side session for the user; returns its id, which only the browser's
+    (signed) cookie keeps: the database holds a keyed hash of it. Sessions of anyone that
+    are past ``lifetime`` (browsers that walked away without signing out) are deleted."""
+    now = now or utcnow()
+    db.session.execute(delete(UserSession).where(UserSession.created_at < now - lifetime))
+    session_id = secrets.token_urlsafe(32)
+    db.session.add(UserSession(user_id=user_id, key_hash=_session_key(session_id), created_at=now))
+    db.session.flush()
+    return session_id
+
+
+def session_user(session_id: object) -> User | None:
+    """The active user of a live session, or None (ended, never existed, or not an id)."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        return None
+    user = db.session.scalar(
+        select(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.key_hash == _session_key(session_id))
+    )
+    return user if user is not None and user.active else None
+
+
+def close_session(session_id: object) -> None:
+    """End one session (sign-out, quick exit, expiry): its row is deleted."""
+    if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
+        db.session.execute(
+            delete(UserSession).where(UserSession.key_hash == _session_key(session_id))
+        )
+
+
+def end_sessions(user: User, *, keep: str | None = None) -> None:
+    """End every session of ``user`` (a password change, a change of role, organization or
+    status), but ``keep``; a sign-in waiting for its second factor ends too."""
+    user.session_token = secrets.token_hex(16)
+    if user.id is None:  # a new account: no session yet
+        return
+    stale = delete(UserSession).where(UserSession.user_id == user.id)
+    if keep is not None:
+        stale = stale.where(UserSession.key_hash != _session_key(keep))
+    db.session.execute(stale)
 
 
 # --- login throttling ------------------------------------------------------------------

@@ -31,11 +31,12 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from flask_login import current_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from app import accounts
 from app.inputs import NUL, has_nul
-from app.models import ROLES
+from app.models import ROLES, User
 
 PUBLIC_ENDPOINTS = frozenset(
     {
@@ -107,9 +108,25 @@ def _session_expired(now: float) -> bool:
     return now - seen > idle or now - started > absolute
 
 
+def start_session(user: User) -> None:
+    """Sign ``user`` in on this browser: a new server-side session (``app.accounts``) whose
+    random id only this browser's cookie carries. The caller commits."""
+    session_id = accounts.open_session(user.id, current_app.config["SESSION_ABSOLUTE_LIFETIME"])
+    session.clear()
+    login_user(user)
+    session["_user_id"] = session_id  # Flask-Login's key: what `_load_user` is given
+    now = time.time()
+    session["started"] = now
+    session["seen"] = now
+
+
 def end_session() -> None:
+    """Sign this browser out, in the cookie first (whatever happens next) and then on the
+    server, so a copy of the cookie opens nothing. The caller commits."""
+    session_id = session.get("_user_id")
     logout_user()
     session.clear()
+    accounts.close_session(session_id)
 
 
 def gate() -> Response | None:
@@ -126,8 +143,8 @@ def gate() -> Response | None:
         from app.extensions import db
 
         audit.record("auth.session_expired", "user", current_user.id)
-        db.session.commit()
         end_session()
+        db.session.commit()
         flash(_("You were signed out after a period of inactivity."), "info")
         return _to_login()
     session["seen"] = now

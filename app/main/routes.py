@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, render_template, send_from_directory, session
 from flask_login import current_user
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
 from app.main import bp
@@ -48,7 +49,14 @@ def keepalive() -> tuple[str, int]:
 
 @bp.route("/leave", methods=["GET", "POST"])
 def leave() -> str:
-    """Quick exit: ends the session and shows a page that says nothing about Haven."""
-    end_session()
+    """Quick exit: ends the session (in this browser, then on the server) and shows a page
+    that says nothing about Haven. It never fails: if the database cannot be reached, the
+    browser has forgotten the session anyway, and the server's copy expires."""
+    try:
+        end_session()
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.warning("quick exit: the session could not be ended on the server")
     session.clear()
     return render_template("main/leave.html")
