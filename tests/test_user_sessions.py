@@ -200,3 +200,17 @@ def test_sessions_past_their_lifetime_are_deleted_at_the_next_sign_in(
     assert live_sessions(other) == 1
     auth.login(caseworker)
     assert live_sessions(other) == 0 and live_sessions(caseworker) == 1
+
+
+def test_the_quick_exit_works_even_when_the_database_does_not(
+    app: Flask, app_factory: Any, client: FlaskClient, auth: AuthActions, caseworker: User
+) -> None:
+    """Quick exit is a safety feature: with the database unreachable it still shows the
+    neutral page and the browser forgets the session (the server's copy expires)."""
+    auth.login(caseworker)
+    broken = app_factory(SQLALCHEMY_DATABASE_URI="postgresql+psycopg://haven@127.0.0.1:1/haven")
+    with broken.app_context():
+        tablet = copy_of(broken, client)
+        response = tablet.get("/leave")
+        assert response.status_code == 200 and b"Weather" in response.data
+        assert tablet.get_cookie("haven_session") is None
