@@ -134,8 +134,10 @@ class BaseConfig:
         # The NGO (by name) that owns cases opened through the SMS hotline; empty: the first
         # NGO organization.
         self.HAVEN_HOTLINE_ORG = _env(env, "HAVEN_HOTLINE_ORG")
-        # Flask reads FLASK_DEBUG itself (`flask --debug` sets it); production refuses it.
-        self.DEBUG_REQUESTED = _bool(_env(env, "FLASK_DEBUG"), False)
+        # Flask reads FLASK_DEBUG itself (`flask --debug` sets it), with its own rule for
+        # what is on (flask.helpers.get_debug_flag); production refuses it.
+        flask_debug = _env(env, "FLASK_DEBUG").lower()
+        self.DEBUG_REQUESTED = flask_debug not in {"", "0", "false", "no"}
 
         # Sessions: shared tablets lock after 15 idle minutes; no session lives past 12 h.
         self.IDLE_TIMEOUT = timedelta(minutes=_int(env, "HAVEN_IDLE_MINUTES", 15))

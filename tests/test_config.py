@@ -258,8 +258,10 @@ def test_flask_cli_starts_with_a_complete_production_config(tmp_path):
 def test_production_refuses_flask_debug():
     message = _refusal(_prod_env(FLASK_DEBUG="1"))
     assert "FLASK_DEBUG" in message and "debug" in message
-    # Off is off.
-    assert ProductionConfig(_prod_env(FLASK_DEBUG="0")).problems() == []
+    # On is whatever Flask takes for on; off is off.
+    assert "FLASK_DEBUG" in _refusal(_prod_env(FLASK_DEBUG="off"))  # (Flask: debug on)
+    for off in ("0", "false", "No", ""):
+        assert ProductionConfig(_prod_env(FLASK_DEBUG=off)).problems() == []
 
 
 def test_production_app_refuses_to_be_switched_into_debug_mode(database_url):
