@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app app
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 5000
 
 .PHONY: demo run test test-sqlite test-postgresql test-tools lint bench translations deps clean lock audit-deps
 
@@ -25,14 +27,14 @@ translations-compile: $(VENV)/.deps
 	$(BIN)/pybabel compile -d translations -D messages
 
 ## Install, migrate a SQLite database, load demo data and serve on http://127.0.0.1:5000
+## (DEMO_HOST / DEMO_PORT to change it). `db upgrade` makes instance/ itself, private (0700).
 demo: $(VENV)/.deps .env translations-compile
-	mkdir -p instance
 	$(FLASK) db upgrade
-	$(FLASK) seed-demo
-	$(FLASK) run --host 127.0.0.1 --port 5000
+	HAVEN_DEMO_URL=http://$(DEMO_HOST):$(DEMO_PORT) $(FLASK) seed-demo
+	$(FLASK) run --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 run: $(VENV)/.deps .env translations-compile
-	$(FLASK) run --host 127.0.0.1 --port 5000
+	$(FLASK) run --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 ## Every test, on SQLite and then on PostgreSQL (each on a fresh database)
 test: test-sqlite test-postgresql

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -83,6 +84,21 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+SUPPORTED_DRIVERS = frozenset({"postgresql+psycopg", "sqlite", "sqlite+pysqlite"})
+
+
+def supported_database_url(url: str) -> bool:
+    """A URL SQLAlchemy can parse, for a database Haven runs on (checked before any engine
+    is made, so a typo is one line of configuration error, not a traceback)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).drivername in SUPPORTED_DRIVERS
+    except (ArgumentError, ValueError):
+        return False
+
+
 class BaseConfig:
     """Settings shared by every environment. Instantiate to read the environment."""
 
@@ -122,6 +138,10 @@ class BaseConfig:
         # The NGO (by name) that owns cases opened through the SMS hotline; empty: the first
         # NGO organization.
         self.HAVEN_HOTLINE_ORG = _env(env, "HAVEN_HOTLINE_ORG")
+        # Flask reads FLASK_DEBUG itself (`flask --debug` sets it), with its own rule for
+        # what is on (flask.helpers.get_debug_flag); production refuses it.
+        flask_debug = _env(env, "FLASK_DEBUG").lower()
+        self.DEBUG_REQUESTED = flask_debug not in {"", "0", "false", "no"}
 
         # Sessions: shared tablets lock after 15 idle minutes; no session lives past 12 h.
         self.IDLE_TIMEOUT = timedelta(minutes=_int(env, "HAVEN_IDLE_MINUTES", 15))
@@ -137,8 +157,11 @@ class BaseConfig:
         # environment). RFC 9106's low-memory profile (t=3, m=64 MiB, p=4) is the library's
         # default and the floor outside tests (see problems()).
         self.ARGON2_PROFILE = "RFC_9106_LOW_MEMORY"
-        # Login throttling: this many failures inside the window locks the account / address.
+        # Login throttling: this many failures inside the window locks the account. One
+        # address (an office behind one NAT) may fail up to the much higher ceiling; past it,
+        # accounts that failed inside the window are refused from there, others are not.
         self.LOGIN_MAX_FAILURES = _int(env, "HAVEN_LOGIN_MAX_FAILURES", 5)
+        self.LOGIN_ADDRESS_MAX_FAILURES = _int(env, "HAVEN_LOGIN_ADDRESS_MAX_FAILURES", 50)
         self.LOGIN_WINDOW = timedelta(minutes=_int(env, "HAVEN_LOGIN_WINDOW_MINUTES", 15))
 
         self.WTF_CSRF_ENABLED = True
@@ -209,6 +232,10 @@ class BaseConfig:
             found.append("SECRET_KEY is weak: use at least 32 random characters")
         if not self.SQLALCHEMY_DATABASE_URI:
             found.append("DATABASE_URL is not set")
+        elif not supported_database_url(self.SQLALCHEMY_DATABASE_URI):
+            found.append(
+                "DATABASE_URL must be a postgresql://USER@HOST/NAME or sqlite:///PATH address"
+            )
         found.extend(data_key_problems(self.HAVEN_DATA_KEYS))
         found.extend(index_key_problems(self.HAVEN_INDEX_KEY))
         if self.SMS_BACKEND not in {"twilio", "console"}:
@@ -221,6 +248,12 @@ class BaseConfig:
             )
         if not _known_zone(self.HAVEN_DEFAULT_TIMEZONE):
             found.append("HAVEN_DEFAULT_TIMEZONE is not a time zone name such as Europe/Paris")
+        if self.LOGIN_MAX_FAILURES < 1:
+            found.append("HAVEN_LOGIN_MAX_FAILURES must be at least 1")
+        elif self.LOGIN_ADDRESS_MAX_FAILURES < self.LOGIN_MAX_FAILURES:
+            found.append(
+                "HAVEN_LOGIN_ADDRESS_MAX_FAILURES must be at least HAVEN_LOGIN_MAX_FAILURES"
+            )
         if self.ARGON2_PROFILE not in STRONG_HASH_PROFILES and not self.TESTING:
             found.append("ARGON2_PROFILE is a test profile: use RFC_9106_LOW_MEMORY")
         return found
@@ -274,6 +307,41 @@ def data_key_problems(raw: str) -> list[str]:
     return found
 
 
+def _key_material(value: str) -> set[bytes]:
+    """The byte strings a key written as ``value`` may stand for: the text itself and what
+    it decodes to as base64 (either alphabet, padded or not) or hex. Two variables whose
+    sets meet hold the same key, however each was written."""
+    text = value.strip()
+    found = {text.encode()}
+    padded = text + "=" * (-len(text) % 4)
+    for altchars in (b"-_", b"+/"):
+        with contextlib.suppress(ValueError, binascii.Error):
+            found.add(base64.b64decode(padded, altchars=altchars, validate=True))
+    with contextlib.suppress(ValueError):
+        found.add(bytes.fromhex(text))
+    return {f for f in found if len(f) >= 16}
+
+
+def key_reuse_problems(secret_key: str, index_key: str, data_keys: str) -> list[str]:
+    """SECRET_KEY, HAVEN_INDEX_KEY and each HAVEN_DATA_KEYS entry must be different keys:
+    one key in two roles lets whoever learns one of them (a session cookie forger, a
+    database reader with the blind index) attack the other. Names only, never values."""
+    keys = [("SECRET_KEY", secret_key), ("HAVEN_INDEX_KEY", index_key)]
+    if data_keys:
+        keys += [
+            (f"HAVEN_DATA_KEYS entry {n}", k) for n, k in enumerate(data_keys.split(","), 1)
+        ]
+    material = [(name, _key_material(value)) for name, value in keys if value.strip()]
+    found = []
+    for i, (first, first_bytes) in enumerate(material):
+        for second, second_bytes in material[i + 1 :]:
+            if first_bytes & second_bytes:
+                found.append(
+                    f"{first} and {second} hold the same key: give each its own random key"
+                )
+    return found
+
+
 def index_key_problems(raw: str) -> list[str]:
     if not raw:
         return ["HAVEN_INDEX_KEY is not set (urlsafe base64 of at least 32 random bytes)"]
@@ -284,6 +352,14 @@ def index_key_problems(raw: str) -> list[str]:
     if len(decoded) < 32 or _placeholder(decoded):
         return ["HAVEN_INDEX_KEY is weak: it must decode to at least 32 random bytes"]
     return []
+
+
+# Production never runs the Werkzeug debugger: it shows data in tracebacks and, with its PIN,
+# runs code. Checked in ProductionConfig.problems() and by the app (app.debug, --debugger).
+DEBUG_REFUSED = (
+    "debug mode (FLASK_DEBUG, --debug, --debugger or app.debug) is refused in production: "
+    "the Werkzeug debugger shows data and runs code"
+)
 
 
 class DevelopmentConfig(BaseConfig):
@@ -328,6 +404,11 @@ class ProductionConfig(BaseConfig):
                 )
         if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
             found.append("PUBLIC_BASE_URL must be an https:// address in production")
+        if self.DEBUG_REQUESTED or self.DEBUG:
+            found.append(DEBUG_REFUSED)
+        found.extend(
+            key_reuse_problems(self.SECRET_KEY, self.HAVEN_INDEX_KEY, self.HAVEN_DATA_KEYS)
+        )
         return found
 
 

@@ -9,14 +9,39 @@ from __future__ import annotations
 import logging
 import os
 
+import click
 from flask import Flask, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import BaseConfig, ConfigError, config_from_env
+from app.inputs import IdConverter
+from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+
+class Haven(Flask):
+    """Flask, except that a production app cannot be switched into debug mode after it was
+    built: `flask run` sets ``app.debug`` from FLASK_DEBUG / ``--debug`` once the app is
+    loaded, and ``app.run(debug=True)`` sets it too."""
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.config["DEBUG"])
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        if value and self.config.get("HAVEN_ENV") == "production":
+            raise ConfigError([DEBUG_REFUSED])
+        Flask.debug.fset(self, value)  # type: ignore[attr-defined]
+
+
+def _debugger_on_the_command_line() -> bool:
+    """`flask run --debugger` wraps the app in the Werkzeug debugger without setting
+    ``app.debug``; the command's own parameters say so while it loads the app."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.info_name == "run" and ctx.params.get("debugger"))
 
 
 def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
@@ -25,16 +50,20 @@ def create_app(config: BaseConfig | type[BaseConfig] | None = None) -> Flask:
     elif isinstance(config, type):
         config = config()
     problems = config.problems()
+    if config.HAVEN_ENV == "production" and _debugger_on_the_command_line():
+        problems.append(DEBUG_REFUSED)
     if problems:
         raise ConfigError(problems)
 
-    app = Flask(
+    app = Haven(
         __name__,
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(HERE, "static"),
         instance_path=os.path.join(ROOT, "instance"),
     )
     app.config.from_object(config)
+    # Before any rule is added: every <int:...> is a database id (app/inputs.py).
+    app.url_map.converters["int"] = IdConverter
     register_proxy(app)
     register_logging(app)
     register_extensions(app)
@@ -101,16 +130,10 @@ def register_extensions(app: Flask) -> None:
 
 
 def _load_user(session_id: str):  # type: ignore[no-untyped-def]
-    from app.extensions import db
-    from app.models import User
+    """Flask-Login's loader: the cookie names a server-side session, not a user."""
+    from app.accounts import session_user
 
-    user_id, _, token = session_id.partition(":")
-    if not user_id.isdigit() or not token:
-        return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not user.active or user.session_token != token:
-        return None
-    return user
+    return session_user(session_id)
 
 
 def register_blueprints(app: Flask) -> None:

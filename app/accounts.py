@@ -1,4 +1,4 @@
-"""Staff accounts: password policy, argon2 hashing, login throttling, TOTP.
+"""Staff accounts: password policy, argon2 hashing, login throttling, TOTP, sessions.
 
 Domain exceptions are named so views can map each to a translated message (SecureDrop
 style). Nothing here commits: callers own the transaction.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,12 +17,12 @@ import pyotp
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app import audit
 from app.crypto import keyring
 from app.extensions import db
-from app.models import ROLES, LoginAttempt, Organization, User, utcnow
+from app.models import ROLES, LoginAttempt, Organization, User, UserSession, utcnow
 
 
 @functools.cache
@@ -57,7 +58,8 @@ class AccountError(Exception):
 
 
 class LoginThrottledException(AccountError):
-    """Too many failed logins for this account or address inside the window."""
+    """Too many failed logins for this account, or for this address (past its ceiling) and
+    this account, inside the window."""
 
 
 class InvalidCredentials(AccountError):
@@ -119,14 +121,15 @@ def check_password(user: User | None, password: str) -> bool:
     return ok
 
 
-def set_password(user: User, password: str) -> None:
-    """Set a new password; rotates the session token so every other session ends."""
+def set_password(user: User, password: str, *, keep_session: str | None = None) -> None:
+    """Set a new password; every session of the user ends but ``keep_session`` (the
+    browser that changed it, when she changed her own)."""
     problem = password_problem(password, user.username)
     if problem:
         raise PasswordPolicyError(problem)
     user.password_hash = hash_password(password)
     user.password_changed_at = utcnow()
-    user.session_token = secrets.token_hex(16)
+    end_sessions(user, keep=keep_session)
 
 
 def create_user(
@@ -152,6 +155,60 @@ def create_user(
     return user
 
 
+# --- sessions ----------------------------------------------------------------------------
+
+# A session id: 32 random bytes, urlsafe base64 (secrets.token_urlsafe(32)).
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def _session_key(session_id: str) -> str:
+    return keyring().keyed_hash("user-session", session_id)
+
+
+def open_session(user_id: int, lifetime: timedelta, now: datetime | None = None) -> str:
+    """A new server-side session for the user; returns its id, which only the browser's
+    (signed) cookie keeps: the database holds a keyed hash of it. Sessions of anyone that
+    are past ``lifetime`` (browsers that walked away without signing out) are deleted."""
+    now = now or utcnow()
+    db.session.execute(delete(UserSession).where(UserSession.created_at < now - lifetime))
+    session_id = secrets.token_urlsafe(32)
+    db.session.add(UserSession(user_id=user_id, key_hash=_session_key(session_id), created_at=now))
+    db.session.flush()
+    return session_id
+
+
+def session_user(session_id: object) -> User | None:
+    """The active user of a live session, or None (ended, never existed, or not an id)."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        return None
+    user = db.session.scalar(
+        select(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.key_hash == _session_key(session_id))
+    )
+    return user if user is not None and user.active else None
+
+
+def close_session(session_id: object) -> None:
+    """End one session (sign-out, quick exit, expiry): its row is deleted."""
+    if isinstance(session_id, str) and _SESSION_ID.fullmatch(session_id):
+        db.session.execute(
+            delete(UserSession).where(UserSession.key_hash == _session_key(session_id))
+        )
+
+
+def end_sessions(user: User, *, keep: str | None = None) -> None:
+    """End every session of ``user`` (a password change, a change of role, organization or
+    status), but ``keep``; a sign-in waiting for its second factor ends too."""
+    user.session_token = secrets.token_hex(16)
+    if user.id is None:  # a new account: no session yet
+        return
+    stale = delete(UserSession).where(UserSession.user_id == user.id)
+    if keep is not None:
+        stale = stale.where(UserSession.key_hash != _session_key(keep))
+    db.session.execute(stale)
+
+
 # --- login throttling ------------------------------------------------------------------
 
 
@@ -175,14 +232,26 @@ def _failures_since(column: Any, key: str, since: datetime) -> int:
 
 
 def is_throttled(username: str, client_addr: str, now: datetime | None = None) -> bool:
+    """Whether a sign-in as ``username`` from ``client_addr`` is refused now:
+
+    * the account failed ``LOGIN_MAX_FAILURES`` times inside the window (from anywhere); or
+    * the address failed ``LOGIN_ADDRESS_MAX_FAILURES`` times inside the window (a much
+      higher ceiling: an office shares one address) and this account failed at least once
+      inside it. An account that has not failed is never refused because of its address,
+      so one address cannot lock every account; an unknown username is treated exactly
+      like an account (no enumeration), and past the ceiling an address gets one guess
+      per account and window."""
     now = now or utcnow()
     window: timedelta = current_app.config["LOGIN_WINDOW"]
     limit: int = current_app.config["LOGIN_MAX_FAILURES"]
+    ceiling: int = current_app.config["LOGIN_ADDRESS_MAX_FAILURES"]
     account_key, client_key = _keys(username, client_addr)
     since = now - window
-    return (
-        _failures_since(LoginAttempt.account_key, account_key, since) >= limit
-        or _failures_since(LoginAttempt.client_key, client_key, since) >= limit
+    account_failures = _failures_since(LoginAttempt.account_key, account_key, since)
+    if account_failures >= limit:
+        return True
+    return account_failures > 0 and (
+        _failures_since(LoginAttempt.client_key, client_key, since) >= ceiling
     )
 
 
@@ -190,6 +259,36 @@ def note_failure(username: str, client_addr: str) -> None:
     """Count a failed second factor against the same throttle as a wrong password."""
     account_key, client_key = _keys(username, client_addr)
     db.session.add(LoginAttempt(account_key=account_key, client_key=client_key, success=False))
+    db.session.flush()
+    _tell_when_the_address_reaches_its_ceiling(client_key)
+
+
+def _tell_when_the_address_reaches_its_ceiling(client_key: str) -> None:
+    """Once per window and address, when its failures reach the ceiling: an audit event and
+    a log warning for the operator (README, "Sign-in throttling"). Neither holds the
+    address; the log line's request id finds it in the proxy's access log."""
+    since = utcnow() - current_app.config["LOGIN_WINDOW"]
+    if _failures_since(LoginAttempt.client_key, client_key, since) != (
+        current_app.config["LOGIN_ADDRESS_MAX_FAILURES"]
+    ):
+        return
+    audit.record("auth.address_limit", actor_user_id=audit.SYSTEM)
+    current_app.logger.warning(
+        "sign-in failures from one address reached HAVEN_LOGIN_ADDRESS_MAX_FAILURES (%d in "
+        "%d minutes): accounts that failed are refused from that address until it drops",
+        current_app.config["LOGIN_ADDRESS_MAX_FAILURES"],
+        current_app.config["LOGIN_WINDOW"].total_seconds() // 60,
+    )
+
+
+def note_refused_attempt(username: str, client_addr: str) -> None:
+    """A sign-in refused before any check (a NUL byte in the form: PostgreSQL cannot even
+    look such a username up) counts like a wrong password: the same failure row and audit
+    events, with no user named (none was looked up). Only keyed hashes reach the database."""
+    note_failure(username, client_addr)
+    audit.record("auth.login_failed", actor_user_id=audit.SYSTEM)
+    if is_throttled(username, client_addr):
+        audit.record("auth.lockout", actor_user_id=audit.SYSTEM)
 
 
 def authenticate(username: str, password: str, client_addr: str) -> User:
@@ -198,9 +297,7 @@ def authenticate(username: str, password: str, client_addr: str) -> User:
     The caller must commit in both cases (failed attempts have to persist to count)."""
     account_key, client_key = _keys(username, client_addr)
     if is_throttled(username, client_addr):
-        db.session.add(
-            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
-        )
+        note_failure(username, client_addr)
         audit.record("auth.login_throttled", actor_user_id=None)
         raise LoginThrottledException()
     user = db.session.scalar(
@@ -208,10 +305,7 @@ def authenticate(username: str, password: str, client_addr: str) -> User:
     )
     ok = check_password(user, password)
     if not ok or user is None or not user.active:
-        db.session.add(
-            LoginAttempt(account_key=account_key, client_key=client_key, success=False)
-        )
-        db.session.flush()
+        note_failure(username, client_addr)
         audit.record(
             "auth.login_failed",
             "user" if user else None,

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Final
 
 from flask import g, has_request_context
 from flask_login import current_user
@@ -23,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
 from app.extensions import db
+from app.models.accounts import User
 from app.models.audit import AuditEvent, AuditHead
 from app.models.base import utcnow
 
@@ -33,6 +35,21 @@ _OBJECT_TYPE = re.compile(r"^[a-z][a-z_]{1,31}$")
 
 class AuditError(Exception):
     pass
+
+
+class _SignedIn:
+    """The type of ``SIGNED_IN``, the default actor of ``record``."""
+
+    def __repr__(self) -> str:
+        return "audit.SIGNED_IN"
+
+
+# The actor of an event: no argument (SIGNED_IN) means whoever is signed in to this request;
+# SYSTEM means nobody (a worker, retention, the hotline, an expiry job) and is never replaced
+# by the signed-in user; a user id passed through is kept as given.
+SIGNED_IN: Final = _SignedIn()
+SYSTEM: Final = None
+Actor = int | None | _SignedIn  # what a domain function that records events may be given
 
 
 def canonical(event: AuditEvent) -> bytes:
@@ -93,7 +110,7 @@ def record(
     object_type: str | None = None,
     object_id: int | str | None = None,
     *,
-    actor_user_id: int | None = None,
+    actor_user_id: Actor = SIGNED_IN,
     actor_org_id: int | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
@@ -103,8 +120,10 @@ def record(
     ``batched()`` the event is written when the batch ends instead, and the returned event
     has no ``seq`` or ``hash`` yet.
 
-    The actor defaults to the logged-in user. Object ids are database ids or reference
-    codes, never names, phone numbers or free text: the regexes below refuse anything else.
+    The actor defaults to the logged-in user (``SIGNED_IN``); ``actor_user_id=SYSTEM`` (or
+    None) records nobody, and a user id is kept as given, with that user's organization
+    unless ``actor_org_id`` says otherwise. Object ids are database ids or reference codes,
+    never names, phone numbers or free text: the regexes below refuse anything else.
     """
     if not _ACTION.match(action):
         raise AuditError("invalid audit action name")
@@ -113,12 +132,19 @@ def record(
     oid = None if object_id is None else str(object_id)
     if oid is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", oid):
         raise AuditError("audit object ids are ids or codes only")
-    if actor_user_id is None and has_request_context() and current_user.is_authenticated:
-        actor_user_id = current_user.id
-        actor_org_id = current_user.organization_id
+    actor: int | None
+    if isinstance(actor_user_id, _SignedIn):
+        actor = None
+        if has_request_context() and current_user.is_authenticated:
+            actor = current_user.id
+            actor_org_id = current_user.organization_id
+    else:
+        actor = actor_user_id
+        if actor is not None and actor_org_id is None:
+            actor_org_id = _organization_of(actor)
     values = {
         "at": at or utcnow(),
-        "actor_user_id": actor_user_id,
+        "actor_user_id": actor,
         "actor_org_id": actor_org_id,
         "action": action,
         "object_type": object_type,
@@ -131,6 +157,17 @@ def record(
         return AuditEvent(**values)
     _append([values])
     return AuditEvent(**values)
+
+
+def _organization_of(user_id: int) -> int | None:
+    """The organization of an actor given by id: the signed-in user's without a query, any
+    other's read on the session's connection (Core: no ORM flush, as ``record`` promises)."""
+    if has_request_context() and current_user.is_authenticated and current_user.id == user_id:
+        return int(current_user.organization_id)
+    found = db.session.connection().scalar(
+        select(User.organization_id).where(User.id == user_id)
+    )
+    return None if found is None else int(found)
 
 
 @contextmanager

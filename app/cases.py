@@ -147,7 +147,7 @@ def create_case(
                 if existing is not None:
                     return _own(existing, organization_id), False
             continue  # reference code collision: draw another
-        audit.record("case.create", "case", case.id)
+        audit.record("case.create", "case", case.id, actor_user_id=created_by_id)
         return case, True
     raise CaseError("could not allocate a reference code")
 
@@ -226,7 +226,7 @@ def _new_key() -> DataKey:
     return key
 
 
-def set_needs(case: Case, needs: dict[str, str]) -> None:
+def set_needs(case: Case, needs: dict[str, str], *, actor: audit.Actor = audit.SIGNED_IN) -> None:
     """Replace the case's needs with ``{category: urgency}`` (idempotent on resend)."""
     from app.consent import has_consent
 
@@ -241,7 +241,7 @@ def set_needs(case: Case, needs: dict[str, str]) -> None:
         if category in needs:
             db.session.add(Need(case_id=case.id, category=category, urgency=needs[category]))
     # The new rows are flushed with the rest of the transaction (the event needs only the id).
-    audit.record("case.needs_update", "case", case.id)
+    audit.record("case.needs_update", "case", case.id, actor_user_id=actor)
 
 
 def store_signature(case: Case, data_url: str) -> ConsentSignature:
@@ -287,14 +287,14 @@ def close_case(case: Case, at: datetime | None = None) -> None:
     audit.record("case.close", "case", case.id)
 
 
-def reopen_case(case: Case) -> None:
+def reopen_case(case: Case, *, actor: audit.Actor = audit.SIGNED_IN) -> None:
     if case.status != "closed":
         raise CaseError("only a closed case can be reopened")
     case.status = "open"
     case.closed_at = None
     case.retention_due_at = None
     db.session.flush()
-    audit.record("case.reopen", "case", case.id)
+    audit.record("case.reopen", "case", case.id, actor_user_id=actor)
 
 
 # --- drafts ----------------------------------------------------------------------------

@@ -94,7 +94,13 @@ DEMO_USERS = [
 
 
 @click.command("seed-demo")
-def seed_demo_command() -> None:
+@click.option(
+    "--url",
+    envvar="HAVEN_DEMO_URL",
+    default=None,
+    help="The address the server will use (`make demo` passes it), shown in the sign-in line.",
+)
+def seed_demo_command(url: str | None) -> None:
     """Load demo organizations and one user of every role; passwords are printed once."""
     if current_app.config["HAVEN_ENV"] == "production":
         raise click.ClickException("seed-demo is for development only.")
@@ -121,7 +127,8 @@ def seed_demo_command() -> None:
         hook(orgs)
     audit.record("demo.seed")
     db.session.commit()
-    click.echo("Demo data loaded. Sign in at http://127.0.0.1:5000 with (shown once):")
+    where = f" at {url}" if url else ""
+    click.echo(f"Demo data loaded. Sign in{where} with (shown once):")
     click.echo("\n".join(lines))
     click.echo(
         "Admins and supervisors need a 6-digit code: add the TOTP secret to an authenticator "

@@ -659,7 +659,7 @@ class Conversation:
         from app.cases import set_needs
 
         urgency = "immediate" if self.session.urgent else "soon"
-        set_needs(case, dict.fromkeys(chosen, urgency))
+        set_needs(case, dict.fromkeys(chosen, urgency), actor=audit.SYSTEM)
         if self.areas():
             self.advance("area")
         else:
@@ -719,7 +719,7 @@ class Conversation:
             return
         if norm.isascii() and norm.isdigit() and 1 <= int(norm) <= len(page):
             case.area_id = page[int(norm) - 1][0]
-            audit.record("case.profile_update", "case", case.id)
+            audit.record("case.profile_update", "case", case.id, actor_user_id=audit.SYSTEM)
             self.finish(case)
             return
         self.unclear()
@@ -860,7 +860,7 @@ def reopen_if_closed(case: Case) -> None:
     if case.status == "closed":
         from app.cases import reopen_case
 
-        reopen_case(case)
+        reopen_case(case, actor=audit.SYSTEM)
 
 
 def forget_number(phone_index: str, at: datetime | None = None) -> None:
@@ -886,4 +886,4 @@ def forget_number(phone_index: str, at: datetime | None = None) -> None:
     db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_index == phone_index))
     db.session.expire_all()
     request_checkpoint()
-    audit.record("sms.forget")
+    audit.record("sms.forget", actor_user_id=audit.SYSTEM)

@@ -822,4 +822,4 @@ def backend(app: Flask | None = None) -> ConsoleBackend | TwilioBackend:
 def audit_send(message: Message, action: str) -> None:
     """Survivor messages are a use of survivor data: audited (ids only)."""
     if message.case_id is not None and has_app_context():
-        audit.record(action, "case", message.case_id, actor_user_id=None)
+        audit.record(action, "case", message.case_id, actor_user_id=audit.SYSTEM)

@@ -768,9 +768,9 @@ def cancel(
 
 
 def _audit(referral: Referral, action: str, actor_id: int | None) -> None:
-    # The actor is the signed-in user when there is one (audit.record's default); the SMS
-    # webhook and the expiry job act as nobody.
-    audit.record(action, "referral", referral.id)
+    # The actor as given: a user id from the views, None (nobody) from the SMS webhook and
+    # the expiry job, never whoever happens to be signed in.
+    audit.record(action, "referral", referral.id, actor_user_id=actor_id)
 
 
 def _tell_provider(referral: Referral, template: str) -> None:

@@ -1024,7 +1024,8 @@ def _audit_apply(now: datetime, batch: int) -> Iterator[int]:
         if not seqs:
             return
         pruned = audit.prune_through(seqs[-1])
-        audit.record("audit.prune", "audit_event", seqs[-1], actor_user_id=None, at=utcnow())
+        audit.record("audit.prune", "audit_event", seqs[-1], actor_user_id=audit.SYSTEM,
+                     at=utcnow())
         yield pruned
 
 
@@ -1269,7 +1270,7 @@ def run(
         run_row.counts = {r.name: r.count for r in report.results}
         run_row.finished_at = utcnow()
         run_row.complete = True
-        audit.record("retention.run", "retention_run", run_row.id, actor_user_id=None)
+        audit.record("retention.run", "retention_run", run_row.id, actor_user_id=audit.SYSTEM)
         db.session.commit()
     finally:
         db.session.rollback()

@@ -31,14 +31,17 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from flask_login import current_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from app.models import ROLES
+from app import accounts
+from app.inputs import NUL, has_nul
+from app.models import ROLES, User
 
 PUBLIC_ENDPOINTS = frozenset(
     {
         "static",
+        "main.favicon",
         "main.healthz",
         "main.leave",
         "auth.login",
@@ -48,6 +51,16 @@ PUBLIC_ENDPOINTS = frozenset(
         "sms.status",
     }
 )
+# Public endpoints that check every body field they read themselves, so a NUL byte there is
+# not the bare 400 of `refuse_nul_bytes`: the sign-in forms (a field error, and an attempt
+# counted like a wrong password) and the SMS webhook (its sender and SID are checked; a NUL
+# in a survivor's text, which is parsed and never stored, is answered like any garbage: a
+# survivor always gets a reply).
+PUBLIC_BODY_CHECKED = frozenset(
+    {"auth.login", "auth.second_factor", "auth.enroll_totp", "sms.inbound"}
+)
+# Public files that hold nothing personal: the browser may cache them.
+CACHEABLE_ENDPOINTS = frozenset({"static", "main.favicon"})
 # Endpoints a logged-in user may reach whatever their role (no survivor data behind them).
 ANY_ROLE = tuple(ROLES)
 
@@ -95,9 +108,25 @@ def _session_expired(now: float) -> bool:
     return now - seen > idle or now - started > absolute
 
 
+def start_session(user: User) -> None:
+    """Sign ``user`` in on this browser: a new server-side session (``app.accounts``) whose
+    random id only this browser's cookie carries. The caller commits."""
+    session_id = accounts.open_session(user.id, current_app.config["SESSION_ABSOLUTE_LIFETIME"])
+    session.clear()
+    login_user(user)
+    session["_user_id"] = session_id  # Flask-Login's key: what `_load_user` is given
+    now = time.time()
+    session["started"] = now
+    session["seen"] = now
+
+
 def end_session() -> None:
+    """Sign this browser out, in the cookie first (whatever happens next) and then on the
+    server, so a copy of the cookie opens nothing. The caller commits."""
+    session_id = session.get("_user_id")
     logout_user()
     session.clear()
+    accounts.close_session(session_id)
 
 
 def gate() -> Response | None:
@@ -114,8 +143,8 @@ def gate() -> Response | None:
         from app.extensions import db
 
         audit.record("auth.session_expired", "user", current_user.id)
-        db.session.commit()
         end_session()
+        db.session.commit()
         flash(_("You were signed out after a period of inactivity."), "info")
         return _to_login()
     session["seen"] = now
@@ -137,6 +166,28 @@ def assign_request_id() -> None:
     g.request_id = secrets.token_hex(8)
 
 
+def checks_its_body(endpoint: str) -> bool:
+    """Whether the endpoint's view reads a form body only through forms (``HavenForm``),
+    the id parsers of ``app.inputs`` or its own checks: every signed-in view, and
+    ``PUBLIC_BODY_CHECKED``. The other public endpoints get the guard's 400."""
+    return endpoint not in PUBLIC_ENDPOINTS or endpoint in PUBLIC_BODY_CHECKED
+
+
+def refuse_nul_bytes() -> None:
+    """Before the gate and CSRF, so it covers anonymous requests and no database call ever
+    sees a NUL (PostgreSQL text cannot hold one: it was a DataError, a 500): 400 for a NUL
+    in the path or query string of any request, or in the form body of an endpoint that
+    does not check its body itself. Forms refuse it with a field error (``HavenForm``)."""
+    if NUL in request.path or has_nul(
+        part for pair in request.args.items(multi=True) for part in pair
+    ):
+        abort(400)
+    if request.endpoint is None or checks_its_body(request.endpoint):
+        return
+    if has_nul(part for pair in request.form.items(multi=True) for part in pair):
+        abort(400)
+
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -155,7 +206,7 @@ def security_headers(response: Response) -> Response:
     headers["Permissions-Policy"] = (
         "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
     )
-    if request.endpoint != "static":
+    if request.endpoint not in CACHEABLE_ENDPOINTS:
         # Shared tablets: no page may come back from the browser cache or history.
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
@@ -175,7 +226,9 @@ class RequestIdFilter(logging.Filter):
 
 
 def init_app(app: Flask) -> None:
-    # Order matters: the request id first, then the gate, so even refused requests are traced.
+    # Order matters: the request id first, so even refused requests are traced; then NUL
+    # bytes, refused before anything (the gate loads the user) touches the database.
     app.before_request(assign_request_id)
+    app.before_request(refuse_nul_bytes)
     app.before_request(gate)
     app.after_request(security_headers)

@@ -4,6 +4,7 @@ from logging.config import fileConfig
 from flask import current_app
 
 from alembic import context
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import TypeDecorator
 
 # this is the Alembic Config object, which provides
@@ -77,6 +78,21 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+def _connect(engine):
+    """The engine's first connection. An operator's mistake here (no server, wrong password,
+    a folder that cannot be made) ends the command with one line, not a traceback; the
+    URL is not repeated (it may hold a password)."""
+    from app.database import DatabaseFileError
+
+    try:
+        return engine.connect()
+    except DatabaseFileError as exc:
+        raise SystemExit(f"Haven cannot open the database (DATABASE_URL): {exc}") from None
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise SystemExit(f"Haven cannot open the database (DATABASE_URL): {reason}") from None
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -102,7 +118,7 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    with _connect(connectable) as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             # A batch operation on SQLite rebuilds the table (copy, DROP, rename). With

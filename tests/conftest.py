@@ -239,16 +239,30 @@ def auth(client: FlaskClient) -> AuthActions:
 
 
 def login_session(client: FlaskClient, user: Any) -> None:
-    """Put a signed-in session for ``user`` into ``client`` directly (no TOTP round trip).
-    Used where the sign-in itself is not under test."""
+    """Put a signed-in session for ``user`` into ``client`` directly (no TOTP round trip):
+    a server-side session like a real sign-in's, opened and committed in the test's own
+    session when there is one (with the users it may not have committed yet, as the next
+    request would). Used where the sign-in itself is not under test. ``user`` is anything
+    with Flask-Login's ``get_id()``."""
+    from flask import has_app_context
+
+    from app import accounts
     from app.extensions import login_manager
 
+    lifetime = client.application.config["SESSION_ABSOLUTE_LIFETIME"]
+    if has_app_context():
+        session_id = accounts.open_session(int(user.get_id()), lifetime)
+        db.session.commit()
+    else:
+        with client.application.app_context():
+            session_id = accounts.open_session(int(user.get_id()), lifetime)
+            db.session.commit()
     with client.application.test_request_context(environ_base=client.environ_base):
         identifier = login_manager._session_identifier_generator()
     with client.session_transaction() as sess:
         sess.clear()
         now = time.time()
-        sess["_user_id"] = user.get_id()
+        sess["_user_id"] = session_id
         sess["_fresh"] = True
         sess["_id"] = identifier
         sess["started"] = now

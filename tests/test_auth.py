@@ -144,14 +144,78 @@ def test_lock_expires_after_the_window(client: Any) -> None:
     assert response.status_code == 302
 
 
-def test_one_address_guessing_many_accounts_is_throttled(client: Any) -> None:
-    victim = factories.make_user("caseworker")
-    for n in range(5):
-        client.post("/auth/login", data={"username": f"guess{n}", "password": "whatever12345"})
-    response = client.post(
-        "/auth/login", data={"username": victim.username, "password": factories.PASSWORD}
+def _attempt(client: Any, username: str, password: str, address: str = "192.0.2.10") -> Any:
+    return client.post(
+        "/auth/login",
+        data={"username": username, "password": password},
+        environ_base={"REMOTE_ADDR": address},
     )
-    assert response.status_code == 429
+
+
+def test_failures_from_a_shared_address_do_not_lock_other_accounts(client: Any) -> None:
+    """An office behind one address: five people each mistype once (or someone guesses five
+    usernames). Nobody who has not failed is locked out; the per-address limit is a ceiling
+    far above the per-account one."""
+    staff = [factories.make_user("caseworker") for _ in range(5)]
+    db.session.commit()
+    for user in staff:
+        assert _attempt(client, user.username, "a typo, sorry").status_code == 401
+    for n in range(5):
+        assert _attempt(client, f"guess{n}", "whatever12345").status_code == 401
+    for user in [*staff, factories.make_user("caseworker")]:
+        assert _attempt(client, user.username, factories.PASSWORD).status_code == 302
+        client.post("/auth/logout")
+
+
+@pytest.fixture
+def low_ceiling(app_factory: Any) -> Any:
+    """An app whose per-address ceiling is 8 failures (the default is 50)."""
+    app = app_factory(LOGIN_ADDRESS_MAX_FAILURES=8)
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+def test_over_the_address_ceiling_only_accounts_that_failed_are_refused(
+    low_ceiling: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = low_ceiling.test_client()
+    failed_once, untouched = factories.make_user("caseworker"), factories.make_user("caseworker")
+    db.session.commit()
+    assert _attempt(client, failed_once.username, "wrong password 1").status_code == 401
+    assert _attempt(client, "ghost-user", "wrong password 2").status_code == 401
+    with caplog.at_level("WARNING"):
+        for n in range(6):
+            assert _attempt(client, f"spray{n}", "Winter2025!!").status_code == 401
+    # 8 failures from 192.0.2.10: the ceiling. A correct password for an account that failed
+    # here is refused; an account with no failure signs in.
+    assert _attempt(client, failed_once.username, factories.PASSWORD).status_code == 429
+    assert _attempt(client, untouched.username, factories.PASSWORD).status_code == 302
+    client.post("/auth/logout")
+    # No user enumeration: an unknown name is treated exactly like an existing account.
+    assert _attempt(client, "never-tried", "a guess 12345").status_code == 401
+    assert _attempt(client, "never-tried", "a guess 12345").status_code == 429
+    assert _attempt(client, "ghost-user", "a guess 12345").status_code == 429
+    # Another address is not affected by this one's ceiling.
+    response = _attempt(client, failed_once.username, factories.PASSWORD, address="198.51.100.7")
+    assert response.status_code == 302
+    # The operator is told once, without the address: the audit trail and the log (whose
+    # request id matches the proxy's access log).
+    assert actions().count("auth.address_limit") == 1
+    warnings = [r.getMessage() for r in caplog.records if "address" in r.getMessage()]
+    assert len(warnings) == 1 and "192.0.2.10" not in warnings[0]
+
+
+def test_the_address_ceiling_is_configurable() -> None:
+    from config import ProductionConfig, TestingConfig
+    from tests.conftest import TEST_ENV
+
+    assert TestingConfig(TEST_ENV).LOGIN_ADDRESS_MAX_FAILURES == 50
+    env = dict(TEST_ENV, HAVEN_LOGIN_ADDRESS_MAX_FAILURES="200")
+    assert TestingConfig(env).LOGIN_ADDRESS_MAX_FAILURES == 200
+    low = dict(TEST_ENV, HAVEN_ENV="production", DATABASE_URL="postgresql://h@db/h",
+               HAVEN_LOGIN_ADDRESS_MAX_FAILURES="3")
+    assert any("HAVEN_LOGIN_ADDRESS_MAX_FAILURES" in p for p in ProductionConfig(low).problems())
 
 
 def test_throttle_keys_hold_no_username_or_address(client: Any) -> None:

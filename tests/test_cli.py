@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pyotp
@@ -269,3 +270,26 @@ def test_seed_demo_refuses_in_production(app, database_url):
     finally:
         with production.app_context():
             db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [({"HAVEN_DEMO_URL": "http://127.0.0.1:8123"}, "Sign in at http://127.0.0.1:8123 with"),
+     ({}, "Sign in with")],
+)
+def test_seed_demo_names_the_address_make_demo_serves_or_none(app, env, said):
+    """The address comes from the Makefile (HAVEN_DEMO_URL), which also starts the server
+    there; without it no address is guessed (it used to print port 5000 whatever)."""
+    result = app.test_cli_runner().invoke(args=["seed-demo"], env=env)
+    assert result.exit_code == 0, result.output
+    assert said in result.output
+    if not env:
+        assert "http" not in result.output and "5000" not in result.output
+
+
+def test_make_demo_serves_where_seed_demo_says():
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "Makefile")) as f:
+        makefile = f.read()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "HAVEN_DEMO_URL=http://$(DEMO_HOST):$(DEMO_PORT) $(FLASK) seed-demo" in demo
+    assert "$(FLASK) run --host $(DEMO_HOST) --port $(DEMO_PORT)" in demo

@@ -269,3 +269,106 @@ def test_flask_cli_starts_with_a_complete_production_config(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert "main.healthz" in completed.stdout
+
+
+# --- debug mode and key reuse (issue 14 §6, §7) ----------------------------------------------
+
+
+def test_production_refuses_flask_debug():
+    message = _refusal(_prod_env(FLASK_DEBUG="1"))
+    assert "FLASK_DEBUG" in message and "debug" in message
+    # On is whatever Flask takes for on; off is off.
+    assert "FLASK_DEBUG" in _refusal(_prod_env(FLASK_DEBUG="off"))  # (Flask: debug on)
+    for off in ("0", "false", "No", ""):
+        assert ProductionConfig(_prod_env(FLASK_DEBUG=off)).problems() == []
+
+
+def test_production_app_refuses_to_be_switched_into_debug_mode(database_url):
+    app = create_app(ProductionConfig(_prod_env(database_url)))
+    with pytest.raises(ConfigError) as caught:
+        app.debug = True  # what `flask run --debug` and app.run(debug=True) do after loading
+    assert "debug" in str(caught.value.code)
+    assert app.debug is False
+    app.debug = False  # switching it off is always fine
+    development = create_app(DevelopmentConfig(_prod_env(database_url)))
+    development.debug = True  # a developer's own machine may
+    assert development.debug is True
+
+
+def _start_flask(tmp_path, args: list[str], **extra: str) -> tuple[int, str]:
+    """Run `flask --app app ARGS` in production; return its exit status and stderr. A server
+    that starts (the refusal did not happen) is stopped as soon as it says it is running."""
+    env = _clean_env(**_prod_env(f"sqlite:///{tmp_path / 'prod.sqlite'}"), **extra)
+    lines = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Running on" in line or "Debugger is active" in line:
+                process.kill()
+                break
+        status = process.wait(timeout=60)
+    return status, "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "extra"),
+    [
+        (["run", "--port", "0"], {"FLASK_DEBUG": "1"}),
+        (["--debug", "run", "--port", "0"], {}),
+        (["run", "--port", "0", "--debugger"], {}),
+    ],
+    ids=["FLASK_DEBUG=1", "--debug", "--debugger"],
+)
+def test_flask_run_refuses_debug_mode_in_production(tmp_path, args, extra):
+    status, output = _start_flask(tmp_path, args, **extra)
+    assert "Running on" not in output, "the server started"
+    assert status != 0
+    assert "Haven refuses to start" in output and "debug" in output
+    assert "Traceback" not in output
+
+
+def _b64(raw: bytes, *, urlsafe: bool = True, padded: bool = True) -> str:
+    text = (base64.urlsafe_b64encode if urlsafe else base64.standard_b64encode)(raw).decode()
+    return text if padded else text.rstrip("=")
+
+
+# 32 fixed random-looking bytes whose base64 differs between the two alphabets.
+SHARED = bytes.fromhex("fb ff be 13 57 9a c4 0e 2d 81 f0 6b 39 77 e5 c2 a8 04 5d 9e 61 3b f7 "
+                       "8c 0a d2 4f 96 e3 19 b5 7a")
+
+
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        ({"HAVEN_INDEX_KEY": _b64(SHARED), "HAVEN_DATA_KEYS": _b64(SHARED)},
+         ("HAVEN_INDEX_KEY", "HAVEN_DATA_KEYS entry 1")),
+        ({"HAVEN_DATA_KEYS": f"{ANOTHER_KEY},{_b64(SHARED)}",
+          "HAVEN_INDEX_KEY": _b64(SHARED, padded=False)},
+         ("HAVEN_INDEX_KEY", "HAVEN_DATA_KEYS entry 2")),
+        ({"HAVEN_DATA_KEYS": _b64(SHARED), "HAVEN_INDEX_KEY": _b64(SHARED, urlsafe=False)},
+         ("HAVEN_INDEX_KEY", "HAVEN_DATA_KEYS entry 1")),
+        ({"SECRET_KEY": _b64(SHARED), "HAVEN_DATA_KEYS": _b64(SHARED)},
+         ("SECRET_KEY", "HAVEN_DATA_KEYS entry 1")),
+        ({"SECRET_KEY": SHARED.hex(), "HAVEN_INDEX_KEY": _b64(SHARED)},
+         ("SECRET_KEY", "HAVEN_INDEX_KEY")),
+        ({"SECRET_KEY": TEST_ENV["HAVEN_INDEX_KEY"]}, ("SECRET_KEY", "HAVEN_INDEX_KEY")),
+        ({"HAVEN_DATA_KEYS": f"{_b64(SHARED)},{ANOTHER_KEY},{_b64(SHARED)}"},
+         ("HAVEN_DATA_KEYS entry 1", "HAVEN_DATA_KEYS entry 3")),
+    ],
+    ids=["index=data", "index=data-unpadded", "index=data-standard-alphabet", "secret=data",
+         "secret-hex=index", "secret=index", "data-twice"],
+)
+def test_production_refuses_one_key_used_twice(changes, names):
+    message = _refusal(_prod_env(**changes))
+    line = next(p for p in message.splitlines() if "same key" in p)
+    for name in names:
+        assert name in line
+    assert SHARED.hex() not in message and _b64(SHARED, padded=False) not in message
+
+
+def test_distinct_keys_are_not_reuse():
+    assert ProductionConfig(_prod_env()).problems() == []

@@ -97,3 +97,36 @@ def test_logs_carry_request_ids_and_no_credentials(
     assert secret not in text
     assert factories.PASSWORD not in text
     assert "log.checker" not in text
+
+
+def test_favicon_is_a_neutral_cacheable_icon_for_everyone(client: Any, app: Any) -> None:
+    """Browsers ask every page for /favicon.ico: answer with a blank icon (nothing in the tab
+    names Haven), public and cacheable, instead of a 404 on every page."""
+    import os
+    import struct
+
+    response = client.get("/favicon.ico", buffered=True)
+    response.close()
+    assert response.status_code == 200
+    assert response.mimetype in ("image/vnd.microsoft.icon", "image/x-icon")
+    assert "no-store" not in response.headers.get("Cache-Control", "")
+    assert "max-age" in response.headers["Cache-Control"]
+    assert "Set-Cookie" not in response.headers
+    with open(os.path.join(app.static_folder, "favicon.ico"), "rb") as shipped:
+        assert response.data == shipped.read()
+    reserved, kind, count = struct.unpack("<HHH", response.data[:6])
+    assert (reserved, kind, count) == (0, 1, 1)  # an ICO with one image
+    width, height, _c, _r, _p, bits, _size, offset = struct.unpack("<BBBBHHII", response.data[6:22])
+    assert (width, height, bits) == (16, 16, 32)
+    pixels = response.data[offset + 40 : offset + 40 + 16 * 16 * 4]
+    assert all(pixels[i + 3] == 0 for i in range(0, len(pixels), 4))  # fully transparent
+    assert b"Haven" not in response.data and b"haven" not in response.data
+
+
+def test_every_page_and_the_quick_exit_page_name_the_same_icon(client: Any) -> None:
+    icon = b'<link rel="icon" href="/favicon.ico">'
+    assert icon in client.get("/auth/login").data
+    login_session(client, factories.make_user("caseworker"))
+    for path in ("/", "/auth/language"):
+        assert icon in client.get(path).data
+    assert icon in client.get("/leave").data

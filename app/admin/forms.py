@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from app.inputs import HavenForm, coerce_id
 
 ROLE_LABELS = {
     "admin": _l("Administrator"),
@@ -18,7 +19,7 @@ ORG_KIND_LABELS = {
 }
 
 
-class UserForm(FlaskForm):
+class UserForm(HavenForm):
     username = StringField(
         _l("Username"),
         validators=[
@@ -31,7 +32,9 @@ class UserForm(FlaskForm):
         ],
         render_kw={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"},
     )
-    organization_id = SelectField(_l("Organization"), coerce=int, validators=[DataRequired()])
+    organization_id = SelectField(
+        _l("Organization"), coerce=coerce_id, validators=[DataRequired()]
+    )
     role = SelectField(_l("Role"), choices=list(ROLE_LABELS.items()), validators=[DataRequired()])
     password = PasswordField(
         _l("Password"),
@@ -41,8 +44,10 @@ class UserForm(FlaskForm):
     submit = SubmitField(_l("Create user"))
 
 
-class UserEditForm(FlaskForm):
-    organization_id = SelectField(_l("Organization"), coerce=int, validators=[DataRequired()])
+class UserEditForm(HavenForm):
+    organization_id = SelectField(
+        _l("Organization"), coerce=coerce_id, validators=[DataRequired()]
+    )
     role = SelectField(_l("Role"), choices=list(ROLE_LABELS.items()), validators=[DataRequired()])
     active = BooleanField(_l("Account active"))
     reset_totp = BooleanField(_l("Reset two-step sign-in (lost phone)"))
@@ -54,7 +59,7 @@ class UserEditForm(FlaskForm):
     submit = SubmitField(_l("Save"))
 
 
-class OrganizationForm(FlaskForm):
+class OrganizationForm(HavenForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=200)])
     kind = SelectField(
         _l("Kind"), choices=list(ORG_KIND_LABELS.items()), validators=[DataRequired()]

@@ -90,9 +90,7 @@ def user_edit(user_id: int) -> Response | str | tuple[str, int]:
             audit.record("user.totp_reset", "user", user.id)
         if changed_access:
             # A change of role, organization or status ends the user's current sessions.
-            import secrets
-
-            user.session_token = secrets.token_hex(16)
+            accounts.end_sessions(user)
         audit.record("user.update", "user", user.id)
         db.session.commit()
         flash(_("Saved."), "success")

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
+from app.inputs import HavenForm
 
-class LoginForm(FlaskForm):
+
+class LoginForm(HavenForm):
     username = StringField(
         _l("Username"),
         validators=[DataRequired(), Length(max=64)],
@@ -21,7 +22,7 @@ class LoginForm(FlaskForm):
     submit = SubmitField(_l("Sign in"))
 
 
-class TotpForm(FlaskForm):
+class TotpForm(HavenForm):
     code = StringField(
         _l("6-digit code"),
         validators=[
@@ -34,7 +35,7 @@ class TotpForm(FlaskForm):
     submit = SubmitField(_l("Verify"))
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(HavenForm):
     current = PasswordField(
         _l("Current password"),
         validators=[DataRequired(), Length(max=256)],
@@ -53,6 +54,6 @@ class PasswordChangeForm(FlaskForm):
     submit = SubmitField(_l("Change password"))
 
 
-class LanguageForm(FlaskForm):
+class LanguageForm(HavenForm):
     locale = SelectField(_l("Interface language"), choices=[])
     submit = SubmitField(_l("Save"))

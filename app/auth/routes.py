@@ -8,7 +8,7 @@ from cryptography.fernet import InvalidToken
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import ngettext
-from flask_login import current_user, login_user
+from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from app import accounts, audit
@@ -17,7 +17,7 @@ from app.auth.forms import LanguageForm, LoginForm, PasswordChangeForm, TotpForm
 from app.crypto import keyring
 from app.extensions import db
 from app.models import User, utcnow
-from app.security import ANY_ROLE, end_session, is_safe_next, roles
+from app.security import ANY_ROLE, end_session, is_safe_next, roles, start_session
 from app.templating import LANGUAGE_NAMES
 
 PENDING_TTL = 300  # seconds between the password step and the second factor
@@ -51,11 +51,7 @@ def _pending_user() -> User | None:
 
 
 def _complete_login(user: User, target: str | None) -> Response:
-    session.clear()
-    login_user(user)
-    now = time.time()
-    session["started"] = now
-    session["seen"] = now
+    start_session(user)
     user.last_login_at = utcnow()
     audit.record(
         "auth.login", "user", user.id, actor_user_id=user.id, actor_org_id=user.organization_id
@@ -114,6 +110,9 @@ def login() -> Response | str | tuple[str, int]:
                 return redirect(url_for("auth.second_factor"))
             return redirect(url_for("auth.enroll_totp"))
         return _complete_login(user, target)
+    if form.refused_nul:
+        accounts.note_refused_attempt(form.username.data or "", _client())
+        db.session.commit()
     status = 400 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
 
@@ -145,6 +144,9 @@ def second_factor() -> Response | str | tuple[str, int]:
             form.code.errors = [_("That code is not right. Check your app and try again.")]
             return render_template("auth/totp.html", form=form), 400
         return _complete_login(user, session.get("pending", {}).get("next"))
+    if form.refused_nul:
+        accounts.note_failure(user.username, _client())
+        db.session.commit()
     status = 400 if request.method == "POST" else 200
     return render_template("auth/totp.html", form=form), status
 
@@ -203,8 +205,8 @@ def enroll_totp() -> Response | str | tuple[str, int]:
 @roles(*ANY_ROLE)
 def logout() -> Response:
     audit.record("auth.logout", "user", current_user.id)
-    db.session.commit()
     end_session()
+    db.session.commit()
     flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
@@ -219,17 +221,15 @@ def change_password() -> Response | str | tuple[str, int]:
             form.current.errors = [_("The current password is not right.")]
         else:
             try:
-                accounts.set_password(user, form.new.data or "")
+                # Every other session of hers ends; this one goes on (same lifetime).
+                accounts.set_password(
+                    user, form.new.data or "", keep_session=session.get("_user_id")
+                )
             except accounts.PasswordPolicyError as exc:
                 form.new.errors = [password_problem_message(exc.reason)]
             else:
                 audit.record("user.password_change", "user", user.id)
                 db.session.commit()
-                # The token changed: every other session is now invalid; keep this one.
-                started = session.get("started", time.time())
-                login_user(user)
-                session["started"] = started
-                session["seen"] = time.time()
                 flash(_("Your password was changed. Other sessions were signed out."), "success")
                 return redirect(url_for("main.index"))
         return render_template("auth/password.html", form=form,

@@ -5,7 +5,6 @@ from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     FloatField,
@@ -28,6 +27,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from app import vocab
 from app.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
+from app.inputs import HavenForm, coerce_id
 from app.models.directory import MAX_AGE, zone
 from app.safe_hours import valid_zone
 
@@ -83,8 +83,10 @@ def _hours_field(index: int) -> StringField:
     )
 
 
-class ServiceForm(FlaskForm):
-    organization_id = SelectField(_l("Organization"), coerce=int, validators=[DataRequired()])
+class ServiceForm(HavenForm):
+    organization_id = SelectField(
+        _l("Organization"), coerce=coerce_id, validators=[DataRequired()]
+    )
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=200)])
     description = TextAreaField(_l("Description"), validators=[Optional(), Length(max=4000)])
     category = SelectField(
@@ -109,7 +111,7 @@ class ServiceForm(FlaskForm):
     accepts_children = BooleanField(_l("Accepts accompanying children"))
     wheelchair_access = BooleanField(_l("Wheelchair access"))
     hearing_access = BooleanField(_l("Hearing support (induction loop or sign language)"))
-    areas = SelectMultipleField(_l("Areas served"), coerce=int, validate_choice=True)
+    areas = SelectMultipleField(_l("Areas served"), coerce=coerce_id, validate_choice=True)
     latitude = FloatField(_l("Latitude"), validators=[Optional(), NumberRange(-90, 90)])
     longitude = FloatField(_l("Longitude"), validators=[Optional(), NumberRange(-180, 180)])
     hours_0 = _hours_field(0)
@@ -176,7 +178,7 @@ class ServiceForm(FlaskForm):
         return hours if ok else None
 
 
-class BedsForm(FlaskForm):
+class BedsForm(HavenForm):
     beds_available = IntegerField(
         _l("Beds free now"),
         validators=[InputRequired(), NumberRange(0, 10000)],
@@ -202,14 +204,14 @@ def sms_label_error(refused: SmsLabelRefused) -> str:
     return _("Use only letters, digits and single spaces: no punctuation or symbols.")
 
 
-class AreaForm(FlaskForm):
+class AreaForm(HavenForm):
     name = StringField(_l("Name"), validators=[DataRequired(), Length(min=2, max=120)])
     sms_label = StringField(
         _l("SMS label"),
         validators=[Optional(), Length(max=200)],
         render_kw={"autocomplete": "off", "maxlength": SMS_LABEL_MAX},
     )
-    parent_id = SelectField(_l("Part of"), coerce=int)
+    parent_id = SelectField(_l("Part of"), coerce=coerce_id)
     latitude = FloatField(_l("Centre latitude"), validators=[Optional(), NumberRange(-90, 90)])
     longitude = FloatField(_l("Centre longitude"), validators=[Optional(), NumberRange(-180, 180)])
     # Survivors' safe hours in this area are read on this clock (else the parent area's).
@@ -235,7 +237,7 @@ class AreaForm(FlaskForm):
             raise ValidationError(_l("Use a timezone name such as Europe/Paris."))
 
 
-class MatchForm(FlaskForm):
+class MatchForm(HavenForm):
     """Anonymous mode: criteria only, nothing stored. Posted (not a GET query string) so the
     criteria stay out of the shared tablet's history and the server's access logs."""
 
@@ -260,7 +262,7 @@ class MatchForm(FlaskForm):
         choices=[("", _l("Not given")), *list(vocab.GENDER_LABELS.items())],
         default="",
     )
-    area_id = SelectField(_l("Area"), coerce=int, default=0)
+    area_id = SelectField(_l("Area"), coerce=coerce_id, default=0)
     children = BooleanField(_l("Has children with them"))
     accessibility = MultiCheckboxField(
         _l("Accessibility needs"), choices=list(vocab.ACCESSIBILITY_LABELS.items())

@@ -24,6 +24,7 @@ from app.directory.forms import (
     format_day_hours,
 )
 from app.extensions import db
+from app.inputs import query_id
 from app.models import Area, Organization, Service
 from app.models.base import utcnow
 from app.security import roles
@@ -60,7 +61,7 @@ def _service_for_editing(service_id: int) -> Service:
 def index() -> str:
     q = (request.args.get("q") or "").strip()[:100]
     category = request.args.get("category") or ""
-    area_id = request.args.get("area_id", type=int) or 0
+    area_id = query_id("area_id") or 0
     query = select(Service).join(Organization).order_by(Service.name, Service.id).limit(200)
     if current_user.role == "provider":
         query = query.where(Service.organization_id == current_user.organization_id)

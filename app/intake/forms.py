@@ -9,7 +9,6 @@ from typing import Any
 from babel.dates import get_day_names
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     FieldList,
@@ -38,6 +37,7 @@ from wtforms.validators import (
 
 from app.cases import ALIAS_MAX, NOTE_MAX, TOKEN_RE
 from app.consent import CONSENT_TEXTS, METHOD_LABELS
+from app.inputs import HavenForm
 from app.models.cases import CONSENT_SCOPES
 from app.safe_hours import MAX_WINDOWS, SafeHoursError, Window, minutes_of, valid_zone
 from app.vocab import (
@@ -65,7 +65,7 @@ def language_choices() -> list[tuple[str, str]]:
     return [(code, SURVIVOR_LANGUAGE_LABELS[code]) for code in SURVIVOR_LANGUAGES]
 
 
-class _ConsentFields(FlaskForm):
+class _ConsentFields(HavenForm):
     language = HiddenField(
         validators=[InputRequired(), AnyOf(SURVIVOR_LANGUAGES, message=BAD_TOKEN)]
     )
@@ -81,7 +81,7 @@ class _ConsentFields(FlaskForm):
     signature = HiddenField(validators=[Optional(), Length(max=48_000)])
 
 
-def _consent_step_form() -> type[FlaskForm]:
+def _consent_step_form() -> type[HavenForm]:
     attrs: dict[str, Any] = {
         "token": HiddenField(
             validators=[InputRequired(message=BAD_TOKEN), Regexp(TOKEN_RE, message=BAD_TOKEN)]
@@ -142,7 +142,7 @@ class SafeWindowForm(Form):
                       render_kw={"type": "time", "autocomplete": "off"})
 
 
-class ProfileForm(FlaskForm):
+class ProfileForm(HavenForm):
     alias = StringField(
         _l("Name the survivor chooses (not a legal name)"),
         validators=[DataRequired(), Length(max=ALIAS_MAX), no_markup],
@@ -241,7 +241,7 @@ def _time_or_error(field: Any, text: str, missing: Any) -> int | None:
         return None
 
 
-def _needs_form() -> type[FlaskForm]:
+def _needs_form() -> type[HavenForm]:
     attrs: dict[str, Any] = {"submit": SubmitField(_l("Save needs"))}
     for category in SERVICE_CATEGORIES:
         attrs[f"need_{category}"] = SelectField(
@@ -249,13 +249,13 @@ def _needs_form() -> type[FlaskForm]:
             choices=[("", _l("Not needed")), *URGENCY_LABELS.items()],
             validators=[Optional()],
         )
-    return type("NeedsForm", (FlaskForm,), attrs)
+    return type("NeedsForm", (HavenForm,), attrs)
 
 
 NeedsForm = _needs_form()
 
 
-class AnonymousForm(FlaskForm):
+class AnonymousForm(HavenForm):
     token = HiddenField(
         validators=[InputRequired(message=BAD_TOKEN), Regexp(TOKEN_RE, message=BAD_TOKEN)]
     )
@@ -267,7 +267,7 @@ class AnonymousForm(FlaskForm):
     submit = SubmitField(_l("Record anonymous count"))
 
 
-class EraseForm(FlaskForm):
+class EraseForm(HavenForm):
     reference = StringField(
         _l("Type the reference code to confirm"),
         validators=[DataRequired(), Length(max=10)],
@@ -276,13 +276,13 @@ class EraseForm(FlaskForm):
     submit = SubmitField(_l("Erase everything now"))
 
 
-class ActionForm(FlaskForm):
+class ActionForm(HavenForm):
     """CSRF-only form for close / reopen buttons."""
 
     submit = SubmitField()
 
 
-class DangerAcknowledgeForm(FlaskForm):
+class DangerAcknowledgeForm(HavenForm):
     """Acknowledge a danger report. The report time shown on the caseworker's screen goes
     with it, so that a report that arrived since is not acknowledged unseen."""
 

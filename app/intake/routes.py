@@ -33,6 +33,7 @@ from sqlalchemy.orm import selectinload
 from app import audit, cases, consent, danger, messaging, referrals, safe_hours
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
+from app.inputs import parse_id
 from app.intake import bp
 from app.intake.forms import (
     ActionForm,
@@ -163,8 +164,8 @@ def case_list() -> Any:
         stmt = stmt.where(Case.status == "open", ~Case.is_draft)
     else:
         stmt = stmt.where(Case.status == tab)
-    page = request.args.get("page", "1")
-    page_number = int(page) if page.isdigit() and 0 < int(page) < 10_000 else 1
+    page = parse_id(request.args.get("page", "1")) or 1
+    page_number = page if page < 10_000 else 1
     if tab == "sms" and not raw_query:
         stmt = stmt.order_by(*SMS_QUEUE_ORDER)
     else:

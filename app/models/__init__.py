@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models. Import every model here so Alembic and `db.create_all` see them."""
 
-from app.models.accounts import ROLES, LoginAttempt, Organization, User
+from app.models.accounts import ROLES, LoginAttempt, Organization, User, UserSession
 from app.models.areas import Area
 from app.models.audit import AuditEvent, AuditHead
 from app.models.base import utcnow
@@ -50,6 +50,7 @@ __all__ = [
     "Service",
     "SmsOptOut",
     "User",
+    "UserSession",
     "service_area",
     "utcnow",
 ]

@@ -43,7 +43,8 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     locale: Mapped[str | None] = mapped_column(String(8), default=None)
     totp_secret: Mapped[str | None] = mapped_column(MasterEncrypted(), default=None)
     totp_last_counter: Mapped[int | None] = mapped_column(Integer, default=None)
-    # Part of the login session id: changing it ends every session of this user.
+    # Rotated whenever every session of this user ends (app.accounts.end_sessions): a
+    # sign-in waiting for its second factor carries it, and ends with them.
     session_token: Mapped[str] = mapped_column(String(64))
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -54,9 +55,6 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     @property
     def is_active(self) -> bool:  # Flask-Login
         return self.active
-
-    def get_id(self) -> str:
-        return f"{self.id}:{self.session_token}"
 
     @property
     def totp_required(self) -> bool:
@@ -82,3 +80,19 @@ class LoginAttempt(db.Model):  # type: ignore[name-defined,misc]
     account_key: Mapped[str] = mapped_column(String(64))
     client_key: Mapped[str] = mapped_column(String(64))
     success: Mapped[bool] = mapped_column(Boolean)
+
+
+class UserSession(db.Model):  # type: ignore[name-defined,misc]
+    """One signed-in browser (app.accounts): the cookie carries a random id, stored here only
+    as a keyed hash. Sign-out, quick exit, expiry and the end of all of a user's sessions
+    delete the row, so a copy of the cookie opens nothing afterwards; rows left by browsers
+    that just walked away are deleted once past the absolute lifetime (at the next sign-in)."""
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

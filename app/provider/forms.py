@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import IntegerField, RadioField, SubmitField, TextAreaField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
+from app.inputs import HavenForm
 from app.referrals import RESPONSE_TEXT_MAX
 
 DECLINE_REASON_LABELS = {
@@ -20,11 +20,11 @@ OUTCOME_LABELS = {
 }
 
 
-class ActionForm(FlaskForm):
+class ActionForm(HavenForm):
     """A button (CSRF only)."""
 
 
-class DeclineForm(FlaskForm):
+class DeclineForm(HavenForm):
     reason = RadioField(
         _l("Reason"),
         choices=list(DECLINE_REASON_LABELS.items()),
@@ -38,7 +38,7 @@ class DeclineForm(FlaskForm):
     submit = SubmitField(_l("Decline"))
 
 
-class OutcomeForm(FlaskForm):
+class OutcomeForm(HavenForm):
     outcome = RadioField(
         _l("Outcome"),
         choices=list(OUTCOME_LABELS.items()),
@@ -47,7 +47,7 @@ class OutcomeForm(FlaskForm):
     submit = SubmitField(_l("Save outcome"))
 
 
-class BedsForm(FlaskForm):
+class BedsForm(HavenForm):
     beds_available = IntegerField(
         _l("Beds free for new referrals"),
         validators=[InputRequired(message=_l("Give a number.")), NumberRange(0, 10000)],

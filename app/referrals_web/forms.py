@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, RadioField, SubmitField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional, Regexp
 
+from app.inputs import HavenForm
 from app.referrals import TOKEN_RE
 
 BAD_TOKEN = _l("This form is out of date. Please start again.")
@@ -20,11 +20,11 @@ RELEASE_METHOD_LABELS = {
 }
 
 
-class ActionForm(FlaskForm):
+class ActionForm(HavenForm):
     """A button that changes something (CSRF only)."""
 
 
-def send_form(organization_ids: list[int], on_file: set[int], max_days: int) -> FlaskForm:
+def send_form(organization_ids: list[int], on_file: set[int], max_days: int) -> HavenForm:
     """The preview-and-send form: per organization, how the release was given, a signature
     for a written one, and how long it lasts. ``on_file``: organizations with a valid
     release already, which may be used instead of recording a new one."""
@@ -53,4 +53,4 @@ def send_form(organization_ids: list[int], on_file: set[int], max_days: int) -> 
             ],
             render_kw={"inputmode": "numeric", "min": 1, "max": max_days},
         )
-    return type("SendReferralsForm", (FlaskForm,), attrs)()  # type: ignore[no-any-return]
+    return type("SendReferralsForm", (HavenForm,), attrs)()  # type: ignore[no-any-return]

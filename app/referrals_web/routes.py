@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app import audit, cases, consent, matching, referrals
 from app.extensions import db
+from app.inputs import parse_id, query_id
 from app.models import Case, Organization, Service
 from app.models.referrals import Referral, Release
 from app.referrals_web import bp
@@ -109,7 +110,7 @@ def referral_labels() -> dict[str, Any]:
 def choose(case_id: int) -> Any:
     case = _case_or_404(case_id)
     results = matching.match(_criteria(case)) if case.needs and case.status == "open" else []
-    preselect = request.args.get("service_id", type=int)
+    preselect = query_id("service_id")
     audit.record("case.match", "case", case.id)
     db.session.commit()
     return render_template(
@@ -128,10 +129,14 @@ def choose(case_id: int) -> Any:
 
 
 def _chosen_services(raw: list[str]) -> list[Service]:
+    """The ticked services; 400 for a value that is not a service id (app.inputs)."""
     ids: list[int] = []
     for value in raw[: MAX_SERVICES + 1]:
-        if value.isdigit() and int(value) not in ids:
-            ids.append(int(value))
+        service_id = parse_id(value)
+        if service_id is None:
+            abort(400)
+        if service_id not in ids:
+            ids.append(service_id)
     if not ids or len(ids) > MAX_SERVICES:
         return []
     found = {
