@@ -454,7 +454,7 @@ def revision_tree(rev: str) -> Iterator[tuple[str, str]]:
             tar.extractall(folder, filter="data")
         catalogs = os.path.join(folder, "translations")
         if os.path.isdir(catalogs):
-            subprocess.run([os.path.join(BIN, "pybabel"), "compile", "-q", "-d", catalogs,
+            subprocess.run([os.path.join(BIN, "pybabel"), "-q", "compile", "-d", catalogs,
                             "-D", "messages"], check=False, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
         yield folder, f"{rev} ({sha[:10]})"
