@@ -18,7 +18,7 @@ Budgets ("retention erasing 100,000 due cases"):
     most 1.1× the size ratio);
   * memory flat: the run's peak RSS at the largest size at most 1.25× that at the smallest.
 
-    .venv/bin/python -m bench.bench_retention [--sizes 10000,100000] [--no-postgresql]
+    .venv/bin/python -m bench.bench_retention [--sizes 10000,100000] [--backends sqlite,postgresql]
         [--tracemalloc] [--strict] [--compare REV]
 
 ``--tracemalloc`` measures the run's Python allocations instead of timing it. PostgreSQL:

@@ -295,7 +295,8 @@ def bench_backend(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_the_matching_bench_judges_both_budgets(bench_backend: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    args = argparse.Namespace(services=150, large=300, areas=20, cases=12, naive=3, seed=4,
+    args = argparse.Namespace(services=150, large=300, areas=20, cases=12, large_cases=6,
+                              naive=3, seed=4,
                               backends=bench_backend, no_postgresql=False, plans=True)
     results = bench_matching.measure(args)
     budgets = [v.budget for v in results.verdicts]
