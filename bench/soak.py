@@ -121,6 +121,20 @@ class Tally:
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
+    driver_errors: list[str] = field(default_factory=list)  # the soak's own threads
+
+    def guarded(self, target: Callable[..., None]) -> Callable[..., None]:
+        """``target``, with any exception it raises kept (the run is then broken, not
+        silently lighter)."""
+
+        def run(*args: Any) -> None:
+            try:
+                target(*args)
+            except Exception as exc:  # noqa: BLE001 - reported as a broken run
+                with self.lock:
+                    self.driver_errors.append(f"{target.__name__}: {type(exc).__name__}: {exc}")
+
+        return run
 
     def answer(self, kind: str, status: int) -> None:
         with self.lock:
@@ -648,18 +662,19 @@ def soak(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.seconds
         beds = BedSamples()
         stop_sampling = threading.Event()
-        threads = [threading.Thread(target=sample_beds, args=(engine, stop_sampling, beds))]
+        threads = [threading.Thread(target=tally.guarded(sample_beds),
+                                    args=(engine, stop_sampling, beds))]
         per = 10_000 // max(1, args.survivors)
         for k in range(args.survivors):
-            threads.append(threading.Thread(target=survivor, args=(
+            threads.append(threading.Thread(target=tally.guarded(survivor), args=(
                 cluster, tally, k * per, min(per, 200), deadline, rng.random())))
         for _ in range(args.providers):
-            threads.append(threading.Thread(target=provider, args=(
+            threads.append(threading.Thread(target=tally.guarded(provider), args=(
                 cluster, tally, engine, shelters, deadline, rng.random())))
         for k in range(args.caseworkers):
             worker = Caseworker(cluster, tally, engine, shelters, f"soak-cw{k}", password,
                                 int(rng.random() * 1e9))
-            threads.append(threading.Thread(target=worker.run, args=(deadline,)))
+            threads.append(threading.Thread(target=tally.guarded(worker.run), args=(deadline,)))
         started = time.monotonic()
         for t in threads:
             t.start()
@@ -739,6 +754,7 @@ def report(args: argparse.Namespace, tally: Tally, outbox: SendCheck, beds: BedS
                   not beds.violations and beds.samples > 0)
     results.judge("audit chain intact (flask audit verify)", f"exit {audit.returncode}",
                   audit.returncode == 0)
+    results.broken += [f"the soak's own thread failed: {e}" for e in tally.driver_errors]
     if seen == 0 or tally.events["referrals sent"] == 0:
         results.broken.append("the soak drove too little traffic to mean anything "
                               f"(answers {seen}, referrals {tally.events['referrals sent']})")

@@ -341,3 +341,13 @@ def test_the_sms_bench_measures_the_floor_and_both_mixes(bench_backend: str,
     figures = {f.name: f.value for f in results.figures}
     assert figures[f"{bench_backend}: floor (one raw row) throughput"] > 0
     assert json.loads(out.read_text())["bench"] == "sms_inbound"
+
+
+def test_a_failing_soak_thread_breaks_the_run_instead_of_lightening_it() -> None:
+    tally = soak.Tally()
+
+    def provider() -> None:
+        raise ConnectionError("database gone")
+
+    tally.guarded(provider)()
+    assert tally.driver_errors == ["provider: ConnectionError: database gone"]
