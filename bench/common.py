@@ -339,7 +339,8 @@ def comparison_table(before: Results, after: Results, before_label: str,
             continue
         moved = other.value - f.value
         direction = ""
-        if moved and f.value == f.value and other.value == other.value:
+        noticeable = f.value and abs(moved) >= 0.01 * abs(f.value)  # 1 %: "same" below
+        if noticeable and f.value == f.value and other.value == other.value:
             improved = moved < 0 if f.better == "lower" else moved > 0
             direction = "better" if improved else "worse"
         rows.append((f.name, _number(f.value, f.unit), _number(other.value, other.unit),

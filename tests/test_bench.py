@@ -77,12 +77,15 @@ def test_the_comparison_shows_each_figure_before_after_and_which_way_it_moved() 
     after.figure("throughput", 80.0, "req/s", "higher")
     before.figure("p99", 50.0, "ms")
     after.figure("p99", 40.0, "ms")
+    before.figure("memory", 104.0, "MB")
+    after.figure("memory", 103.95, "MB")
     before.figure("only before", 1.0)
     after.figure("only after", 2.0)
     lines = common.comparison_table(before, after, "before", "after")
     row = {line.split("  ")[0]: line for line in lines}
     assert "-20.0 %" in row["throughput"] and row["throughput"].endswith("worse")
     assert "-20.0 %" in row["p99"] and row["p99"].endswith("better")
+    assert not row["memory"].endswith(("better", "worse"))  # under 1 %: the same
     assert "only before" in row and "only after" in row
 
 
