@@ -561,6 +561,9 @@ def erase_case(
     if case.status == "erased":
         return None
     at = at or utcnow()
+    # The audit lock before any row: a referral being sent for this case takes it first,
+    # then this case's key and case rows (its foreign keys), so no deadlock can form.
+    audit.lock()
     for hook in list(ERASURE_HOOKS):
         hook(case, actor_id, at)
     stat = CaseStatistic(

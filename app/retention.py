@@ -275,6 +275,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
     already erased are skipped. Returns the ids erased."""
     from app.cases import ERASURE_HOOKS, need_categories
 
+    audit.lock()  # before the case rows: the lock order of app.cases.erase_case
     query = select(Case).where(_in(Case.id, case_ids), Case.status != "erased").order_by(Case.id)
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()

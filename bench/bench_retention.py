@@ -1,84 +1,123 @@
-"""Retention benchmark (issue 7, DESIGN §8): seed N closed cases past their retention date,
-each with 3 consent records, a need, a referral (with its release) and 2 delivered outbound
-messages, then time ONE `retention run` on SQLite and PostgreSQL. Prints the duration, rows
-per second and the run's peak memory; 10,000 vs 100,000 cases shows the memory is flat.
+"""Retention benchmark (DESIGN §8): erase N closed cases past their retention date, on SQLite
+and on PostgreSQL, judged against a raw SQL floor on the same data in the same run.
 
-    .venv/bin/python -m bench.bench_retention [--sizes 10000,100000] [--no-postgresql]
+Each case has 3 consent records, a need, a release and a referral, and 2 delivered outbound
+messages. The database is seeded once per size (bulk inserts; one realistic ciphertext per
+field, reused) and copied; then
 
-Seeding uses bulk inserts (one realistic ciphertext per field, reused: same sizes as real
-rows). The run itself happens in a child process (`--child`), so its peak memory
-(``ru_maxrss``) is the run's alone, not the seeding's. PostgreSQL: a scratch database on
-HAVEN_BENCH_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres), dropped
-at the end. Budget: 100,000 cases in under 60 s, memory flat.
+  * Haven: ``flask retention run --now ...`` (the CLI of DESIGN §7, invoked in a child
+    process on the seeded database), which also writes statistics, audits and vacuums;
+  * the floor: on the copy, the least correct erasure in plain SQL through the same engine
+    (same SQLite pragmas): the due cases' consent records, signatures, needs, referrals,
+    releases, messages, conversations and tasks deleted, the cases deleted, their data keys
+    deleted (key shredding); one transaction, no statistics, no audit.
+
+Budgets ("retention erasing 100,000 due cases"):
+  * Haven's run at most 3× the floor's time at the largest size;
+  * 10× the cases at most 11× the time (the largest size against the smallest: time ratio at
+    most 1.1× the size ratio);
+  * memory flat: the run's peak RSS at the largest size at most 1.25× that at the smallest.
+
+    .venv/bin/python -m bench.bench_retention [--sizes 10000,100000] [--backends sqlite,postgresql]
+        [--tracemalloc] [--strict] [--compare REV]
+
+``--tracemalloc`` measures the run's Python allocations instead of timing it. PostgreSQL:
+scratch databases on HAVEN_BENCH_PG_URL (default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert, text
 
-PG_SERVER = os.environ.get(
-    "HAVEN_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-CHUNK = 5_000
+from bench import common
 
-
-def bench_env(url: str) -> dict[str, str]:
-    return {
-        "SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(48),
-        "HAVEN_DATA_KEYS": os.environ.get("BENCH_DATA_KEYS") or Fernet.generate_key().decode(),
-        "HAVEN_INDEX_KEY": os.environ.get("BENCH_INDEX_KEY")
-        or base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "DATABASE_URL": url,
-    }
+SEED_STEP = 50_000  # cases per seeding transaction
+BUDGET_FLOOR = 3.0  # Haven's run / the floor, at the largest size
+BUDGET_GROWTH = 1.1  # time ratio / size ratio
+BUDGET_MEMORY = 1.25  # peak RSS at the largest size / at the smallest
 
 
-def make_app(env: dict[str, str]) -> Any:
-    from app import create_app
-    from config import TestingConfig
-
-    return create_app(TestingConfig(env))
+# --- seeding ------------------------------------------------------------------------------------
 
 
-def chunks(rows: list[dict[str, Any]]) -> Any:
-    for i in range(0, len(rows), CHUNK):
-        yield rows[i : i + CHUNK]
+def _stamp(dialect: str) -> Any:
+    """A bind value for a UTC column: the datetime (PostgreSQL) or the text SQLite stores."""
+    if dialect == "postgresql":
+        return lambda value: value
+    return lambda value: value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def seed_statements(dialect: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Set-based INSERT ... SELECT over ids :first..:last for every row of a due case (one
+    statement per table and chunk: a million rows in seconds, not minutes)."""
+    if dialect == "postgresql":
+        series = "generate_series(CAST(:first AS INTEGER), CAST(:last AS INTEGER)) AS g(i)"
+        pad6, pad8 = "lpad(CAST(i AS TEXT), 6, '0')", "lpad(CAST(i AS TEXT), 8, '0')"
+        hex64 = "lpad(to_hex(i), 64, '0')"
+        shared, empty = "CAST(:shared AS JSON)", "CAST(:empty AS JSON)"
+    else:
+        series = ("(WITH RECURSIVE s(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM s "
+                  "WHERE i < :last) SELECT i FROM s) AS g")
+        pad6, pad8, hex64 = "printf('%06d', i)", "printf('%08d', i)", "printf('%064x', i)"
+        shared, empty = ":shared", ":empty"
+    out: list[tuple[str, str, dict[str, Any]]] = [
+        ("data_key", "INSERT INTO data_key (id, wrapped, master_fp, created_at) "
+         f"SELECT i, :wrapped, :fp, :created FROM {series}", {}),
+        ("survivor_case", "INSERT INTO survivor_case (id, reference, organization_id, channel, "
+         "status, data_key_id, alias_enc, phone_enc, note_enc, phone_index, language, "
+         "age_band, area_id, accessibility, no_voicemail, do_not_text, created_at, "
+         "updated_at, closed_at, retention_due_at) "
+         f"SELECT i, 'B' || {pad6}, 1, 'tablet', 'closed', i, :alias, :phone, :note, {hex64}, "
+         f"'en', '25_34', 1, :no, :no, :no, :created, :closed, :closed, :due FROM {series}", {}),
+    ]
+    for scope in ("store", "contact_sms", "share_legal"):
+        out.append(("consent", "INSERT INTO consent (case_id, scope, granted, decision, method, "
+                    "text_version, language, recorded_at, expires_at) "
+                    "SELECT i, :scope, :yes, 'grant', 'verbal', '2026-11', 'en', :created, "
+                    f":consent_expires FROM {series}", {"scope": scope}))
+    out += [
+        ("need", "INSERT INTO need (case_id, category, urgency, created_at) "
+         f"SELECT i, 'legal', 'soon', :created FROM {series}", {}),
+        ("referral_release", "INSERT INTO referral_release (id, case_id, organization_id, "
+         "method, granted_at, expires_at) "
+         f"SELECT i, i, 2, 'verbal', :created, :release_expires FROM {series}", {}),
+        ("referral", "INSERT INTO referral (id, code, case_id, service_id, category, "
+         "organization_id, referring_organization_id, release_id, shared_fields, status, "
+         "created_at, updated_at, hold_expires_at, hold_status, responded_at, outcome_at) "
+         f"SELECT i, 'R' || {pad6}, i, 1, 'legal', 2, 1, i, {shared}, 'completed', :created, "
+         f":closed, :created, 'none', :responded, :closed FROM {series}", {}),
+    ]
+    for k in ("0", "1"):
+        out.append(("sms_message", "INSERT INTO sms_message (direction, audience, "
+                    "template_key, language, params, status, attempts, remote_delete_attempts, "
+                    "case_id, created_at, updated_at, final_at, twilio_sid, remote_deleted_at) "
+                    f"SELECT 'out', 'survivor', 'survivor.update', 'en', {empty}, 'delivered', "
+                    f"1, 0, i, :created, :created, :created, 'SM' || {pad8} || :k, :created "
+                    f"FROM {series}", {"k": k}))
+    return out
 
 
 def seed(n: int, now: datetime) -> dict[str, int]:
-    """N due cases and what hangs off them, with bulk inserts. Returns row counts."""
-    from flask_migrate import upgrade
+    """N closed cases past their retention date and what hangs off them (the directory rows
+    through the models, the rest set-based in SQL). Returns row counts per table."""
+    keyring = common.find("app.core.crypto:keyring", "app.crypto:keyring")
+    db = common.find("app.extensions:db")
+    m = common.find("app.models")
 
-    from app.crypto import keyring
-    from app.extensions import db
-    from app.models import (
-        Area,
-        Case,
-        Consent,
-        DataKey,
-        Message,
-        Need,
-        Organization,
-        Service,
-    )
-    from app.models.referrals import Referral, Release
-
-    upgrade(revision="heads")
+    common.migrate()
     ring = keyring()
     record_key = Fernet.generate_key()
     wrapped = ring.multi.encrypt(record_key)
@@ -88,22 +127,22 @@ def seed(n: int, now: datetime) -> dict[str, int]:
         sealer.encrypt(v.encode()) for v in ("Rosa Example", "+14155550123", "Prefers mornings")
     )
     db.session.execute(
-        insert(Organization),
+        insert(m.Organization),
         [
             {"id": 1, "name": "Bench NGO", "kind": "ngo", "totp_required": False},
             {"id": 2, "name": "Bench Legal", "kind": "provider", "totp_required": False},
         ],
     )
-    db.session.execute(insert(Area), [{"id": 1, "name": "Bench Area"}])
+    db.session.execute(insert(m.Area), [{"id": 1, "name": "Bench Area"}])
     db.session.execute(
-        insert(Service),
+        insert(m.Service),
         [
             {
                 "id": 1,
                 "organization_id": 2,
                 "name": "Bench legal aid",
                 "category": "legal",
-                "hsds_id": str(uuid.uuid4()),
+                "hsds_id": "00000000-0000-4000-8000-000000000001",
                 "description": "",
                 "languages": "en",
                 "hours": [],
@@ -119,137 +158,28 @@ def seed(n: int, now: datetime) -> dict[str, int]:
             }
         ],
     )
+    db.session.commit()
     created = now - timedelta(days=200)
     closed = now - timedelta(days=100)
-    due = now - timedelta(days=10)
+    dialect = db.engine.dialect.name
+    stamp = _stamp(dialect)
+    constants = {
+        "wrapped": wrapped, "fp": fp, "alias": alias, "phone": phone, "note": note,
+        "yes": True, "no": False,
+        "created": stamp(created), "closed": stamp(closed),
+        "due": stamp(now - timedelta(days=10)),
+        "consent_expires": stamp(created + timedelta(days=365)),
+        "release_expires": stamp(created + timedelta(days=30)),
+        "responded": stamp(created + timedelta(hours=3)),
+        "shared": '["reference", "needs"]', "empty": "{}",
+    }
+    statements = seed_statements(dialect)
     counts: dict[str, int] = {}
-
-    def put(model: Any, rows: list[dict[str, Any]]) -> None:
-        for part in chunks(rows):
-            db.session.execute(insert(model), part)
-        counts[model.__tablename__] = counts.get(model.__tablename__, 0) + len(rows)
-
-    step = 10_000
-    for start in range(1, n + 1, step):
-        ids = range(start, min(n, start + step - 1) + 1)
-        put(
-            DataKey,
-            [{"id": i, "wrapped": wrapped, "master_fp": fp, "created_at": created} for i in ids],
-        )
-        put(
-            Case,
-            [
-                {
-                    "id": i,
-                    "reference": f"B{i:06d}",
-                    "organization_id": 1,
-                    "channel": "tablet",
-                    "status": "closed",
-                    "data_key_id": i,
-                    "alias_enc": alias,
-                    "phone_enc": phone,
-                    "note_enc": note,
-                    "phone_index": secrets.token_hex(32),
-                    "language": "en",
-                    "age_band": "25_34",
-                    "area_id": 1,
-                    "accessibility": False,
-                    "no_voicemail": False,
-                    "do_not_text": False,
-                    "created_at": created,
-                    "updated_at": closed,
-                    "closed_at": closed,
-                    "retention_due_at": due,
-                }
-                for i in ids
-            ],
-        )
-        put(
-            Consent,
-            [
-                {
-                    "case_id": i,
-                    "scope": scope,
-                    "granted": True,
-                    "method": "verbal",
-                    "text_version": "2026-11",
-                    "language": "en",
-                    "recorded_at": created,
-                    "expires_at": created + timedelta(days=365),
-                }
-                for i in ids
-                for scope in ("store", "contact_sms", "share_legal")
-            ],
-        )
-        put(
-            Need,
-            [
-                {"case_id": i, "category": "legal", "urgency": "soon", "created_at": created}
-                for i in ids
-            ],
-        )
-        put(
-            Release,
-            [
-                {
-                    "id": i,
-                    "case_id": i,
-                    "organization_id": 2,
-                    "method": "verbal",
-                    "granted_at": created,
-                    "expires_at": created + timedelta(days=30),
-                }
-                for i in ids
-            ],
-        )
-        put(
-            Referral,
-            [
-                {
-                    "id": i,
-                    "code": f"R{i:06d}",
-                    "case_id": i,
-                    "service_id": 1,
-                    "category": "legal",
-                    "organization_id": 2,
-                    "referring_organization_id": 1,
-                    "release_id": i,
-                    "shared_fields": ["reference", "needs"],
-                    "status": "completed",
-                    "created_at": created,
-                    "updated_at": closed,
-                    "hold_expires_at": created,
-                    "hold_status": "none",
-                    "responded_at": created + timedelta(hours=3),
-                    "outcome_at": closed,
-                }
-                for i in ids
-            ],
-        )
-        put(
-            Message,
-            [
-                {
-                    "direction": "out",
-                    "audience": "survivor",
-                    "template_key": "survivor.update",
-                    "language": "en",
-                    "params": {},
-                    "status": "delivered",
-                    "attempts": 1,
-                    "remote_delete_attempts": 0,
-                    "case_id": i,
-                    "counterpart_index": None,
-                    "created_at": created,
-                    "updated_at": created,
-                    "final_at": created,
-                    "twilio_sid": f"SM{i:08d}{k}",
-                    "remote_deleted_at": created,
-                }
-                for i in ids
-                for k in (0, 1)
-            ],
-        )
+    for first in range(1, n + 1, SEED_STEP):
+        last = min(n, first + SEED_STEP - 1)
+        for table, sql, extra in statements:
+            db.session.execute(text(sql), {**constants, **extra, "first": first, "last": last})
+            counts[table] = counts.get(table, 0) + last - first + 1
         db.session.commit()
     if db.engine.dialect.name == "postgresql":
         db.session.commit()
@@ -258,53 +188,147 @@ def seed(n: int, now: datetime) -> dict[str, int]:
     return counts
 
 
-def child(url: str, now_iso: str) -> None:
-    """Run retention once; print a JSON line with the results."""
-    from app import retention
-    from app.extensions import db
+# --- the floor ---------------------------------------------------------------------------------
 
-    app = make_app(bench_env(url))
+# Plain SQL, in dependency order. ``floor_case``: the cases Haven's closed-case rule erases.
+FLOOR_STATEMENTS = (
+    "CREATE TEMPORARY TABLE floor_case AS SELECT id, data_key_id FROM survivor_case "
+    "WHERE status = 'closed' AND retention_due_at IS NOT NULL AND retention_due_at <= :now",
+    "CREATE TEMPORARY TABLE floor_key AS "
+    "SELECT data_key_id AS id FROM floor_case WHERE data_key_id IS NOT NULL "
+    "UNION SELECT data_key_id FROM referral WHERE data_key_id IS NOT NULL "
+    "AND case_id IN (SELECT id FROM floor_case) "
+    "UNION SELECT data_key_id FROM consent_signature WHERE data_key_id IS NOT NULL "
+    "AND case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM sms_message WHERE case_id IN (SELECT id FROM floor_case) OR referral_id IN "
+    "(SELECT id FROM referral WHERE case_id IN (SELECT id FROM floor_case))",
+    "DELETE FROM hotline_session WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM consent_task WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM consent WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM need WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM referral WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM referral_release WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM consent_signature WHERE case_id IN (SELECT id FROM floor_case)",
+    "DELETE FROM survivor_case WHERE id IN (SELECT id FROM floor_case)",
+    "DELETE FROM data_key WHERE id IN (SELECT id FROM floor_key)",
+    "DROP TABLE floor_case",
+    "DROP TABLE floor_key",
+)
+
+
+def floor_erase(engine: Any, now: datetime) -> int:
+    """The floor: delete the due closed cases, everything that hangs off them and their data
+    keys, with plain SQL in one transaction on ``engine`` (Haven's engine, so the same
+    connection settings). Returns the number of cases deleted."""
+    at: Any = now.astimezone(UTC)
+    if engine.dialect.name == "sqlite":  # compared as text, in the stored format
+        at = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    with engine.begin() as conn:
+        due = conn.execute(
+            text("SELECT count(*) FROM survivor_case WHERE status = 'closed' "
+                 "AND retention_due_at IS NOT NULL AND retention_due_at <= :now"),
+            {"now": at},
+        ).scalar_one()
+        for statement in FLOOR_STATEMENTS:
+            conn.execute(text(statement), {"now": at} if ":now" in statement else {})
+    return int(due)
+
+
+# --- children: one measured run each -------------------------------------------------------------
+
+
+def _keys_from_env(url: str) -> dict[str, str]:
+    return {
+        "SECRET_KEY": os.environ["BENCH_SECRET_KEY"],
+        "HAVEN_DATA_KEYS": os.environ["BENCH_DATA_KEYS"],
+        "HAVEN_INDEX_KEY": os.environ["BENCH_INDEX_KEY"],
+        "DATABASE_URL": url,
+    }
+
+
+def child_haven(url: str, now_iso: str) -> dict[str, Any]:
+    """``flask retention run --now NOW`` in this process, timed; its peak memory."""
+    db = common.find("app.extensions:db")
+    app = common.make_app(_keys_from_env(url))
     with app.app_context():
         db.session.execute(text("SELECT count(*) FROM survivor_case")).scalar()
         db.session.rollback()
-        baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        traced = os.environ.get("BENCH_TRACEMALLOC") == "1"
-        if traced:  # Python allocations of the run itself (slower: not used for timing)
-            tracemalloc.start()
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    traced = os.environ.get("BENCH_TRACEMALLOC") == "1"
+    if traced:  # Python allocations of the run itself (slower: not used for timing)
+        tracemalloc.start()
+    runner = app.test_cli_runner()
+    with app.app_context():  # as `flask` (FlaskGroup) gives every command
         started = time.perf_counter()
-        report = retention.run(datetime.fromisoformat(now_iso))
+        outcome = runner.invoke(args=["retention", "run", "--now", now_iso])
         duration = time.perf_counter() - started
-        traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
-        if traced:
-            tracemalloc.stop()
+    traced_peak = tracemalloc.get_traced_memory()[1] if traced else None
+    if traced:
+        tracemalloc.stop()
+    if outcome.exit_code != 0:
+        raise SystemExit(f"retention run failed ({outcome.exit_code}):\n{outcome.output}"
+                         f"{outcome.exception!r}")
+    with app.app_context():
         erased = db.session.scalar(
-            text("SELECT count(*) FROM survivor_case WHERE status = 'erased'")
-        )
+            text("SELECT count(*) FROM survivor_case WHERE status = 'erased'"))
         left = db.session.scalar(text("SELECT count(*) FROM data_key"))
         db.session.remove()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "duration": duration,
-                "peak_kb": peak_kb,
-                "baseline_kb": baseline_kb,
-                "traced_peak": traced_peak,
-                "erased": erased,
-                "keys_left": left,
-                "counts": {r.name: r.count for r in report.results},
-                "seconds": {r.name: round(r.seconds, 2) for r in report.results},
-            }
-        )
+        db.engine.dispose()
+    return {
+        "duration": duration,
+        "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "baseline_kb": baseline_kb,
+        "traced_peak": traced_peak,
+        "erased": erased,
+        "keys_left": left,
+        "output": outcome.output,
+    }
+
+
+def child_floor(url: str, now_iso: str) -> dict[str, Any]:
+    db = common.find("app.extensions:db")
+    app = common.make_app(_keys_from_env(url))
+    with app.app_context():
+        db.session.execute(text("SELECT count(*) FROM survivor_case")).scalar()
+        db.session.rollback()
+        started = time.perf_counter()
+        erased = floor_erase(db.engine, datetime.fromisoformat(now_iso))
+        duration = time.perf_counter() - started
+        left = db.session.scalar(text("SELECT count(*) FROM data_key"))
+        cases = db.session.scalar(text("SELECT count(*) FROM survivor_case"))
+        db.session.remove()
+        db.engine.dispose()
+    return {"duration": duration, "erased": erased, "keys_left": left, "cases_left": cases}
+
+
+def in_child(kind: str, url: str, now: datetime, keys: dict[str, str],
+             traced: bool = False) -> dict[str, Any]:
+    env = common.child_env(
+        BENCH_SECRET_KEY=keys["SECRET_KEY"],
+        BENCH_DATA_KEYS=keys["HAVEN_DATA_KEYS"],
+        BENCH_INDEX_KEY=keys["HAVEN_INDEX_KEY"],
+        BENCH_TRACEMALLOC="1" if traced else "0",
     )
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_retention", f"--child-{kind}", url, now.isoformat()],
+        env=env, cwd=common.ROOT, capture_output=True, text=True, check=False,
+    )
+    if out.returncode != 0:
+        print(out.stdout[-2000:], out.stderr[-3000:])
+        raise SystemExit(f"the {kind} run failed")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def measure(label: str, url: str, n: int, traced: bool = False) -> dict[str, Any]:
-    env = bench_env(url)
+# --- one size ------------------------------------------------------------------------------------
+
+
+def one_size(label: str, scratch: Any, backend: str, n: int,
+             args: argparse.Namespace) -> dict[str, Any]:
+    keys = common.secrets_env()
+    url = scratch.new(backend, f"retention-{n}")
     now = datetime.now(UTC).replace(microsecond=0)
-    app = make_app(env)
-    from app.extensions import db
-
+    db = common.find("app.extensions:db")
+    app = common.make_app(dict(keys, DATABASE_URL=url))
     with app.app_context():
         started = time.perf_counter()
         counts = seed(n, now)
@@ -312,110 +336,95 @@ def measure(label: str, url: str, n: int, traced: bool = False) -> dict[str, Any
         db.session.remove()
         db.engine.dispose()
     rows = sum(counts.values())
-    child_env = dict(
-        os.environ,
-        BENCH_SECRET_KEY=env["SECRET_KEY"],
-        BENCH_DATA_KEYS=env["HAVEN_DATA_KEYS"],
-        BENCH_INDEX_KEY=env["HAVEN_INDEX_KEY"],
-        BENCH_TRACEMALLOC="1" if traced else "0",
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_retention", "--child", url, now.isoformat()],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        print(out.stderr[-3000:])
-        raise SystemExit(f"[{label}] retention run failed")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["erased"] == n and result["keys_left"] == 0, result
-    duration = result["duration"]
-    if traced:
-        print(
-            f"[{label}] {n:>7,} cases: Python allocations of the run peak at "
-            f"{result['traced_peak'] / 1024 / 1024:.1f} MB (tracemalloc on: timing not "
-            f"comparable, {duration:.1f} s)"
-        )
-        return {"n": n, "traced_peak": result["traced_peak"]}
+    copy = scratch.copy(url)
+    haven = in_child("haven", url, now, keys, args.tracemalloc)
+    if haven["erased"] != n or haven["keys_left"] != 0:
+        raise SystemExit(f"[{label}] Haven erased {haven['erased']} of {n} cases, "
+                         f"{haven['keys_left']} data keys left")
+    if args.tracemalloc:
+        print(f"[{label}] {n:>7,} cases: Python allocations of the run peak at "
+              f"{haven['traced_peak'] / 1048576:.1f} MB (tracemalloc on: timing not "
+              f"comparable, {haven['duration']:.1f} s)", flush=True)
+        return {"n": n, "traced_peak": haven["traced_peak"]}
+    floor = in_child("floor", copy, now, keys)
+    if floor["erased"] != n or floor["keys_left"] != 0 or floor["cases_left"] != 0:
+        raise SystemExit(f"[{label}] the floor deleted {floor['erased']} of {n} cases, "
+                         f"{floor['keys_left']} keys and {floor['cases_left']} cases left")
     print(
-        f"[{label}] {n:>7,} cases ({rows:,} rows seeded in {seeded:.1f} s): retention run "
-        f"{duration:.1f} s, {n / duration:,.0f} cases/s, {rows / duration:,.0f} rows/s, "
-        f"peak memory {result['peak_kb'] / 1024:.0f} MB "
-        f"(+{(result['peak_kb'] - result['baseline_kb']) / 1024:.1f} MB during the run); "
-        f"{'within' if n < 100_000 or duration < 60 else 'OVER'} budget"
+        f"[{label}] {n:>7,} cases ({rows:,} rows seeded in {seeded:.1f} s): Haven's run "
+        f"{haven['duration']:.2f} s ({n / haven['duration']:,.0f} cases/s), floor "
+        f"{floor['duration']:.2f} s, ratio {haven['duration'] / floor['duration']:.2f}; peak "
+        f"memory {haven['peak_kb'] / 1024:.0f} MB "
+        f"(+{(haven['peak_kb'] - haven['baseline_kb']) / 1024:.1f} MB during the run)",
+        flush=True,
     )
-    slow = {k: v for k, v in result["seconds"].items() if v >= 0.05}
-    print(f"[{label}]          time per rule (s): {slow}")
-    return {
-        "n": n,
-        "duration": duration,
-        "peak_kb": result["peak_kb"],
-        "growth_kb": result["peak_kb"] - result["baseline_kb"],
-    }
+    return {"n": n, "haven": haven["duration"], "floor": floor["duration"],
+            "peak_kb": haven["peak_kb"], "growth_kb": haven["peak_kb"] - haven["baseline_kb"]}
 
 
-def run_backend(label: str, url_for: Any, sizes: list[int], traced: bool = False) -> None:
-    results = [measure(label, url_for(n), n, traced) for n in sizes]
-    if traced and len(results) > 1:
-        small, large = results[0], results[-1]
-        print(
-            f"[{label}] traced peak {small['n']:,} -> {large['n']:,} cases: "
-            f"{small['traced_peak'] / 1048576:.1f} MB -> {large['traced_peak'] / 1048576:.1f} MB"
-        )
-    elif len(results) > 1:
-        small, large = results[0], results[-1]
-        print(
-            f"[{label}] memory {small['n']:,} -> {large['n']:,} cases: "
-            f"{small['peak_kb'] / 1024:.0f} MB -> {large['peak_kb'] / 1024:.0f} MB "
-            f"(x{large['peak_kb'] / small['peak_kb']:.2f} for x{large['n'] / small['n']:.0f} "
-            f"cases); growth during the run {small['growth_kb'] / 1024:.1f} MB -> "
-            f"{large['growth_kb'] / 1024:.1f} MB"
-        )
+def measure(args: argparse.Namespace) -> common.Results:
+    results = common.Results("retention")
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
+    backends = common.backends(args)
+    for backend in backends:
+        runs = []
+        for n in sizes:
+            with common.scratch_databases() as scratch:
+                runs.append(one_size(f"{backend} {n:,}", scratch, backend, n, args))
+        if args.tracemalloc:
+            for r in runs:
+                results.figure(f"{backend}: traced peak, {r['n']:,} cases",
+                               r["traced_peak"] / 1048576, "MB")
+            continue
+        for r in runs:
+            at = f"{r['n']:,} cases"
+            results.figure(f"{backend}: Haven's run, {at}", r["haven"], "s")
+            results.figure(f"{backend}: floor (raw SQL delete), {at}", r["floor"], "s")
+            results.figure(f"{backend}: Haven / floor, {at}",
+                           common.ratio(r["haven"], r["floor"]), "x")
+            results.figure(f"{backend}: peak memory, {at}", r["peak_kb"] / 1024, "MB")
+        large = runs[-1]
+        share = common.ratio(large["haven"], large["floor"])
+        results.judge(f"{backend}: run <= {BUDGET_FLOOR:.0f}x the floor, {large['n']:,} cases",
+                      f"{share:.2f}x", share <= BUDGET_FLOOR)
+        if len(runs) > 1:
+            small = runs[0]
+            size_ratio = large["n"] / small["n"]
+            time_ratio = common.ratio(large["haven"], small["haven"])
+            memory_ratio = common.ratio(large["peak_kb"], small["peak_kb"])
+            results.figure(f"{backend}: time {large['n']:,} / time {small['n']:,}",
+                           time_ratio, "x")
+            results.judge(
+                f"{backend}: {size_ratio:g}x the cases <= {size_ratio * BUDGET_GROWTH:.3g}x "
+                f"the time", f"{time_ratio:.2f}x", time_ratio <= size_ratio * BUDGET_GROWTH,
+            )
+            results.judge(
+                f"{backend}: memory flat (peak {large['n']:,} <= {BUDGET_MEMORY}x peak "
+                f"{small['n']:,})", f"{memory_ratio:.2f}x", memory_ratio <= BUDGET_MEMORY,
+            )
+    return results
 
 
-def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--no-postgresql", action="store_true")
-    parser.add_argument(
-        "--tracemalloc",
-        action="store_true",
-        help="measure the run's Python allocations (tracemalloc) instead of timing it",
-    )
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        run_backend(
-            "sqlite",
-            lambda n: "sqlite:///" + os.path.join(tmp, f"bench-{n}.sqlite"),
-            sizes,
-            args.tracemalloc,
-        )
-    if args.no_postgresql:
-        return
-    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    made: list[str] = []
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="10000,100000",
+                        help="numbers of due cases, comma-separated (default 10000,100000): "
+                        "the floor budget is judged at the largest, growth and memory "
+                        "between the smallest and the largest")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="measure the run's Python allocations (tracemalloc) instead of "
+                        "timing it")
 
-    def pg_url(n: int) -> str:
-        name = f"haven_bench_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        made.append(name)
-        return PG_SERVER.rsplit("/", 1)[0] + "/" + name
 
-    try:
-        run_backend("postgresql", pg_url, sizes, args.tracemalloc)
-    finally:
-        with admin.connect() as conn:
-            for name in made:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[0] in ("--child-haven", "--child-floor"):
+        child = child_haven if argv[0] == "--child-haven" else child_floor
+        result = child(argv[1], argv[2])
+        result.pop("output", None)
+        print(json.dumps(result))
+        return 0
+    return common.run("bench.bench_retention", argv, __doc__ or "", add_arguments, measure)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

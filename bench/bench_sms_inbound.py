@@ -1,236 +1,148 @@
-"""SMS webhook benchmark (issue 6, DESIGN §8): ``POST /sms/inbound`` under load on gunicorn
-(2 sync workers), on SQLite and on PostgreSQL, next to a bare Flask endpoint served by the
-same gunicorn setup in the same run. A second process generates the load: signed Twilio
-requests (RequestValidator), prepared before the clock starts, sent by a few threads over
-fresh connections (gunicorn's sync workers close each one), bounded in count and time.
+"""SMS webhook benchmark (DESIGN §8): ``POST /sms/inbound`` under load on gunicorn (2 sync
+workers), on SQLite and on PostgreSQL, judged against the "one durable raw row per message"
+floor measured in the same run on the same machine.
 
-The traffic is hotline conversations: several hundred numbers each text "hi", a language,
-YES, needs, an area, then "any news?" — so sessions, cases, consent records, audit events
-and inbound message rows are all written, as in production.
+Budgets ("POST /sms/inbound under load, 2 gunicorn workers"):
+  * follow-ups (numbers whose conversation is done texting again, the steady state of a
+    hotline) reach at least 0.75 of the floor's throughput;
+  * whole conversations (first contact, language, consent: a case with consent records,
+    a sealed phone and audit events; needs, area, follow-ups) at least 0.40 of it;
+  * p99 latency under 100 ms for both.
+
+The floor (``bench/sms_floor.py``) is Haven's own request cycle for the same URL (gate,
+signature, form and phone checks, the SQLite writers' queue, commit, TwiML) whose hotline
+only writes the MessageSid row with the raw DBAPI: the least work a correct webhook does.
+It is measured before and after Haven's mixes; the mean of the two is the floor.
+``--noop`` adds, as a reference, the same cycle doing no database work at all.
+
+The load comes from a compiled generator (``bench/loadgen.c``, built with gcc in a temporary
+folder at each run): the signed requests (Twilio's RequestValidator) are written to a file
+before the clock starts; C threads send each exactly once, in order, over a fresh connection
+each (gunicorn's sync workers close every connection), bounded in count and in time, and
+time every answer. On the 2 cores the server also uses, it spends about 0.2 ms of CPU per
+request; the Python threads it replaces spent about 1.3 ms (the server spends about 5).
 
     .venv/bin/python -m bench.bench_sms_inbound [--requests 2000] [--concurrency 6]
-        [--seconds 30] [--phones 300] [--no-postgresql] [--no-floors]
+        [--seconds 30] [--phones 300] [--mix both|conversation|followup] [--noop]
+        [--backends sqlite,postgresql] [--strict] [--compare REV]
 
-Prints requests/s, p50 and p99 (ms) per target, the CPU time per request of the server
-(gunicorn and its workers) and of the load generator, and the ratio of the app's
-throughput to the bare endpoint's. Budget: ratio >= 0.4, p99 < 100 ms. 127.0.0.1 only.
-Two reference floors follow (``--no-floors`` skips them): Haven's request cycle for the same
-URL with no hotline work, and with only the MessageSid row written by the raw DBAPI; they show
-how much of the budget the framework and one durable write already take on this machine.
-PostgreSQL: a scratch database on HAVEN_BENCH_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/
-postgres), dropped at the end.
+Prints requests/s, p50 and p99 per target, CPU milliseconds per request of the server
+(gunicorn and its workers) and of the generator, the ratios to the floor and the verdicts.
+127.0.0.1 only. PostgreSQL: a scratch database on HAVEN_BENCH_PG_URL (default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
 import json
 import os
 import secrets
 import socket
-import statistics
+import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
-from cryptography.fernet import Fernet
+from twilio.request_validator import RequestValidator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PG_SERVER = os.environ.get(
-    "HAVEN_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+from bench import common
+
 TOKEN = "bench-" + secrets.token_hex(16)
 ACCOUNT_SID = "AC" + "0" * 32
-OFFSET = 0  # first phone number of a load run (warm-up numbers differ from measured ones)
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-BUDGET_RATIO = 0.4
+GUNICORN = os.path.join(common.BIN, "gunicorn")
+BUDGET_RATIO = {"followup": 0.75, "conversation": 0.40}
 BUDGET_P99_MS = 100.0
-FLOORS = {
-    "noop": "floor: no hotline work",
-    "row": "floor: one raw row/message",
-}
-
-
-# --- the bare endpoint (served by gunicorn as bench.bench_sms_inbound:bare_app) ----------
-
-
-def _bare() -> Any:
-    from flask import Flask, Response
-
-    bare = Flask("bare")
-
-    @bare.post("/sms/inbound")
-    def inbound() -> Response:
-        return Response("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response />",
-                        content_type="text/xml")
-
-    return bare
-
-
-bare_app = _bare() if os.environ.get("HAVEN_BENCH_BARE") == "1" else None
-
-
-# --- reference floors (served as bench.bench_sms_inbound:floor_app; not Haven's webhook) ---
-#
-# What does the budget leave for the hotline itself? Two reference targets answer it: Haven's
-# whole request cycle for POST /sms/inbound (gate, signature, form and phone checks, the
-# SQLite writers' queue, commit, TwiML, headers) with the hotline replaced by
-#   "noop": nothing at all, and
-#   "row":  the one durable write any correct webhook needs, the MessageSid row that makes a
-#           Twilio retry harmless, written with the raw DBAPI (no ORM, no SQLAlchemy Core).
-# They are printed beside the real webhook, never judged against the budget.
-
-FLOOR_ROW_SQL = (
-    "INSERT INTO sms_message (direction, audience, status, twilio_sid, counterpart_index, "
-    "final_at, created_at, updated_at, attempts, params, language, remote_delete_attempts) "
-    "VALUES ('in', 'survivor', 'received', ?, ?, ?, ?, ?, 0, '{}', 'en', 0) "
-    "ON CONFLICT (twilio_sid) DO NOTHING"
-)
-
-
-def _floor(mode: str) -> Any:
-    from app import create_app, hotline
-    from app.crypto import blind_index
-    from app.extensions import db
-    from app.models.base import utcnow
-
-    def row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
-        when = at or utcnow()
-        raw = db.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            if db.engine.dialect.name == "postgresql":
-                cursor.execute(FLOOR_ROW_SQL.replace("?", "%s"),
-                               (sid, blind_index(e164), when, when, when))
-                raw.commit()
-            else:  # the pysqlite connection runs in autocommit; Haven begins IMMEDIATE
-                stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-                cursor.execute("BEGIN IMMEDIATE")
-                cursor.execute(FLOOR_ROW_SQL, (sid, blind_index(e164), stamp, stamp, stamp))
-                cursor.execute("COMMIT")
-        finally:
-            raw.close()
-        return []
-
-    def noop(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
-        return []
-
-    hotline.handle_inbound = row if mode == "row" else noop  # type: ignore[assignment]
-    return create_app()
-
-
-floor_app = (_floor(os.environ["HAVEN_BENCH_FLOOR"])
-             if os.environ.get("HAVEN_BENCH_FLOOR") in ("noop", "row") else None)
-
-
-# --- load generator (a second process) ---------------------------------------------------
-
+MIX_NAMES = {"followup": "follow-ups", "conversation": "whole conversations"}
 
 SCRIPTS = {
     # A whole conversation per number: first contact, language, consent (the case is
     # created: consent records, a sealed phone, audit events), needs, area, then follow-ups.
     "conversation": ["hi", "1", "yes", "1 2", "1", "any news?", "HELP", "any news?"],
-    # Numbers that already finished (set up before the clock starts) texting again: the
-    # steady state of a hotline, most of whose traffic is follow-ups.
+    # Numbers that already finished (set up before the clock starts) texting again.
     "followup": ["any news?", "thank you", "HELP", "are you there?"],
 }
+# Numbers (+1415555NNNN): each measurement texts from its own block.
+BLOCKS = {"warmup": 9000, "conversation": 1000, "followup": 4000, "floor": 7000}
 
 
-def prepare(port: int, count: int, phones: int, mix: str) -> list[tuple[bytes, str]]:
-    from twilio.request_validator import RequestValidator
+# --- requests ---------------------------------------------------------------------------------
 
+
+def signed_requests(port: int, count: int, phones: int, script: list[str],
+                    first: int) -> list[bytes]:
+    """``count`` complete HTTP requests, step by step across ``phones`` numbers (every number
+    sends its first message, then every number its second, ...), signed for this port."""
     validator = RequestValidator(TOKEN)
     url = f"http://127.0.0.1:{port}/sms/inbound"
-    bodies: list[tuple[bytes, str]] = []
+    out: list[bytes] = []
     step = 0
-    while len(bodies) < count:
+    while len(out) < count:
         for phone in range(phones):
-            script = SCRIPTS[mix]
             params = {
                 "MessageSid": "SM" + secrets.token_hex(16),
                 "AccountSid": ACCOUNT_SID,
-                "From": f"+1415555{(phone + OFFSET) % 10000:04d}",
+                "From": f"+1415555{(first + phone) % 10000:04d}",
                 "To": "+15005550006",
                 "Body": script[min(step, len(script) - 1)],
                 "NumMedia": "0",
             }
-            signature = validator.compute_signature(url, params)
-            bodies.append((urlencode(params).encode(), signature))
-            if len(bodies) >= count:
+            body = urlencode(params).encode()
+            head = (
+                f"POST /sms/inbound HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                f"X-Twilio-Signature: {validator.compute_signature(url, params)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            out.append(head + body)
+            if len(out) >= count:
                 break
         step += 1
-    return bodies
+    return out
 
 
-def load(port: int, count: int, concurrency: int, seconds: float, phones: int,
-         mix: str) -> dict[str, Any]:
-    requests = prepare(port, count, phones, mix)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    lock = threading.Lock()
-    cursor = iter(range(len(requests)))
-    deadline = time.monotonic() + seconds
-
-    def worker() -> None:
-        while time.monotonic() < deadline:
-            with lock:
-                index = next(cursor, None)
-            if index is None:
-                return
-            body, signature = requests[index]
-            started = time.perf_counter()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", "/sms/inbound", body=body, headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "X-Twilio-Signature": signature,
-                })
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-                conn.close()
-            except OSError as exc:
-                status = type(exc).__name__  # type: ignore[assignment]
-            elapsed = time.perf_counter() - started
-            with lock:
-                if status == 200:
-                    latencies.append(elapsed)
-                else:
-                    errors[str(status)] = errors.get(str(status), 0) + 1
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    ordered = sorted(latencies)
-
-    def pct(p: float) -> float:
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
-
-    return {
-        "ok": len(latencies),
-        "errors": errors,
-        "wall": wall,
-        "rps": len(latencies) / wall if wall else 0.0,
-        "p50": pct(0.50),
-        "p99": pct(0.99),
-        "mean": statistics.fmean(ordered) * 1000 if ordered else float("nan"),
-    }
+def write_requests(path: str, requests: list[bytes]) -> None:
+    """The generator's input: each request as a 4-byte big-endian length and its bytes."""
+    with open(path, "wb") as fh:
+        for request in requests:
+            fh.write(struct.pack(">I", len(request)))
+            fh.write(request)
 
 
-# --- orchestration -----------------------------------------------------------------------
+def compile_loadgen(folder: str) -> str:
+    binary = os.path.join(folder, "loadgen")
+    source = os.path.join(common.ROOT, "bench", "loadgen.c")
+    try:
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", binary, source], check=True,
+                       capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("bench_sms_inbound: gcc is needed to build the load generator "
+                         "(apt-get install gcc)") from None
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"bench_sms_inbound: building bench/loadgen.c failed:\n{exc.stderr}") \
+            from None
+    return binary
+
+
+def drive(loadgen: str, folder: str, port: int, requests: list[bytes], concurrency: int,
+          seconds: float) -> dict[str, Any]:
+    path = os.path.join(folder, f"requests-{port}-{secrets.token_hex(3)}.bin")
+    write_requests(path, requests)
+    try:
+        done = subprocess.run(
+            [loadgen, "127.0.0.1", str(port), path, str(concurrency), str(seconds)],
+            check=True, capture_output=True, text=True,
+        )
+    finally:
+        os.unlink(path)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# --- servers ----------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -239,51 +151,54 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def base_env(database_url: str) -> dict[str, str]:
-    env = dict(os.environ)
+def server_env(database_url: str, keys: dict[str, str]) -> dict[str, str]:
+    env = common.child_env()
+    env.update(keys)
     env.update({
         "HAVEN_ENV": "development",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "HAVEN_DATA_KEYS": Fernet.generate_key().decode(),
-        "HAVEN_INDEX_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "DATABASE_URL": database_url,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "SMS_BACKEND": "console",
         "PUBLIC_BASE_URL": "",
-        "PYTHONPATH": ROOT,
     })
     return env
 
 
+PREPARE = """\
+from bench import common
+db = common.find("app.extensions:db")
+models = common.find("app.models")
+app = common.find("app:create_app")()
+with app.app_context():
+    common.migrate()
+    db.session.add(models.Organization(name="Hotline NGO", kind="ngo"))
+    for i in range(12):
+        db.session.add(models.Area(name=f"Area {i:02d}"))
+    db.session.commit()
+"""
+
+
 def prepare_database(env: dict[str, str]) -> None:
-    """Migrate to head and add the hotline's NGO and an area list (in a child process, so
-    this process keeps no connection to the database under test)."""
-    script = (
-        "from app import create_app\n"
-        "from app.extensions import db\n"
-        "from app.models import Area, Organization\n"
-        "from flask_migrate import upgrade\n"
-        "app = create_app()\n"
-        "with app.app_context():\n"
-        "    upgrade(revision='heads')\n"
-        "    db.session.add(Organization(name='Hotline NGO', kind='ngo'))\n"
-        "    for i in range(12):\n"
-        "        db.session.add(Area(name=f'Area {i:02d}'))\n"
-        "    db.session.commit()\n"
-    )
-    subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Migrate to head, add the hotline's NGO and an area list (in a child process in the
+    tree under test, so this process keeps no connection to the database)."""
+    done = subprocess.run([sys.executable, "-c", PREPARE], env=env, cwd=common.ROOT,
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"preparing the database failed:\n{done.stderr[-3000:]}")
 
 
-def serve(target: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def serve(target: str, env: dict[str, str], log: str) -> tuple[subprocess.Popen[bytes], int]:
+    """gunicorn with 2 sync workers on a free port; its messages go to the file ``log``."""
     port = free_port()
-    process = subprocess.Popen(
-        [GUNICORN, "--workers", "2", "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--timeout", "30", target],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
+    with open(log, "ab") as errors:
+        process = subprocess.Popen(
+            [GUNICORN, "--workers", "2", "--worker-class", "sync", "--bind",
+             f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "30",
+             "--no-control-socket", target],
+            env=env, cwd=common.TREE, stdout=subprocess.DEVNULL, stderr=errors,
+        )
+    deadline = time.monotonic() + 60
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -291,7 +206,10 @@ def serve(target: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], in
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise SystemExit(f"gunicorn did not start for {target}") from None
+                process.wait()
+                with open(log, encoding="utf-8", errors="replace") as fh:
+                    tail = fh.read()[-3000:]
+                raise SystemExit(f"gunicorn did not start for {target}:\n{tail}") from None
             time.sleep(0.2)
     return process, port
 
@@ -315,21 +233,24 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
-def measure(target: str, env: dict[str, str], args: argparse.Namespace,
-            mix: str) -> dict[str, Any]:
-    process, port = serve(target, env)
+def measure_target(target: str, env: dict[str, str], args: argparse.Namespace, mix: str,
+                   block: str, loadgen: str, folder: str) -> dict[str, Any]:
+    process, port = serve(target, env, os.path.join(folder, "gunicorn.log"))
     try:
+        first = BLOCKS[block]
         if mix == "followup":
             # Untimed: every number goes through a whole conversation first.
-            run_load(port, args.phones * len(SCRIPTS["conversation"]), args, args.phones,
-                     "conversation", seconds=300)
-        else:
-            run_load(port, 200, args, 25, "conversation")  # warm-up on other numbers
-        count = args.requests
-        # CPU per request of the server and of the load generator: on a small machine they
-        # share the cores, which is what bounds both figures (see the note on issue 6).
+            setup = drive(loadgen, folder, port, signed_requests(
+                port, args.phones * len(SCRIPTS["conversation"]), args.phones,
+                SCRIPTS["conversation"], first), args.concurrency, 600)
+            if setup["errors"]:
+                raise SystemExit(f"{target}: the follow-up set-up failed: {setup['errors']}")
+        else:  # warm-up on other numbers
+            drive(loadgen, folder, port, signed_requests(
+                port, 200, 25, SCRIPTS["conversation"], BLOCKS["warmup"]), args.concurrency, 60)
+        requests = signed_requests(port, args.requests, args.phones, SCRIPTS[mix], first)
         server_before, client_before = tree_cpu(process.pid), os.times()
-        result = run_load(port, count, args, args.phones, mix, offset=1000)
+        result = drive(loadgen, folder, port, requests, args.concurrency, args.seconds)
         server_after, client_after = tree_cpu(process.pid), os.times()
         done = max(1, result["ok"])
         result["server_ms"] = (server_after - server_before) / done * 1000
@@ -344,109 +265,116 @@ def measure(target: str, env: dict[str, str], args: argparse.Namespace,
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
 
 
-def run_load(port: int, count: int, args: argparse.Namespace, phones: int, mix: str,
-             seconds: float | None = None, offset: int = 0) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_sms_inbound", "--load-generator", str(port),
-         "--requests", str(count), "--concurrency", str(args.concurrency),
-         "--seconds", str(seconds or args.seconds), "--phones", str(phones), "--token", TOKEN,
-         "--mix", mix, "--offset", str(0 if mix == "followup" else offset)],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One figure from two runs of the same target: the mean of each measure."""
+    out = {key: (before[key] + after[key]) / 2
+           for key in ("rps", "p50", "p99", "mean", "server_ms", "client_ms")}
+    out.update(ok=before["ok"] + after["ok"], errors={})
+    return out
 
 
 def line(name: str, r: dict[str, Any]) -> str:
     errors = f"  errors {r['errors']}" if r["errors"] else ""
-    return (f"  {name:<28} {r['rps']:8.0f} req/s   p50 {r['p50']:6.1f} ms   "
-            f"p99 {r['p99']:6.1f} ms   ({r['ok']} requests){errors}\n"
+    return (f"  {name:<34} {r['rps']:8.1f} req/s   p50 {r['p50']:6.1f} ms   "
+            f"p99 {r['p99']:6.1f} ms   ({r['ok']} answered){errors}\n"
             f"    CPU per request: server {r['server_ms']:.2f} ms, "
             f"load generator {r['client_ms']:.2f} ms")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--phones", type=int, default=300)
-    parser.add_argument("--no-postgresql", action="store_true")
-    parser.add_argument("--mix", choices=[*SCRIPTS, "both"], default="both",
-                        help="conversation: whole conversations; followup: numbers that "
-                        "finished texting again; both (default)")
-    parser.add_argument("--no-floors", action="store_true",
-                        help="skip the two reference floors (Haven's request cycle with no "
-                        "hotline work, and with only the MessageSid row)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when a mix is over budget")
-    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--load-generator", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--token", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-
-    if args.load_generator is not None:
-        global TOKEN, OFFSET
-        TOKEN = args.token or TOKEN
-        OFFSET = args.offset
-        result = load(args.load_generator, args.requests, args.concurrency, args.seconds,
-                      args.phones, args.mix)
-        print(json.dumps(result))
-        return 0
-
-    from sqlalchemy import create_engine, text
-
-    backends = ["sqlite"] + ([] if args.no_postgresql else ["postgresql"])
+def measure(args: argparse.Namespace) -> common.Results:
+    results = common.Results("sms_inbound")
+    backends = common.backends(args)
     mixes = list(SCRIPTS) if args.mix == "both" else [args.mix]
-    failed = False
-    print(f"POST /sms/inbound, gunicorn 2 sync workers, {args.requests} signed requests, "
-          f"{args.concurrency} client threads, at most {args.seconds:.0f} s per target")
-    with tempfile.TemporaryDirectory() as tmp:
+    floors = ["row"] + (["noop"] if args.noop else [])
+    print(f"POST /sms/inbound, gunicorn 2 sync workers, {args.requests} signed requests per "
+          f"target from the compiled generator, {args.concurrency} connections, at most "
+          f"{args.seconds:.0f} s per target", flush=True)
+    with tempfile.TemporaryDirectory(prefix="haven-bench-sms-") as folder:
+        loadgen = compile_loadgen(folder)
         for backend in backends:
-            pg_name = None
-            if backend == "sqlite":
-                url = "sqlite:///" + os.path.join(tmp, "bench.sqlite")
-            else:
-                pg_name = f"haven_bench_{uuid.uuid4().hex[:10]}"
-                admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
-                admin.dispose()
-                url = PG_SERVER.rsplit("/", 1)[0] + "/" + pg_name
-            try:
-                env = base_env(url)
+            with common.scratch_databases() as scratch:
+                env = server_env(scratch.new(backend, "sms"), common.secrets_env())
                 prepare_database(env)
-                bare = measure("bench.bench_sms_inbound:bare_app",
-                               dict(env, HAVEN_BENCH_BARE="1"), args, "conversation")
-                results = {mix: measure("app:create_app()", env, args, mix) for mix in mixes}
-                floors = {} if args.no_floors else {
-                    mode: measure("bench.bench_sms_inbound:floor_app",
-                                  dict(env, HAVEN_BENCH_FLOOR=mode), args, "conversation")
-                    for mode in FLOORS
-                }
-            finally:
-                if pg_name is not None:
-                    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-                    admin.dispose()
-            print(f"{backend}:")
-            print(line("bare Flask endpoint", bare))
-            for mix, real in results.items():
-                ratio = real["rps"] / bare["rps"] if bare["rps"] else 0.0
-                ok = ratio >= BUDGET_RATIO and real["p99"] < BUDGET_P99_MS
-                failed |= bool(real["errors"]) or (args.strict and not ok)
-                print(line(f"Haven /sms/inbound, {mix}", real))
-                print(f"    ratio {ratio:.2f} (budget >= {BUDGET_RATIO}), p99 {real['p99']:.1f} ms "
-                      f"(budget < {BUDGET_P99_MS:.0f} ms): {'OK' if ok else 'OVER BUDGET'}")
-            for mode, floor in floors.items():
-                ratio = floor["rps"] / bare["rps"] if bare["rps"] else 0.0
-                failed |= bool(floor["errors"])
-                print(line(FLOORS[mode], floor))
-                print(f"    ratio {ratio:.2f} (a reference, not judged)")
-    return 1 if failed else 0
+                floor_env = dict(env, PYTHONPATH=os.pathsep.join(
+                    dict.fromkeys([common.TREE, os.path.join(common.ROOT, "bench")])))
+                measured: dict[str, dict[str, Any]] = {}
+
+                def floor(mode: str, floor_env: dict[str, str] = floor_env) -> dict[str, Any]:
+                    return measure_target(
+                        "sms_floor:app", dict(floor_env, HAVEN_BENCH_FLOOR=mode), args,
+                        "conversation", "floor", loadgen, folder)
+
+                # The floor before and after Haven's mixes: their mean is the figure, so a
+                # slow or quick moment of a shared machine does not fall on one side only.
+                for mode in floors:
+                    measured[f"{mode} before"] = floor(mode)
+                for mix in mixes:
+                    measured[mix] = measure_target("app:create_app()", env, args, mix, mix,
+                                                   loadgen, folder)
+                measured["row after"] = floor("row")
+                measured["row"] = bracket(measured["row before"], measured["row after"])
+            report(results, backend, measured, mixes, floors)
+    return results
+
+
+def report(results: common.Results, backend: str, measured: dict[str, dict[str, Any]],
+           mixes: list[str], floors: list[str]) -> None:
+    print(f"{backend}:")
+    floor = measured["row"]
+    print(line("floor: one raw row, before", measured["row before"]))
+    print(line("floor: one raw row, after", measured["row after"]))
+    print(f"    the floor: {floor['rps']:.1f} req/s (the mean of the two)")
+    results.figure(f"{backend}: floor (one raw row) throughput", floor["rps"], "req/s", "higher")
+    results.figure(f"{backend}: floor p99", floor["p99"], "ms")
+    if "noop" in floors:
+        print(line("reference: no database work", measured["noop before"]))
+        results.figure(f"{backend}: no-work reference throughput",
+                       measured["noop before"]["rps"], "req/s", "higher")
+    for mix in mixes:
+        real = measured[mix]
+        name = MIX_NAMES[mix]
+        share = common.ratio(real["rps"], floor["rps"])
+        print(line(f"Haven, {name}", real))
+        print(f"    {share:.2f} of the floor's throughput (budget >= {BUDGET_RATIO[mix]})")
+        results.figure(f"{backend}: {name} throughput", real["rps"], "req/s", "higher")
+        results.figure(f"{backend}: {name} p50", real["p50"], "ms")
+        results.figure(f"{backend}: {name} p99", real["p99"], "ms")
+        results.figure(f"{backend}: {name} server CPU per request", real["server_ms"], "ms")
+        results.figure(f"{backend}: {name} / floor", share, "", "higher")
+        results.judge(f"{backend}: {name} >= {BUDGET_RATIO[mix]:.2f} of the floor",
+                      f"{share:.2f}", share >= BUDGET_RATIO[mix])
+        results.judge(f"{backend}: {name} p99 < {BUDGET_P99_MS:.0f} ms",
+                      f"{real['p99']:.1f} ms", real["p99"] < BUDGET_P99_MS)
+    for name, r in measured.items():
+        if name == "row":  # the two floor runs are checked themselves
+            continue
+        if r["errors"]:
+            results.broken.append(f"{backend}: {name}: answers other than 200: {r['errors']}")
+        if r["ok"] == 0:
+            results.broken.append(f"{backend}: {name}: no request answered")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=2000,
+                        help="measured requests per target (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=6,
+                        help="connections the generator keeps busy (default 6)")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="at most this long per measured target (default 30)")
+    parser.add_argument("--phones", type=int, default=300,
+                        help="numbers texting in each measurement (default 300)")
+    parser.add_argument("--mix", choices=[*SCRIPTS, "both"], default="both",
+                        help="conversation, followup, or both (default)")
+    parser.add_argument("--noop", action="store_true",
+                        help="also measure the request cycle with no database work")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run("bench.bench_sms_inbound", sys.argv[1:] if argv is None else argv,
+                      __doc__ or "", add_arguments, measure)
 
 
 if __name__ == "__main__":

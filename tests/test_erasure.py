@@ -452,3 +452,95 @@ def test_retention_of_outbound_numbers_leaves_no_trace(app, survivor):
         return [index.encode(), bytes(sealed_number)]
 
     _retention_leaves_nothing(app, setup, ("sms_message",), "outbound_messages")
+
+
+# --- erasure racing a referral (found by `make soak`, DESIGN §8) -------------------------
+
+
+def _erase_one(case_id: int) -> None:
+    cases.erase_case(db.session.get(Case, case_id), None, reason="survivor_request")
+
+
+def _erase_in_a_batch(case_id: int) -> None:
+    from app import retention
+
+    retention.erase_batch([case_id], "retention", datetime.now(UTC))
+
+
+def _waiting_for_a_lock(app) -> bool:
+    """PostgreSQL: some transaction of this database waits for a lock now."""
+    with app.app_context():
+        found = db.session.scalar(text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE NOT l.granted AND a.datname = current_database()"))
+        db.session.remove()
+    return bool(found)
+
+
+@pytest.mark.parametrize("erase", [_erase_one, _erase_in_a_batch])
+def test_an_erasure_while_a_referral_is_being_sent_for_the_case(app, erase):
+    """`make soak` saw 500s: FORGET erased a case (its key row deleted, then the audit lock)
+    while a caseworker sent a referral for it (the audit lock, then the key row, checked by
+    the referral's foreign key): PostgreSQL found a deadlock and failed both requests.
+    Erasure takes the audit lock first, as every path that locks rows does (app.audit.lock):
+    the referral is made, then cancelled by the erasure; neither fails."""
+    from app import audit, referrals
+    from app.models import Referral, Service
+
+    service = factories.make_service(category="shelter", beds_total=3, beds_available=3)
+    case = factories.make_case(needs={"shelter": "immediate"})
+    release = factories.make_release(case, service.organization)
+    ids = SimpleNamespace(case=case.id, service=service.id, release=release.id)
+    db.session.commit()
+    sender_holds_lock, erasure_waits = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def send() -> None:
+        with app.app_context():
+            try:
+                case = db.session.get(Case, ids.case)
+                audit.lock()  # where create_referrals starts: the audit lock, then rows
+                sender_holds_lock.set()
+                erasure_waits.wait(30)
+                referrals.create_referrals(
+                    case, [referrals.ReferralRequest(ids.service)], None, idempotency_key=None)
+                db.session.commit()
+                outcome["send"] = "sent"
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                db.session.rollback()
+                outcome["send"] = exc
+            finally:
+                sender_holds_lock.set()
+                db.session.remove()
+
+    def erasure() -> None:
+        with app.app_context():
+            try:
+                sender_holds_lock.wait(30)
+                erase(ids.case)
+                db.session.commit()
+                outcome["erase"] = "erased"
+            except Exception as exc:  # noqa: BLE001
+                db.session.rollback()
+                outcome["erase"] = exc
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=send), threading.Thread(target=erasure)]
+    for thread in threads:
+        thread.start()
+    sender_holds_lock.wait(30)
+    if db.engine.dialect.name == "postgresql":
+        for _ in range(600):  # until the erasure waits for a lock the sender holds
+            if _waiting_for_a_lock(app):
+                break
+            threading.Event().wait(0.05)
+    erasure_waits.set()
+    for thread in threads:
+        thread.join(60)
+    assert outcome == {"send": "sent", "erase": "erased"}
+    db.session.expire_all()
+    assert db.session.get(Case, ids.case).status == "erased"
+    referral = db.session.scalar(select(Referral).where(Referral.service_id == ids.service))
+    assert referral is None or referral.status == "cancelled"
+    assert db.session.get(Service, ids.service).beds_available == 3

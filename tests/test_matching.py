@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from app import vocab
 from app.extensions import db
-from app.matching import MatchCriteria, criteria_from_form, haversine_km, match, naive_match
+from app.matching import MatchCriteria, criteria_from_form, haversine_km, match
 from app.models.directory import open_at
+from bench.naive_matching import naive_match
 from tests import factories
 
 _areas = itertools.count(1)
