@@ -13,7 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Every package pinned with its hashes (pip-tools, `make lock`): pip refuses anything else.
+# pip itself first, at the version the lock pins (with its hashes): older pips (23.2, the
+# default of a new venv here) refuse a hash-pinned lock whose packages ask for extras.
 $(VENV)/.deps: requirements.txt tests/requirements.txt | $(BIN)/python
+	sed -n '/^pip==/,/^[^ ]/p' tests/requirements.txt | sed '$$d' > $(VENV)/pip-lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/pip-lock.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements.txt
 	touch $@
 
