@@ -24,7 +24,7 @@ $(VENV)/.deps: requirements.txt tests/requirements.txt | $(BIN)/python
 deps: $(VENV)/.deps
 
 .env: | $(VENV)/.deps
-	$(BIN)/python -m app.devenv .env
+	$(BIN)/python -m app.core.devenv .env
 
 # Compiled catalogs are build output (not committed).
 translations-compile: $(VENV)/.deps

@@ -14,7 +14,7 @@ from flask import Flask, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.inputs import IdConverter
+from app.core.inputs import IdConverter
 from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,7 +83,7 @@ def register_proxy(app: Flask) -> None:
 
 
 def register_logging(app: Flask) -> None:
-    from app.security import RequestIdFilter
+    from app.core.security import RequestIdFilter
 
     handler = logging.StreamHandler()
     handler.setFormatter(
@@ -108,9 +108,9 @@ def _select_locale() -> str | None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import crypto, security
-    from app.database import init_engine_events
-    from app.extensions import babel, csrf, db, login_manager, migrate
+    from app.core import crypto, security
+    from app.core.database import init_engine_events
+    from app.core.extensions import babel, csrf, db, login_manager, migrate
 
     crypto.init_app(app)
     db.init_app(app)
@@ -131,21 +131,21 @@ def register_extensions(app: Flask) -> None:
 
 def _load_user(session_id: str):  # type: ignore[no-untyped-def]
     """Flask-Login's loader: the cookie names a server-side session, not a user."""
-    from app.accounts import session_user
+    from app.auth.accounts import session_user
 
     return session_user(session_id)
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.admin import bp as admin_bp
-    from app.auth import bp as auth_bp
-    from app.directory import bp as directory_bp
-    from app.intake import bp as intake_bp
-    from app.main import bp as main_bp
-    from app.provider import bp as provider_bp
-    from app.referrals_web import bp as referrals_bp
-    from app.reports import bp as reports_bp
-    from app.sms import bp as sms_bp
+    from app.admin.views import bp as admin_bp
+    from app.auth.views import bp as auth_bp
+    from app.cases.views import bp as intake_bp
+    from app.directory.views import bp as directory_bp
+    from app.main.views import bp as main_bp
+    from app.provider.views import bp as provider_bp
+    from app.referrals.views import bp as referrals_bp
+    from app.reports.views import bp as reports_bp
+    from app.sms.views import bp as sms_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
@@ -159,18 +159,18 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app.errors import register
+    from app.core.errors import register
 
     register(app)
 
 
 def register_template_helpers(app: Flask) -> None:
-    from app.templating import register
+    from app.core.templating import register
 
     register(app)
 
 
 def register_cli(app: Flask) -> None:
-    from app.cli import register
+    from app.core.cli import register
 
     register(app)

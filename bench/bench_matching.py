@@ -49,7 +49,7 @@ def vocab() -> Any:
 
 def build_directory(rng: random.Random, n_services: int, n_areas: int) -> int:
     """Areas 1..n_areas (a tenth regions, the rest towns) and ``n_services`` services."""
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     models = common.find("app.models")
     v = vocab()
     db.create_all()
@@ -201,7 +201,7 @@ def random_cases(seed: int, n_areas: int, n: int) -> list[Any]:
 
 def timed(fn: Any, cases: list[Any]) -> list[float]:
     """Milliseconds per case."""
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     out = []
     for c in cases:
         start = time.perf_counter()
@@ -213,7 +213,7 @@ def timed(fn: Any, cases: list[Any]) -> list[float]:
 
 def explain(label: str) -> None:
     """The plans of the pre-filter and of the served-area lookup (``--plans``)."""
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     m = engine()
     service_area = common.find("app.models:service_area")
     if not (hasattr(m, "prefilter_query") and hasattr(m, "prefilter_params")):
@@ -238,7 +238,7 @@ def explain(label: str) -> None:
 
 def one_directory(label: str, url: str, n_services: int, cases: list[Any],
                   args: argparse.Namespace, naive: int) -> dict[str, Any]:
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     match = engine().match
     app = common.make_app(dict(common.secrets_env(), DATABASE_URL=url))
     try:

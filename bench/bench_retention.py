@@ -114,7 +114,7 @@ def seed(n: int, now: datetime) -> dict[str, int]:
     """N closed cases past their retention date and what hangs off them (the directory rows
     through the models, the rest set-based in SQL). Returns row counts per table."""
     keyring = common.find("app.core.crypto:keyring", "app.crypto:keyring")
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     m = common.find("app.models")
 
     common.migrate()
@@ -248,7 +248,7 @@ def _keys_from_env(url: str) -> dict[str, str]:
 
 def child_haven(url: str, now_iso: str) -> dict[str, Any]:
     """``flask retention run --now NOW`` in this process, timed; its peak memory."""
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     app = common.make_app(_keys_from_env(url))
     with app.app_context():
         db.session.execute(text("SELECT count(*) FROM survivor_case")).scalar()
@@ -286,7 +286,7 @@ def child_haven(url: str, now_iso: str) -> dict[str, Any]:
 
 
 def child_floor(url: str, now_iso: str) -> dict[str, Any]:
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     app = common.make_app(_keys_from_env(url))
     with app.app_context():
         db.session.execute(text("SELECT count(*) FROM survivor_case")).scalar()
@@ -327,7 +327,7 @@ def one_size(label: str, scratch: Any, backend: str, n: int,
     keys = common.secrets_env()
     url = scratch.new(backend, f"retention-{n}")
     now = datetime.now(UTC).replace(microsecond=0)
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     app = common.make_app(dict(keys, DATABASE_URL=url))
     with app.app_context():
         started = time.perf_counter()

@@ -167,7 +167,7 @@ def server_env(database_url: str, keys: dict[str, str]) -> dict[str, str]:
 
 PREPARE = """\
 from bench import common
-db = common.find("app.extensions:db")
+db = common.find("app.core.extensions:db", "app.extensions:db")
 models = common.find("app.models")
 app = common.find("app:create_app")()
 with app.app_context():

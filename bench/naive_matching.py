@@ -34,7 +34,7 @@ def engine() -> Any:
 def naive_match(criteria: Any, *, now: datetime | None = None, limit: Any = _DEFAULT) -> list[Any]:
     """``match`` by brute force: every service loaded, each need filtered in Python."""
     m = engine()
-    db = find("app.extensions:db")
+    db = find("app.core.extensions:db", "app.extensions:db")
     service_model = find("app.models:Service", "app.models.directory:Service")
     band_fit = find("app.models.directory:band_fit")
     utcnow = find("app.models.base:utcnow")

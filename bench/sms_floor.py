@@ -42,7 +42,10 @@ def blind_index(e164: str) -> str:
 
 
 def write_row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
-    db = importlib.import_module("app.extensions").db
+    try:
+        db = importlib.import_module("app.core.extensions").db
+    except ModuleNotFoundError:  # a tree from before the feature packages (--compare REV)
+        db = importlib.import_module("app.extensions").db
     when = at or datetime.now(UTC)
     raw = db.engine.raw_connection()
     try:

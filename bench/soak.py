@@ -524,7 +524,7 @@ def seed(env: dict[str, str], args: argparse.Namespace) -> tuple[list[dict[str, 
     registered intake phones. Returns the shelters and the caseworkers' password."""
     config = common.find("config:config_from_env")(env)
     app = common.find("app:create_app")(config)
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     models = common.find("app.models")
     password = secrets.token_urlsafe(24)
     shelters: list[dict[str, Any]] = []

@@ -82,7 +82,7 @@ def _connect(engine):
     """The engine's first connection. An operator's mistake here (no server, wrong password,
     a folder that cannot be made) ends the command with one line, not a traceback; the
     URL is not repeated (it may hold a password)."""
-    from app.database import DatabaseFileError
+    from app.core.database import DatabaseFileError
 
     try:
         return engine.connect()

@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from app import create_app
-from app.extensions import db
+from app.core.extensions import db
 from config import TestingConfig
 from tests import factories
 
@@ -246,8 +246,8 @@ def login_session(client: FlaskClient, user: Any) -> None:
     with Flask-Login's ``get_id()``."""
     from flask import has_app_context
 
-    from app import accounts
-    from app.extensions import login_manager
+    from app.auth import accounts
+    from app.core.extensions import login_manager
 
     lifetime = client.application.config["SESSION_ABSOLUTE_LIFETIME"]
     if has_app_context():

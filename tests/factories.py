@@ -8,8 +8,8 @@ from typing import Any
 
 import pyotp
 
-from app import accounts
-from app.extensions import db
+from app.auth import accounts
+from app.core.extensions import db
 from app.models import Organization, User, utcnow
 
 PASSWORD = "plum-river-candle-47"
@@ -117,8 +117,9 @@ def make_case(
 ) -> Any:
     """An open case with a recorded profile. ``consents`` maps scope -> granted (default:
     every scope granted, verbally, now); a scope given as None is left unrecorded."""
-    from app import cases, consent
-    from app.crypto import blind_index
+    from app.cases import service as cases
+    from app.consent import service as consent
+    from app.core.crypto import blind_index
     from app.models import Case, Consent
 
     if organization is None:
@@ -180,7 +181,7 @@ def make_referral(case: Any = None, service: Any = None, *, status: str = "pendi
                   **fields: Any) -> Any:
     """A referral made through the domain module (release recorded, bed held for a tracked
     shelter, provider SMS queued), then moved to ``status`` directly when asked."""
-    from app import referrals
+    from app.referrals import service as referrals
 
     service = service or make_service(category="legal")
     case = case or make_case(needs={service.category: "soon"})

@@ -44,7 +44,7 @@ def _service(org: Organization) -> int:
 def _area(org: Organization) -> int:
     import uuid
 
-    from app.extensions import db
+    from app.core.extensions import db
     from app.models import Area
 
     area = Area(name=f"Walk area {uuid.uuid4().hex[:12]}")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
-from app import audit
-from app.extensions import db
+from app.core import audit
+from app.core.extensions import db
 from app.models import AuditEvent, AuditHead, LoginAttempt
 from tests import factories
 

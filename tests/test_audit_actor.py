@@ -14,9 +14,11 @@ from flask import Flask
 from flask_login import login_user
 from sqlalchemy import select
 
-from app import audit, consent, referrals
-from app.extensions import db
+from app.consent import service as consent
+from app.core import audit
+from app.core.extensions import db
 from app.models import AuditEvent, Case, User, utcnow
+from app.referrals import service as referrals
 from tests import factories
 
 
@@ -100,8 +102,8 @@ def test_a_referral_change_names_the_actor_it_was_given(signed_in: User) -> None
 
 
 def test_a_message_event_of_the_worker_names_nobody(signed_in: User) -> None:
-    from app import messaging
     from app.models import Message
+    from app.sms import messaging
 
     case = factories.make_case(signed_in.organization)
     message = Message(case_id=case.id, direction="out", template_key="survivor.referral_accepted")
@@ -115,7 +117,7 @@ def test_a_message_event_of_the_worker_names_nobody(signed_in: User) -> None:
 def test_the_hotline_names_nobody_even_with_someone_signed_in(signed_in: User) -> None:
     """A whole conversation (new case, consents, area, FORGET) run inside a request where a
     caseworker is signed in, as a hotline simulator would: no event names her."""
-    from app import hotline
+    from app.sms import hotline
     from tests.sms_support import new_sid
 
     factories.make_org("ngo", name="Hotline NGO")

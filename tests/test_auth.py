@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.core.extensions import db
 from app.models import AuditEvent, LoginAttempt, User, utcnow
 from tests import factories
 from tests.conftest import AuthActions, login_session
@@ -505,7 +505,7 @@ def test_password_hint_gives_the_policy_length(
     client: Any, monkeypatch: pytest.MonkeyPatch, role: str, page: str
 ) -> None:
     # The hint is derived from the policy, not written beside it: change one, the other follows.
-    from app import accounts
+    from app.auth import accounts
 
     monkeypatch.setattr(accounts, "MIN_PASSWORD_LENGTH", 14)
     login_session(client, factories.make_user(role))

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from werkzeug.routing import Rule
 
-from app.extensions import db
-from app.security import PUBLIC_ENDPOINTS, allowed_roles
+from app.core.extensions import db
+from app.core.security import PUBLIC_ENDPOINTS, allowed_roles
 from tests import factories
 from tests.conftest import login_session
 from tests.objects import OBJECT_FACTORIES

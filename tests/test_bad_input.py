@@ -18,10 +18,10 @@ import pytest
 from flask import Flask, url_for
 from sqlalchemy import func, select, update
 
-from app.extensions import db
-from app.inputs import MAX_ID, NUL_MESSAGE, HavenForm, IdConverter, coerce_id, parse_id
+from app.core.extensions import db
+from app.core.inputs import MAX_ID, NUL_MESSAGE, HavenForm, IdConverter, coerce_id, parse_id
+from app.core.security import PUBLIC_ENDPOINTS, allowed_roles
 from app.models import AuditEvent, Case, LoginAttempt
-from app.security import PUBLIC_ENDPOINTS, allowed_roles
 from tests import factories
 from tests.conftest import login_session
 from tests.sms_support import ACCOUNT_SID, AUTH_TOKEN, inbound_params, new_sid, post_signed
@@ -381,7 +381,7 @@ def test_a_nul_in_a_survivors_text_is_answered_like_any_garbage(
 ) -> None:
     """A survivor always gets a reply: the text is parsed in memory and never stored, so a
     NUL in it (or in fields the webhook does not read) is no reason for silence."""
-    from app import messaging
+    from app.sms import messaging
 
     params = inbound_params("+14155550123", "hello")
     params[field] = params.get(field, "1")[:2] + NUL + params.get(field, "1")[2:]

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from app import capacity, referrals
-from app.extensions import db
+from app.core.extensions import db
+from app.directory import capacity
 from app.models import Referral, Release, Service, utcnow
+from app.referrals import service as referrals
 from tests import factories
 
 
@@ -114,7 +115,7 @@ def test_twenty_concurrent_referrals_at_three_free_beds(app):
     assert db.session.scalar(select(func.count(Referral.id))) == 3
     assert beds(service) == 0
     # The refused 17 left nothing behind; the audit chain stayed whole.
-    from app import audit
+    from app.core import audit
     from app.models import AuditEvent, Message, Release
 
     assert db.session.scalar(select(func.count(Release.id))) == 3
@@ -312,7 +313,7 @@ def test_two_forms_to_one_service_at_once_make_one_open_referral(app):
 def _slow_release_grant(monkeypatch: Any) -> None:
     """The sending thread ("sender") pauses inside its transaction, after its first row
     locks, so that a second transaction starts in the middle of it."""
-    from app import audit
+    from app.core import audit
 
     real = audit.record
 
@@ -345,7 +346,7 @@ def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch
     bed given back) while another survivor is referred to the same shelter. On PostgreSQL
     both used to lock the audit head and the service row in opposite orders (deadlock:
     the withdrawal failed); with one lock order both succeed."""
-    from app import consent
+    from app.consent import service as consent
     from app.models import Case
 
     service = shelter(free=3)
@@ -369,7 +370,7 @@ def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch
 
 def test_beds_by_sms_racing_a_new_referral(app, monkeypatch):
     """A shelter texts BEDS while a referral to it is being sent: no deadlock."""
-    from app import hotline
+    from app.sms import hotline
 
     service = shelter(free=3, total=10)
     case = factories.make_case(needs={"shelter": "immediate"})

@@ -22,11 +22,11 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import func, select
 
-from app import hotline
-from app.crypto import blind_index
-from app.extensions import db
+from app.core.crypto import blind_index
+from app.core.extensions import db
 from app.models import Case, Consent, DataKey, HotlineSession, Message, Need, utcnow
 from app.models.referrals import Referral, Release
+from app.sms import hotline
 from bench import bench_matching, bench_retention, common, sms_floor, soak
 from bench.bench_sms_inbound import compile_loadgen, drive
 from tests import factories
@@ -40,13 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_find_takes_the_first_place_that_exists() -> None:
-    from app import matching
+    from app.directory import matching
 
-    assert common.find("app.directory.matching_not_there:match", "app.matching:match") \
+    assert common.find("app.directory.matching_not_there:match", "app.directory.matching:match") \
         is matching.match
-    assert common.find("app.nowhere", "app.matching") is matching
+    assert common.find("app.nowhere", "app.directory.matching") is matching
     with pytest.raises(LookupError, match=r"app\.nowhere:match"):
-        common.find("app.nowhere:match", "app.matching:no_such_function")
+        common.find("app.nowhere:match", "app.directory.matching:no_such_function")
 
 
 def test_find_does_not_hide_an_error_inside_a_module_that_exists(
@@ -55,7 +55,7 @@ def test_find_does_not_hide_an_error_inside_a_module_that_exists(
     (tmp_path / "bench_broken_module.py").write_text("import no_such_dependency_here\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_here"):
-        common.find("bench_broken_module:x", "app.matching:match")
+        common.find("bench_broken_module:x", "app.directory.matching:match")
 
 
 # --- verdicts and the comparison ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.extensions import db
+from app.core.extensions import db
 from app.models import AuditEvent, Referral, Service
 from tests import factories
 from tests.conftest import login_session
@@ -216,7 +216,7 @@ def test_an_hsds_import_never_touches_bed_counts(app: Any, tmp_path: Any) -> Non
 def test_the_rule(
     category: str, total: int | None, free: int | None, held: int, refused: str | None
 ) -> None:
-    from app import capacity
+    from app.directory import capacity
 
     if refused is None:
         capacity.check(category, total, free, held)
@@ -229,7 +229,7 @@ def test_the_rule(
 
 
 def test_set_beds_keeps_changes_and_refuses_without_writing(app: Any) -> None:
-    from app import capacity
+    from app.directory import capacity
 
     shelter, _user = ten_bed_shelter_with_one_hold()
     service = db.session.get(Service, shelter.id)
@@ -313,7 +313,7 @@ def test_beds_by_sms_change_every_shelter_on_the_number_or_none(
 def test_setting_beds_racing_a_new_hold_never_overbooks(app: Any) -> None:
     """BEDS 10 on a full-free 10-bed shelter while a referral takes a bed: whichever goes
     first, free + held never exceeds the total (PostgreSQL: row locks; SQLite: one writer)."""
-    from app import capacity
+    from app.directory import capacity
     from tests.test_bed_holds import refer, run_together
 
     org = factories.make_org("provider")
@@ -360,7 +360,8 @@ operations = st.lists(
 def test_free_plus_held_never_exceeds_the_total(app: Any, ops: list[tuple[Any, ...]]) -> None:
     """Holds taken and returned, and counts set (``None``: the total kept), in any order:
     0 <= free and free + held <= total after every step, refused steps changing nothing."""
-    from app import capacity, referrals
+    from app.directory import capacity
+    from app.referrals import service as referrals
 
     try:
         with app.test_request_context():

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app import create_app
-from app.extensions import db
-from app.models import ROLES, AuditEvent, Organization, User
+from app.core.extensions import db
+from app.models import ROLES, AuditEvent, Case, Organization, Service, User
 from app.models.accounts import ORG_KINDS
 from config import ProductionConfig
 from tests import factories
@@ -216,6 +216,9 @@ def test_seed_demo_loads_every_kind_and_role_and_is_idempotent(app):
     roles = set(db.session.scalars(select(User.role)))
     assert kinds == set(ORG_KINDS)
     assert roles == set(ROLES)
+    # The demo's directory and cases are seeded by the same command (app/core/cli.py).
+    assert db.session.scalar(select(func.count(Service.id)))
+    assert set(db.session.scalars(select(Case.channel))) == {"tablet", "sms"}
     credentials = _credentials(result.output)
     usernames = set(db.session.scalars(select(User.username)))
     assert set(credentials) == usernames

@@ -216,7 +216,7 @@ def test_complete_production_config_starts_with_secure_cookies_and_hsts(database
         assert "samesite=strict" in cookie.lower()
     finally:
         with app.app_context():
-            from app.extensions import db
+            from app.core.extensions import db
 
             db.engine.dispose()
 

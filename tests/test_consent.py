@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings, strategies
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import cases, consent
-from app.extensions import db
+from app.cases import service as cases
+from app.consent import service as consent
+from app.core.extensions import db
+from app.core.vocab import SERVICE_CATEGORIES
 from app.models import AuditEvent, Case, Consent, DataKey, utcnow
-from app.vocab import SERVICE_CATEGORIES
 from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import consent_form

@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
-from app import consent, messaging, referrals
-from app.cases import erase_case
-from app.extensions import db
+from app.cases.service import erase_case
+from app.consent import service as consent
+from app.core.extensions import db
 from app.models import Area, Case, Message, Referral, utcnow
+from app.referrals import service as referrals
+from app.sms import messaging
 from app.sms.worker import Worker
 from tests import factories
 from tests.conftest import login_session
@@ -117,7 +119,7 @@ def test_a_flagged_survivor_gets_no_outbox_sms(app, ngo):
 
 
 def test_saving_structured_hours_lifts_the_block(app, ngo):
-    from app import safe_hours
+    from app.consent import safe_hours
 
     case = factories.make_case(ngo, needs={"legal": "soon"})
     case.safe_hours = "after 6"
@@ -464,7 +466,7 @@ def profile_data(area_id: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_structured_safe_hours_and_zone_are_saved_sealed(app, client, caseworker, ngo):
-    from app import safe_hours
+    from app.consent import safe_hours
 
     case = factories.make_case(ngo)
     area = factories.make_area()
@@ -594,7 +596,7 @@ def test_the_migration_converts_unambiguous_hours_and_flags_the_rest(databases):
     from flask_migrate import downgrade, upgrade
 
     from app import create_app
-    from app.crypto import new_data_key, unwrap
+    from app.core.crypto import new_data_key, unwrap
     from tests.conftest import make_config
 
     app = create_app(make_config(databases.fresh()))

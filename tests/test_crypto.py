@@ -14,9 +14,9 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import ForeignKey, Integer, LargeBinary, MetaData, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from app import crypto
-from app.crypto import InvalidPhoneNumber, KeyDestroyed, normalize_phone, sealed
-from app.extensions import db
+from app.core import crypto
+from app.core.crypto import InvalidPhoneNumber, KeyDestroyed, normalize_phone, sealed
+from app.core.extensions import db
 from app.models import DataKey, User
 from tests import factories
 from tests.conftest import TEST_ENV

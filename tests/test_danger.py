@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app import cases, danger, hotline, messaging, retention
-from app.crypto import blind_index
-from app.extensions import db
+from app.cases import danger
+from app.cases import service as cases
+from app.core.crypto import blind_index
+from app.core.extensions import db
 from app.models import AuditEvent, Case, HotlineSession, Organization
+from app.retention import service as retention
+from app.sms import hotline, messaging
 from tests import factories
 from tests.conftest import login_session
 from tests.sms_support import ACCOUNT_SID, AUTH_TOKEN, inbound_params, new_sid, post_signed

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from app.crypto import blind_index
-from app.extensions import db
+from app.core.crypto import blind_index
+from app.core.extensions import db
 from app.models import Area, AuditEvent, Organization, Service
 from tests import factories
 from tests.conftest import login_session

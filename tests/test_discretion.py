@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import discretion
-from app.discretion import SmsLabelRefused, clean_sms_label, is_approved
+from app.core import discretion
+from app.core.discretion import SmsLabelRefused, clean_sms_label, is_approved
 
 
 @pytest.mark.parametrize(
@@ -131,7 +131,7 @@ def test_every_listed_word_is_refused_alone_in_every_language() -> None:
 
 
 def test_service_types_are_on_the_list() -> None:
-    from app.vocab import SERVICE_CATEGORIES
+    from app.core.vocab import SERVICE_CATEGORIES
 
     for category in SERVICE_CATEGORIES:
         if category != "other":

@@ -10,9 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from app import audit, cases, figures, retention
-from app.extensions import db
+from app.cases import service as cases
+from app.core import audit
+from app.core.extensions import db
 from app.models import AuditEvent, Case, CaseStatistic, Consent, ConsentSignature, DataKey
+from app.reports import figures
+from app.retention import service as retention
 from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import consent_form, png_data_url

@@ -13,9 +13,10 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import String, Text, func, select, text
 
-from app import cases, consent
-from app.crypto import blind_index, keyring
-from app.extensions import db
+from app.cases import service as cases
+from app.consent import service as consent
+from app.core.crypto import blind_index, keyring
+from app.core.extensions import db
 from app.models import (
     AuditEvent,
     Case,
@@ -389,7 +390,7 @@ RETENTION_T0 = datetime(2020, 3, 15, 10, 0, tzinfo=UTC)
 
 
 def _retention_leaves_nothing(app, setup, tables: tuple[str, ...], rule: str) -> None:
-    from app import retention
+    from app.retention import service as retention
 
     org = factories.make_org(name="Scan Marker Org")
     secrets_ = setup(org)
@@ -462,7 +463,7 @@ def _erase_one(case_id: int) -> None:
 
 
 def _erase_in_a_batch(case_id: int) -> None:
-    from app import retention
+    from app.retention import service as retention
 
     retention.erase_batch([case_id], "retention", datetime.now(UTC))
 
@@ -484,8 +485,9 @@ def test_an_erasure_while_a_referral_is_being_sent_for_the_case(app, erase):
     the referral's foreign key): PostgreSQL found a deadlock and failed both requests.
     Erasure takes the audit lock first, as every path that locks rows does (app.audit.lock):
     the referral is made, then cancelled by the erasure; neither fails."""
-    from app import audit, referrals
+    from app.core import audit
     from app.models import Referral, Service
+    from app.referrals import service as referrals
 
     service = factories.make_service(category="shelter", beds_total=3, beds_available=3)
     case = factories.make_case(needs={"shelter": "immediate"})

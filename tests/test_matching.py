@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import vocab
-from app.extensions import db
-from app.matching import MatchCriteria, criteria_from_form, haversine_km, match
+from app.core import vocab
+from app.core.extensions import db
+from app.directory.matching import MatchCriteria, criteria_from_form, haversine_km, match
 from app.models.directory import open_at
 from bench.naive_matching import naive_match
 from tests import factories

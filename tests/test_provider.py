@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app import consent, referrals
-from app.extensions import db
+from app.consent import service as consent
+from app.core.extensions import db
 from app.models import AuditEvent, Message, Organization, Referral, Service
+from app.referrals import service as referrals
 from tests import factories
 from tests.conftest import login_session
 

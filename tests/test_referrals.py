@@ -10,10 +10,12 @@ from itertools import product
 import pytest
 from sqlalchemy import func, select
 
-from app import consent, hotline, referrals
-from app.cases import erase_case
-from app.extensions import db
+from app.cases.service import erase_case
+from app.consent import service as consent
+from app.core.extensions import db
 from app.models import AuditEvent, Message, Referral, Release, Service, utcnow
+from app.referrals import service as referrals
+from app.sms import hotline
 from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import png_data_url

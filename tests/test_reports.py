@@ -11,9 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app import figures, referrals
-from app.extensions import db
+from app.core.extensions import db
 from app.models import CaseStatistic, ReferralStatistic
+from app.referrals import service as referrals
+from app.reports import figures
 from tests import factories
 from tests.conftest import login_session
 
@@ -216,7 +217,7 @@ def test_other_roles_do_not_see_figures(app, client, role):
 
 
 def test_bed_occupancy_from_daily_snapshots(app):
-    from app import retention
+    from app.retention import service as retention
 
     factories.make_service(category="shelter", beds_total=10, beds_available=4)
     factories.make_service(category="shelter", beds_total=10, beds_available=6)

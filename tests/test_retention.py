@@ -18,9 +18,11 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select, text, update
 
-from app import audit, cases, consent, referrals, retention
-from app.crypto import blind_index, keyring
-from app.extensions import db
+from app.cases import service as cases
+from app.consent import service as consent
+from app.core import audit
+from app.core.crypto import blind_index, keyring
+from app.core.extensions import db
 from app.models import (
     AuditEvent,
     AuditHead,
@@ -38,6 +40,8 @@ from app.models import (
     RetentionRun,
 )
 from app.models.referrals import Referral, Release
+from app.referrals import service as referrals
+from app.retention import service as retention
 from tests import factories
 from tests.conftest import TEST_ENV, login_session
 
@@ -331,7 +335,7 @@ def test_with_twilio_an_inbound_record_waits_for_the_text_to_be_deleted_there(ap
 
 
 def test_an_inbound_text_leaves_no_copy_and_its_record_goes_after_a_day(app):
-    from app import hotline
+    from app.sms import hotline
 
     phrase = f"quinceberry{uuid.uuid4().hex[:12]}"
     hotline.handle_inbound("SM" + uuid.uuid4().hex, "+14155550177", f"hello {phrase}")

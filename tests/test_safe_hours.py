@@ -12,10 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from app import safe_hours
-from app.extensions import db
-from app.models import Area
-from app.safe_hours import (
+from app.consent import safe_hours
+from app.consent.safe_hours import (
     SafeHoursError,
     Window,
     describe,
@@ -26,6 +24,8 @@ from app.safe_hours import (
     parse_legacy,
     window,
 )
+from app.core.extensions import db
+from app.models import Area
 from tests import factories
 
 ALL = frozenset(range(7))

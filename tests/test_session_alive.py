@@ -38,7 +38,7 @@ def test_activity_report_needs_the_csrf_token(app_factory: Any) -> None:
     app = app_factory(WTF_CSRF_ENABLED=True)
     with app.app_context():
         user = factories.make_user("caseworker")
-        from app.extensions import db
+        from app.core.extensions import db
 
         db.session.commit()
         client = app.test_client()

@@ -9,7 +9,7 @@ def test_healthz(client):
 
 def test_caseworker_signs_in_and_sees_home(app, client, auth):
     user = factories.make_user("caseworker")
-    from app.extensions import db
+    from app.core.extensions import db
 
     db.session.commit()
     response = auth.login(user, follow=True)

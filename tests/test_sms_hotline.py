@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app import audit, consent, hotline, messaging
-from app.extensions import db
+from app.consent import service as consent
+from app.core import audit
+from app.core.extensions import db
 from app.models import AuditEvent, Case, HotlineSession, Message, Need, Service, SmsOptOut
+from app.sms import hotline, messaging
 from app.sms.worker import Worker
 from tests import factories
 from tests.sms_support import (
@@ -61,7 +63,7 @@ def text(client: Any, body: str, sender: str = PHONE, sid: str | None = None) ->
 
 
 def session_of(phone: str = PHONE) -> HotlineSession | None:
-    from app.crypto import blind_index
+    from app.core.crypto import blind_index
 
     db.session.expire_all()
     return db.session.scalar(
@@ -70,7 +72,7 @@ def session_of(phone: str = PHONE) -> HotlineSession | None:
 
 
 def the_case(phone: str = PHONE) -> Case | None:
-    from app.crypto import blind_index
+    from app.core.crypto import blind_index
 
     db.session.expire_all()
     return db.session.scalar(select(Case).where(Case.phone_index == blind_index(phone)))
@@ -237,7 +239,7 @@ def test_texting_again_resumes_the_case(client: Any) -> None:
     again = text(client, "hello, any news?")
     assert again == [rendered("hotline.resume", "en", reference=case.reference)]
     # The session is gone (e.g. retention), the case is closed: still the same case, reopened.
-    from app import cases
+    from app.cases import service as cases
 
     cases.close_case(case)
     db.session.execute(HotlineSession.__table__.delete())
@@ -367,7 +369,7 @@ def test_forget_erases_everything_about_the_number(
         Message.counterpart_index.is_not(None))) == 0
     assert db.session.scalar(select(Message.status).where(Message.direction == "out")) == (
         "cancelled")
-    from app.crypto import blind_index
+    from app.core.crypto import blind_index
 
     assert scan_database(sms_app, [blind_index(PHONE), "4155550123"]) == []
     # A new conversation starts from scratch.

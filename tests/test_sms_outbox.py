@@ -14,9 +14,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app import cases, consent, messaging
-from app.extensions import db
+from app.cases import service as cases
+from app.consent import service as consent
+from app.core.extensions import db
 from app.models import Consent, Message, SmsOptOut, utcnow
+from app.sms import messaging
 from app.sms.worker import RateLimiter, Worker, backoff_seconds
 from tests import factories
 from tests.sms_support import (

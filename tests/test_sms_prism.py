@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from app import messaging
-from app.extensions import db
+from app.core.extensions import db
 from app.models import Message
+from app.sms import messaging
 from app.sms.worker import Worker
 from tests import factories
 from tests.sms_support import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, LocalTwilioHttpClient

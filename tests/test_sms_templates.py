@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app import hotline, messaging
-from app.messaging import TEMPLATES, segments
+from app.sms import hotline, messaging
+from app.sms.messaging import TEMPLATES, segments
 
 # The longest values each parameter can take.
 LONGEST = {

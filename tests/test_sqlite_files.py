@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 
 from app import create_app
-from app.database import prepare_sqlite_file
-from app.extensions import db
+from app.core.database import prepare_sqlite_file
+from app.core.extensions import db
 from tests.conftest import TEST_ENV, make_config
 
 REPO = Path(__file__).resolve().parent.parent

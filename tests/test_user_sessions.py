@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
-from app.extensions import db
+from app.core.extensions import db
 from app.models import User, UserSession, utcnow
 from tests import factories
 from tests.conftest import AuthActions, login_session

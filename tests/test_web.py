@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.extensions import db
+from app.core.extensions import db
 from tests import factories
 from tests.conftest import login_session
 

@@ -1,5 +1,1 @@
-from flask import Blueprint
-
-bp = Blueprint("admin", __name__)
-
-from app.admin import routes  # noqa: E402,F401
+"""Administration (admins): organizations, users and their access."""

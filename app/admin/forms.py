@@ -4,7 +4,7 @@ from flask_babel import lazy_gettext as _l
 from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
-from app.inputs import HavenForm, coerce_id
+from app.core.inputs import HavenForm, coerce_id
 
 ROLE_LABELS = {
     "admin": _l("Administrator"),

@@ -1,5 +1,1 @@
-from flask import Blueprint
-
-bp = Blueprint("auth", __name__)
-
-from app.auth import routes  # noqa: E402,F401
+"""Accounts and sign-in: passwords, two-step codes, server-side sessions, throttling."""

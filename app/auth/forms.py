@@ -4,7 +4,7 @@ from flask_babel import lazy_gettext as _l
 from wtforms import HiddenField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from app.inputs import HavenForm
+from app.core.inputs import HavenForm
 
 
 class LoginForm(HavenForm):

@@ -9,8 +9,9 @@ import sys
 import click
 from flask import current_app
 
-from app import audit, hsds
-from app.extensions import db
+from app.core import audit
+from app.core.extensions import db
+from app.directory import hsds
 
 
 @click.group("directory")

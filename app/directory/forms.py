@@ -25,11 +25,11 @@ from wtforms.validators import (
 )
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from app import vocab
-from app.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
-from app.inputs import HavenForm, coerce_id
+from app.consent.safe_hours import valid_zone
+from app.core import vocab
+from app.core.discretion import MAX_DIGITS, SMS_LABEL_MAX, SmsLabelRefused, clean_sms_label
+from app.core.inputs import HavenForm, coerce_id
 from app.models.directory import MAX_AGE, zone
-from app.safe_hours import valid_zone
 
 WEEKDAY_LABELS = (
     _l("Monday"),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.discretion import clean_sms_label
-from app.extensions import db
+from app.core.discretion import clean_sms_label
+from app.core.extensions import db
 from app.models import Area, Organization, Service
 
 DEMO_AREAS = [

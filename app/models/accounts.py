@@ -6,8 +6,8 @@ from flask_login import UserMixin
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.crypto import MasterEncrypted
-from app.extensions import db
+from app.core.crypto import MasterEncrypted
+from app.core.extensions import db
 from app.models.base import UTCDateTime, utcnow
 
 ROLES = ("admin", "supervisor", "caseworker", "provider")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.core.extensions import db
 
 
 class Area(db.Model):  # type: ignore[name-defined,misc]

@@ -33,8 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.crypto import MasterEncrypted
-from app.extensions import db
+from app.core.crypto import MasterEncrypted
+from app.core.extensions import db
 from app.models.base import UTCDateTime, utcnow
 
 DIRECTIONS = ("in", "out")

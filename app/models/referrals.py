@@ -35,8 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.crypto import sealed
-from app.extensions import db
+from app.core.crypto import sealed
+from app.core.extensions import db
 from app.models.base import UTCDateTime, utcnow
 from app.models.keys import DataKey
 

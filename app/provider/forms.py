@@ -4,8 +4,8 @@ from flask_babel import lazy_gettext as _l
 from wtforms import IntegerField, RadioField, SubmitField, TextAreaField
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
-from app.inputs import HavenForm
-from app.referrals import RESPONSE_TEXT_MAX
+from app.core.inputs import HavenForm
+from app.referrals.service import RESPONSE_TEXT_MAX
 
 DECLINE_REASON_LABELS = {
     "full": _l("No space"),

@@ -1,5 +1,1 @@
-from flask import Blueprint
-
-bp = Blueprint("reports", __name__)
-
-from app.reports import routes  # noqa: E402,F401
+"""Aggregate figures (supervisors, admins): the domain in figures.py, pages in views.py."""

@@ -60,14 +60,15 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import or_, select, update
 
-from app import messaging, safe_hours
-from app.cases import request_checkpoint
-from app.crypto import CryptoError, KeyDestroyed
-from app.extensions import db
+from app.cases.service import request_checkpoint
+from app.consent import safe_hours
+from app.core.crypto import CryptoError, KeyDestroyed
+from app.core.extensions import db
 from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.directory import Service
 from app.models.messages import FINAL_STATUSES, Message
+from app.sms import messaging
 
 log = logging.getLogger("haven.sms")
 
@@ -269,7 +270,7 @@ class Worker:
         explicit = False
         to: str | None
         if message.audience == "survivor":
-            from app.consent import permits
+            from app.consent.service import permits
 
             case = db.session.get(Case, message.case_id) if message.case_id else None
             if case is None or not permits(case, "sms"):

@@ -12,7 +12,7 @@ about, so a change of the referral cancels it).
 Data: every case that holds safe hours holds them as free text (sealed with the case's own
 key). First, in SQL, every one of them is flagged — so nothing is sent on a misread hour even
 if the next step cannot run (offline SQL, keys missing). Then, with the app's master keys,
-each is opened and converted with ``app.safe_hours.parse_legacy`` when it reads exactly one
+each is opened and converted with ``app.consent.safe_hours.parse_legacy`` when it reads exactly one
 way (its flag lifted); the rest keep their text and their flag for a caseworker to check.
 
 Downgrade: the columns go; converted values stay in their JSON form, which the free-text
@@ -57,7 +57,7 @@ def _convert_legacy_safe_hours():
     from cryptography.fernet import Fernet, InvalidToken, MultiFernet
     from flask import current_app
 
-    from app.safe_hours import dumps, parse_legacy
+    from app.consent.safe_hours import dumps, parse_legacy
 
     keys = [k.strip() for k in current_app.config.get('HAVEN_DATA_KEYS', '').split(',') if k.strip()]
     if not keys:

@@ -23,7 +23,7 @@ import pytest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from app import create_app
-from app.extensions import db
+from app.core.extensions import db
 from tests import factories
 from tests.browser.support import (
     CHROMIUM,

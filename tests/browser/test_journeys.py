@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from app.extensions import db
+from app.core.extensions import db
 from tests.browser.support import SHORT_IDLE_SECONDS, html_lang_dir, sign_in, submit
 
 pytestmark = pytest.mark.browser

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from app.extensions import db
+from app.core.extensions import db
 from app.models import utcnow
 from tests import factories
 from tests.browser.support import (

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.extensions import db
+from app.core.extensions import db
 from tests import factories
 from tests.browser.support import blocking, run_axe, sign_in, small_targets, submit
 

@@ -1,0 +1,1 @@
+"""Retention: what is kept how long, erased or anonymized when due; commands in cli.py."""
