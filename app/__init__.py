@@ -10,11 +10,25 @@ import logging
 import os
 
 import click
-from flask import Flask, request, session
+from flask import Flask, current_app, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.admin.views import bp as admin_bp
+from app.auth.accounts import session_user
+from app.auth.views import bp as auth_bp
+from app.cases.views import bp as intake_bp
+from app.core import cli, crypto, errors, security, templating
+from app.core.database import init_engine_events
+from app.core.extensions import babel, csrf, db, login_manager, migrate
 from app.core.inputs import IdConverter
+from app.core.security import RequestIdFilter
+from app.directory.views import bp as directory_bp
+from app.main.views import bp as main_bp
+from app.provider.views import bp as provider_bp
+from app.referrals.views import bp as referrals_bp
+from app.reports.views import bp as reports_bp
+from app.sms.views import bp as sms_bp
 from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,8 +97,6 @@ def register_proxy(app: Flask) -> None:
 
 
 def register_logging(app: Flask) -> None:
-    from app.core.security import RequestIdFilter
-
     handler = logging.StreamHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
@@ -96,8 +108,6 @@ def register_logging(app: Flask) -> None:
 
 
 def _select_locale() -> str | None:
-    from flask import current_app
-
     languages = current_app.config["LANGUAGES"]
     forced = session.get("locale") if session else None
     if forced in languages:
@@ -108,10 +118,6 @@ def _select_locale() -> str | None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app.core import crypto, security
-    from app.core.database import init_engine_events
-    from app.core.extensions import babel, csrf, db, login_manager, migrate
-
     crypto.init_app(app)
     db.init_app(app)
     init_engine_events(app)
@@ -131,22 +137,11 @@ def register_extensions(app: Flask) -> None:
 
 def _load_user(session_id: str):  # type: ignore[no-untyped-def]
     """Flask-Login's loader: the cookie names a server-side session, not a user."""
-    from app.auth.accounts import session_user
 
     return session_user(session_id)
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.admin.views import bp as admin_bp
-    from app.auth.views import bp as auth_bp
-    from app.cases.views import bp as intake_bp
-    from app.directory.views import bp as directory_bp
-    from app.main.views import bp as main_bp
-    from app.provider.views import bp as provider_bp
-    from app.referrals.views import bp as referrals_bp
-    from app.reports.views import bp as reports_bp
-    from app.sms.views import bp as sms_bp
-
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(admin_bp, url_prefix="/admin")
@@ -159,18 +154,12 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app.core.errors import register
-
-    register(app)
+    errors.register(app)
 
 
 def register_template_helpers(app: Flask) -> None:
-    from app.core.templating import register
-
-    register(app)
+    templating.register(app)
 
 
 def register_cli(app: Flask) -> None:
-    from app.core.cli import register
-
-    register(app)
+    cli.register(app)

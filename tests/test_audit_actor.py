@@ -14,7 +14,7 @@ from flask import Flask
 from flask_login import login_user
 from sqlalchemy import select
 
-from app.consent import service as consent
+from app.consent import changes
 from app.core import audit
 from app.core.extensions import db
 from app.models import AuditEvent, Case, User, utcnow
@@ -68,7 +68,7 @@ def test_a_consent_withdrawn_by_sms_names_nobody(signed_in: User) -> None:
     happens to be signed in (the hotline simulator) did not act."""
     case = factories.make_case(signed_in.organization)
     referral = factories.make_referral(case, factories.make_service(category="shelter"))
-    consent.change_consent(case, "share_shelter", False, "sms", None, language="en")
+    changes.change_consent(case, "share_shelter", False, "sms", None, language="en")
     [withdrawal] = events("consent.withdraw")
     [cancelled] = events("referral.cancel")
     assert cancelled.object_id == str(referral.id)

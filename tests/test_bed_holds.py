@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from app.consent import changes
 from app.core.extensions import db
 from app.directory import capacity
 from app.models import Referral, Release, Service, utcnow
@@ -346,7 +347,6 @@ def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch
     bed given back) while another survivor is referred to the same shelter. On PostgreSQL
     both used to lock the audit head and the service row in opposite orders (deadlock:
     the withdrawal failed); with one lock order both succeed."""
-    from app.consent import service as consent
     from app.models import Case
 
     service = shelter(free=3)
@@ -360,7 +360,7 @@ def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch
     def withdraw() -> str:
         time.sleep(0.2)  # while the sender is inside its transaction
         case = db.session.get(Case, ids[2])
-        consent.change_consent(case, "share_shelter", False, "verbal", None, language="en")
+        changes.change_consent(case, "share_shelter", False, "verbal", None, language="en")
         return "withdrawn"
 
     results = run_together(app, [_sender(ids[0], ids[1], ids[3]), withdraw])

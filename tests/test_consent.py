@@ -10,11 +10,14 @@ from hypothesis import HealthCheck, given, settings, strategies
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.cases import service as cases
+from app.cases import erasure
+from app.consent import changes
 from app.consent import service as consent
 from app.core.extensions import db
 from app.core.vocab import SERVICE_CATEGORIES
 from app.models import AuditEvent, Case, Consent, DataKey, utcnow
+from app.referrals import service as referrals
+from app.sms import messaging
 from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import consent_form
@@ -116,7 +119,7 @@ def test_do_not_text_blocks_sms_even_with_consent(app):
 
 def test_erased_case_permits_nothing(app):
     case = factories.make_case()
-    cases.erase_case(case, None)
+    erasure.erase_case(case, None)
     for action in consent.ACTIONS:
         assert not consent.permits(case, action)
 
@@ -133,9 +136,9 @@ def test_change_consent_appends_and_newest_decides(app):
     user = factories.make_user("caseworker")
     case = factories.make_case(user.organization)
     before = db.session.query(Consent).filter_by(case_id=case.id).count()
-    consent.change_consent(case, "share_legal", False, "verbal", user.id, language="en")
+    changes.change_consent(case, "share_legal", False, "verbal", user.id, language="en")
     assert not consent.permits(case, "share:legal")
-    consent.change_consent(case, "share_legal", True, "verbal", user.id, language="en")
+    changes.change_consent(case, "share_legal", True, "verbal", user.id, language="en")
     assert consent.permits(case, "share:legal")
     assert db.session.query(Consent).filter_by(case_id=case.id).count() == before + 2
     actions = [e.action for e in db.session.query(AuditEvent).order_by(AuditEvent.seq)]
@@ -154,61 +157,60 @@ def test_consent_records_are_append_only(app):
     db.session.rollback()
 
 
-def test_withdrawal_effects_run_at_once(app):
+def test_withdrawal_effects_run_at_once(app, monkeypatch):
     calls = []
+    apply_withdrawal = changes.apply_withdrawal
 
     def effect(case, scope, actor_id, at):
         calls.append((case.id, scope, actor_id))
+        apply_withdrawal(case, scope, actor_id, at)
 
-    consent.on_withdrawal(effect)
-    try:
-        user = factories.make_user("caseworker")
-        case = factories.make_case(user.organization)
-        consent.change_consent(case, "contact_sms", True, "verbal", user.id, language="en")
-        assert calls == []  # grants have no effects
-        consent.change_consent(case, "contact_sms", False, "sms", None, language="en")
-        assert calls == [(case.id, "contact_sms", None)]
-    finally:
-        consent.WITHDRAWAL_EFFECTS.remove(effect)
+    monkeypatch.setattr(changes, "apply_withdrawal", effect)
+    user = factories.make_user("caseworker")
+    case = factories.make_case(user.organization)
+    changes.change_consent(case, "contact_sms", True, "verbal", user.id, language="en")
+    assert calls == []  # grants have no effects
+    changes.change_consent(case, "contact_sms", False, "sms", None, language="en")
+    assert calls == [(case.id, "contact_sms", None)]
 
 
-def test_withdrawing_store_erases_the_case(app):
+def test_withdrawing_store_erases_the_case(app, monkeypatch):
     hooks = []
-    hook = cases.on_erasure(lambda case, actor, at: hooks.append(case.id))
-    try:
-        user = factories.make_user("caseworker")
-        case = factories.make_case(user.organization)
-        key_id = case.data_key_id
-        consent.change_consent(case, "store", False, "verbal", user.id, language="en")
-        db.session.commit()
-        assert hooks == [case.id]
-        assert case.status == "erased"
-        assert db.session.get(DataKey, key_id) is None
-        assert db.session.query(Consent).filter_by(case_id=case.id).count() == 0
-        with pytest.raises(consent.ConsentError):
-            consent.change_consent(case, "store", True, "verbal", user.id, language="en")
-    finally:
-        # Only this test's hook: the SMS outbox and referrals register theirs at import.
-        cases.ERASURE_HOOKS.remove(hook)
+    forget_cases = messaging.forget_cases
+
+    def spy(case_ids):
+        hooks.extend(case_ids)
+        forget_cases(case_ids)
+
+    # The erasure pipeline's first step, spied on: withdrawing store runs the whole pipeline.
+    monkeypatch.setattr(messaging, "forget_cases", spy)
+    user = factories.make_user("caseworker")
+    case = factories.make_case(user.organization)
+    key_id = case.data_key_id
+    changes.change_consent(case, "store", False, "verbal", user.id, language="en")
+    db.session.commit()
+    assert hooks == [case.id]
+    assert case.status == "erased"
+    assert db.session.get(DataKey, key_id) is None
+    assert db.session.query(Consent).filter_by(case_id=case.id).count() == 0
+    with pytest.raises(consent.ConsentError):
+        changes.change_consent(case, "store", True, "verbal", user.id, language="en")
 
 
-def test_a_failing_effect_leaves_nothing_changed(app):
+def test_a_failing_effect_leaves_nothing_changed(app, monkeypatch):
     def boom(case, scope, actor_id, at):
         raise RuntimeError("provider unreachable")
 
-    consent.on_withdrawal(boom)
-    try:
-        case = factories.make_case()
-        db.session.commit()
-        case_id = case.id
-        with pytest.raises(RuntimeError):
-            consent.change_consent(case, "store", False, "verbal", None, language="en")
-        db.session.rollback()
-        case = db.session.get(Case, case_id)
-        assert case.status == "open" and case.alias == "Rosa"
-        assert consent.has_consent(case, "store")
-    finally:
-        consent.WITHDRAWAL_EFFECTS.remove(boom)
+    monkeypatch.setattr(referrals, "cancel_for_withdrawal", boom)
+    case = factories.make_case()
+    db.session.commit()
+    case_id = case.id
+    with pytest.raises(RuntimeError):
+        changes.change_consent(case, "store", False, "verbal", None, language="en")
+    db.session.rollback()
+    case = db.session.get(Case, case_id)
+    assert case.status == "open" and case.alias == "Rosa"
+    assert consent.has_consent(case, "store")
 
 
 def test_consent_text_falls_back_to_english_and_says_so(app):
@@ -228,21 +230,23 @@ def test_consent_text_falls_back_to_english_and_says_so(app):
 
 
 class WithdrawalSpy:
-    """A withdrawal effect registered like the outbox's and the referrals' own: it records
-    which scopes' effects ran."""
+    """Wraps the withdrawal effects (``app.consent.changes.apply_withdrawal``): it records
+    which scopes' effects ran, and runs them."""
 
     def __init__(self) -> None:
         self.scopes: list[str] = []
+        self.original = changes.apply_withdrawal
 
     def __call__(self, case, scope, actor_id, at) -> None:
         self.scopes.append(scope)
+        self.original(case, scope, actor_id, at)
 
     def __enter__(self) -> WithdrawalSpy:
-        consent.on_withdrawal(self)
+        changes.apply_withdrawal = self  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc) -> None:
-        consent.WITHDRAWAL_EFFECTS.remove(self)
+        changes.apply_withdrawal = self.original  # type: ignore[assignment]
 
 
 def consent_actions(case) -> list[str]:
@@ -258,7 +262,7 @@ def test_no_to_a_scope_never_granted_is_a_refusal_without_withdrawal_effects(app
     user = factories.make_user("caseworker")
     case = factories.make_case(user.organization, consents={"store": True})
     with WithdrawalSpy() as spy:
-        refused = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+        refused = changes.change_consent(case, "share_legal", False, "verbal", user.id,
                                          language="en")
         assert refused.decision == "refuse" and not refused.granted
         assert spy.scopes == []
@@ -266,15 +270,15 @@ def test_no_to_a_scope_never_granted_is_a_refusal_without_withdrawal_effects(app
         assert not state.granted and state.record is refused  # a refusal counts as "no"
         assert not consent.permits(case, "share:legal")
 
-        granted = consent.change_consent(case, "share_legal", True, "verbal", user.id,
+        granted = changes.change_consent(case, "share_legal", True, "verbal", user.id,
                                          language="en")
         assert granted.decision == "grant" and consent.permits(case, "share:legal")
-        withdrawn = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+        withdrawn = changes.change_consent(case, "share_legal", False, "verbal", user.id,
                                            language="en")
         assert withdrawn.decision == "withdraw" and spy.scopes == ["share_legal"]
         # Asked again after withdrawing, she says no again: nothing is in force to
         # withdraw, so that answer is a refusal (and its effects already ran).
-        again = consent.change_consent(case, "share_legal", False, "verbal", user.id,
+        again = changes.change_consent(case, "share_legal", False, "verbal", user.id,
                                        language="en")
         assert again.decision == "refuse" and spy.scopes == ["share_legal"]
     assert consent_actions(case) == [
@@ -286,7 +290,7 @@ def test_no_after_a_grant_expired_is_a_withdrawal_with_its_effects(app):
     case = factories.make_case(consents={"store": True, "contact_sms": True}, at=start)
     assert consent.current_consents(case)["contact_sms"].expired
     with WithdrawalSpy() as spy:
-        record = consent.change_consent(case, "contact_sms", False, "sms", None, language="en")
+        record = changes.change_consent(case, "contact_sms", False, "sms", None, language="en")
     assert record.decision == "withdraw" and spy.scopes == ["contact_sms"]
 
 
@@ -295,7 +299,7 @@ def test_no_to_store_on_a_case_without_a_store_grant_still_erases_it(app):
     nothing may be kept (DESIGN §1.1), whatever the record is called."""
     case = factories.make_case(consents={})
     with WithdrawalSpy() as spy:
-        record = consent.change_consent(case, "store", False, "verbal", None, language="en")
+        record = changes.change_consent(case, "store", False, "verbal", None, language="en")
     assert record.decision == "refuse" and spy.scopes == []
     assert case.status == "erased"
 
@@ -324,7 +328,7 @@ def test_any_sequence_of_answers_is_classified_and_the_newest_decides(app, answe
     try:
         with WithdrawalSpy() as spy:
             decisions = [
-                consent.change_consent(
+                changes.change_consent(
                     case, "contact_sms", yes, "verbal", None, language="en",
                     at=start + timedelta(minutes=i),
                 ).decision

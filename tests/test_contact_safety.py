@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
-from app.cases.service import erase_case
+from app.cases.erasure import erase_case
+from app.consent import changes
 from app.consent import service as consent
 from app.core.extensions import db
 from app.models import Area, Case, Message, Referral, utcnow
@@ -261,7 +262,7 @@ def test_an_old_referral_text_without_its_referral_is_not_sent(app, ngo):
 
 
 def _withdraw_consent(referral: Referral) -> None:
-    consent.change_consent(referral.case, "share_legal", False, "verbal", None, language="en")
+    changes.change_consent(referral.case, "share_legal", False, "verbal", None, language="en")
 
 
 def _cancel(referral: Referral) -> None:

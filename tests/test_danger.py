@@ -15,12 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.cases import danger
+from app.cases import danger, erasure
 from app.cases import service as cases
 from app.core.crypto import blind_index
 from app.core.extensions import db
 from app.models import AuditEvent, Case, HotlineSession, Organization
-from app.retention import service as retention
 from app.sms import hotline, messaging
 from tests import factories
 from tests.conftest import login_session
@@ -217,7 +216,8 @@ def test_forget_and_erasure_leave_no_danger_flag(sms_app: Any) -> None:
                                   danger_acknowledged_at=minutes(2),
                                   danger_acknowledged_by_id=user.id)
     db.session.commit()
-    assert retention.erase_batch([flagged.id], "retention", minutes(3)) == [flagged.id]
+    erased = erasure.erase_cases([flagged.id], None, reason="retention", at=minutes(3))
+    assert erased == [flagged.id]
     db.session.commit()
     db.session.expire_all()
     row = db.session.get(Case, flagged.id)

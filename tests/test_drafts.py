@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from app.cases import erasure
 from app.cases import service as cases
 from app.core import audit
 from app.core.extensions import db
@@ -154,7 +155,7 @@ def test_a_case_with_a_profile_is_not_a_draft_and_is_not_discarded(worker, clien
     assert db.session.get(Case, case.id).status == "open" and count(CaseStatistic) == 0
     assert "case.discard_draft" not in actions(case.id)
     with pytest.raises(cases.NotADraft):
-        cases.discard_draft(case, worker.id)
+        erasure.discard_draft(case, worker.id)
 
 
 def test_discarding_reads_the_case_again_so_a_profile_saved_meanwhile_is_kept(app):
@@ -170,7 +171,7 @@ def test_discarding_reads_the_case_again_so_a_profile_saved_meanwhile_is_kept(ap
     )
     assert draft.is_draft  # what this session loaded
     with pytest.raises(cases.NotADraft):
-        cases.discard_draft(draft, None)
+        erasure.discard_draft(draft, None)
     db.session.rollback()
     assert db.session.get(Case, draft.id).status == "open" and count(CaseStatistic) == 0
 
@@ -241,7 +242,7 @@ def test_retention_and_a_caseworker_leave_the_same_after_discarding(app):
     org = factories.make_org()
     by_hand, by_rule = make_draft(org), make_draft(org)
     db.session.commit()
-    cases.discard_draft(by_hand, None, at=T0 + timedelta(days=2))
+    erasure.discard_draft(by_hand, None, at=T0 + timedelta(days=2))
     db.session.commit()
     retention.run(T0 + timedelta(days=2))
     db.session.expire_all()
@@ -275,7 +276,7 @@ def test_drafts_are_not_counted_as_people_helped_before_or_after_discarding(app)
 
     assert tablet_cases() == 5
     for draft in drafts:
-        cases.discard_draft(draft, None)
+        erasure.discard_draft(draft, None)
     db.session.commit()
     assert tablet_cases() == 5
     assert count(CaseStatistic, CaseStatistic.reason == "draft_discarded") == 3

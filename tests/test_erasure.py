@@ -13,8 +13,9 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import String, Text, func, select, text
 
+from app.cases import erasure
 from app.cases import service as cases
-from app.consent import service as consent
+from app.consent import changes
 from app.core.crypto import blind_index, keyring
 from app.core.extensions import db
 from app.models import (
@@ -29,6 +30,7 @@ from app.models import (
     Need,
     Organization,
 )
+from app.referrals import service as referrals
 from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import consent_form, png_data_url
@@ -169,46 +171,47 @@ def test_erasure_writes_statistics_without_identifiers(app, staffed, survivor):
     user, area = staffed
     case = factories.make_case(user.organization, alias=survivor["alias"], area=area,
                                needs={"shelter": "immediate", "other": "routine"})
-    stat = cases.erase_case(case, user.id)
+    assert erasure.erase_case(case, user.id) is True
     db.session.commit()
     columns = {c.name for c in CaseStatistic.__table__.columns}
     assert columns == {"id", "month", "organization_id", "area_id", "channel", "age_band",
                        "need_categories", "reason"}
+    stat = db.session.scalars(select(CaseStatistic)).one()
     assert stat.need_categories == "shelter,other"
-    assert cases.erase_case(case, user.id) is None  # idempotent
+    assert erasure.erase_case(case, user.id) is False  # idempotent
+    assert db.session.scalar(select(func.count(CaseStatistic.id))) == 1
 
 
-def test_erasure_hooks_run_before_the_data_goes(app, staffed, survivor):
+def test_erasure_steps_run_before_the_data_goes(app, staffed, survivor, monkeypatch):
     user, _area = staffed
     seen = []
+    erase_for_cases = referrals.erase_for_cases
 
-    def hook(case, actor_id, at):
-        seen.append((case.alias, case.phone, actor_id))  # still readable
+    def spy(case_ids, actor_id, at):
+        for case_id in case_ids:
+            case = db.session.get(Case, case_id)
+            seen.append((case.alias, case.phone, actor_id))  # still readable
+        erase_for_cases(case_ids, actor_id, at)
 
-    cases.on_erasure(hook)
-    try:
-        case = factories.make_case(user.organization, alias=survivor["alias"],
-                                   phone=survivor["phone"])
-        cases.erase_case(case, user.id)
-        assert seen == [(survivor["alias"], survivor["phone"], user.id)]
-    finally:
-        cases.ERASURE_HOOKS.remove(hook)
+    monkeypatch.setattr(referrals, "erase_for_cases", spy)
+    case = factories.make_case(user.organization, alias=survivor["alias"],
+                               phone=survivor["phone"])
+    erasure.erase_case(case, user.id)
+    assert seen == [(survivor["alias"], survivor["phone"], user.id)]
 
 
-def test_a_failing_hook_erases_nothing(app, client, staffed, survivor):
+def test_a_failing_step_erases_nothing(app, client, staffed, survivor, monkeypatch):
     user, _area = staffed
     case = factories.make_case(user.organization, alias=survivor["alias"])
     db.session.commit()
 
-    def hook(case, actor_id, at):
+    def boom(case_ids, actor_id, at):
         raise RuntimeError("cannot cancel")
 
-    cases.on_erasure(hook)
-    try:
-        response = client.post(f"/cases/{case.id}/erase", data={"reference": case.reference})
-        assert response.status_code == 500
-    finally:
-        cases.ERASURE_HOOKS.remove(hook)
+    monkeypatch.setattr(referrals, "erase_for_cases", boom)
+    response = client.post(f"/cases/{case.id}/erase", data={"reference": case.reference})
+    assert response.status_code == 500
+    monkeypatch.undo()
     db.session.expire_all()
     case = db.session.get(Case, case.id)
     assert case.status == "open" and case.alias == survivor["alias"]
@@ -219,7 +222,7 @@ def test_withdrawing_store_by_sms_erases_like_erase_now(app, staffed, survivor):
     user, _area = staffed
     case = factories.make_case(user.organization, phone=survivor["phone"])
     db.session.commit()
-    consent.change_consent(case, "store", False, "sms", None, language="en")
+    changes.change_consent(case, "store", False, "sms", None, language="en")
     db.session.commit()
     assert tables_holding(blind_index(survivor["phone"])) == []
     stat = db.session.scalar(select(CaseStatistic))
@@ -459,13 +462,11 @@ def test_retention_of_outbound_numbers_leaves_no_trace(app, survivor):
 
 
 def _erase_one(case_id: int) -> None:
-    cases.erase_case(db.session.get(Case, case_id), None, reason="survivor_request")
+    erasure.erase_case(db.session.get(Case, case_id), None, reason="survivor_request")
 
 
 def _erase_in_a_batch(case_id: int) -> None:
-    from app.retention import service as retention
-
-    retention.erase_batch([case_id], "retention", datetime.now(UTC))
+    erasure.erase_cases([case_id], None, reason="retention", at=datetime.now(UTC))
 
 
 def _waiting_for_a_lock(app) -> bool:

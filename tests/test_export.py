@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from app.consent import changes
 from app.core.extensions import db
 from app.models import AuditEvent, Message, utcnow
 from app.referrals import service as referrals
@@ -148,13 +149,12 @@ def test_export_of_a_case_with_no_referrals_or_messages(client, app):
 
 
 def test_export_consent_history_says_grant_withdrawal_or_refusal(client, app):
-    from app.consent import service as consent
 
     worker = factories.make_user("caseworker")
     case = factories.make_case(worker.organization, consents={"store": True})
-    consent.change_consent(case, "share_medical", False, "verbal", worker.id, language="en")
-    consent.change_consent(case, "contact_sms", True, "verbal", worker.id, language="en")
-    consent.change_consent(case, "contact_sms", False, "verbal", worker.id, language="en")
+    changes.change_consent(case, "share_medical", False, "verbal", worker.id, language="en")
+    changes.change_consent(case, "contact_sms", True, "verbal", worker.id, language="en")
+    changes.change_consent(case, "contact_sms", False, "verbal", worker.id, language="en")
     db.session.commit()
     login_session(client, worker)
     data = client.get(f"/cases/{case.id}/export.json").get_json()

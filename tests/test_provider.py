@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.consent import service as consent
+from app.consent import changes
 from app.core.extensions import db
 from app.models import AuditEvent, Message, Organization, Referral, Service
 from app.referrals import service as referrals
@@ -124,11 +124,11 @@ def test_withdrawn_consent_leaves_the_code_only(app, client, provider, shelter):
     referral = make_referral(shelter)
     client.post(f"/provider/referrals/{referral.id}/accept")
     case = db.session.get(Referral, referral.id).case
-    consent.change_consent(case, "share_identity", False, "verbal", None, language="en")
+    changes.change_consent(case, "share_identity", False, "verbal", None, language="en")
     db.session.commit()
     page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
     assert "Rosa" not in page and "Shelter: Immediate" in page
-    consent.change_consent(case, "share_shelter", False, "verbal", None, language="en")
+    changes.change_consent(case, "share_shelter", False, "verbal", None, language="en")
     db.session.commit()
     page = client.get(f"/provider/referrals/{referral.id}").get_data(as_text=True)
     assert referral.code in page and "Shelter: Immediate" not in page and "25–34" not in page

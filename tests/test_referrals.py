@@ -10,8 +10,8 @@ from itertools import product
 import pytest
 from sqlalchemy import func, select
 
-from app.cases.service import erase_case
-from app.consent import service as consent
+from app.cases.erasure import erase_case
+from app.consent import changes
 from app.core.extensions import db
 from app.models import AuditEvent, Message, Referral, Release, Service, utcnow
 from app.referrals import service as referrals
@@ -271,11 +271,11 @@ def test_the_portal_follows_consent_changes_after_sending(app, ngo):
     legal = provider_service("legal")
     referral = factories.make_referral(case, legal)
     assert "alias" in referrals.referral_view(referral).names
-    consent.change_consent(case, "share_identity", False, "verbal", None, language="en")
+    changes.change_consent(case, "share_identity", False, "verbal", None, language="en")
     assert referrals.referral_view(referral).names == referrals.BASE_FIELDS
     # Granting identity again does not widen what was released at sending... it does
     # only within the snapshot, which had identity; a snapshot without it stays without.
-    consent.change_consent(case, "share_legal", False, "verbal", None, language="en")
+    changes.change_consent(case, "share_legal", False, "verbal", None, language="en")
     assert referral.status == "cancelled"
     assert referrals.referral_view(referral).withheld
 
@@ -444,7 +444,7 @@ def test_withdrawing_a_category_cancels_its_open_referrals(app, survivor):
         None,
         idempotency_key=None,
     )
-    consent.change_consent(survivor, "share_shelter", False, "verbal", None, language="en")
+    changes.change_consent(survivor, "share_shelter", False, "verbal", None, language="en")
     db.session.commit()
     by_category = {r.category: db.session.get(Referral, r.id) for r in made}
     assert by_category["shelter"].status == "cancelled"
@@ -464,15 +464,18 @@ def test_erasure_cancels_open_referrals_first(app, survivor):
     referrals.accept(referral, None)
     referral.status = "pending"  # (to check a pending one too below)
     db.session.flush()
+    referral_id, code = referral.id, referral.code
     erase_case(survivor, None)
     db.session.commit()
-    referral = db.session.get(Referral, referral.id)
-    assert referral.status == "cancelled" and referral.cancel_reason == "case_erased"
-    assert referral.hold_status == "returned"
+    # Cancelled first (the bed given back, the provider told by code, audited), then the
+    # referral and release rows go with the case, on this path as in a retention batch.
     assert db.session.get(Service, shelter.id).beds_available == 1
-    assert referral.response_text_enc is None
-    assert referrals.referral_view(referral).withheld
-    assert any(m.params == {"code": referral.code} for m in outbox("provider.referral_cancelled"))
+    assert any(m.params == {"code": code} for m in outbox("provider.referral_cancelled"))
+    assert db.session.scalar(select(func.count(AuditEvent.id)).where(
+        AuditEvent.action == "referral.cancel", AuditEvent.object_id == str(referral_id)))
+    assert db.session.get(Referral, referral_id) is None
+    assert not db.session.scalar(select(func.count(Release.id)).where(
+        Release.case_id == survivor.id))
 
 
 def test_accepting_a_shelter_releases_the_cases_other_shelter_holds(app, survivor):

@@ -18,7 +18,9 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select, text, update
 
+from app.cases import erasure
 from app.cases import service as cases
+from app.consent import changes
 from app.consent import service as consent
 from app.core import audit
 from app.core.crypto import blind_index, keyring
@@ -361,7 +363,7 @@ def test_activity_keeps_a_case_open(app):
     now = T0 + timedelta(days=181)
     assert due_count("idle_cases", now) == 1
     # A consent change 10 days ago is activity.
-    consent.change_consent(
+    changes.change_consent(
         case, "explicit_wording", False, "verbal", None, language="en", at=now - timedelta(days=10)
     )
     db.session.execute(update(Case).where(Case.id == case.id).values(updated_at=T0))
@@ -404,7 +406,7 @@ def test_expired_share_consent_cancels_open_referrals_and_opens_a_task(app, clie
     assert case.alias not in page  # reference codes only
     assert len(retention.open_tasks(org.id)) == len(factories.ALL_CONSENT_SCOPES)
     case = db.session.get(Case, case.id)
-    consent.change_consent(case, "store", True, "verbal", user.id, language="en")
+    changes.change_consent(case, "store", True, "verbal", user.id, language="en")
     db.session.commit()
     scopes = {task.scope for task, _case in retention.open_tasks(org.id)}
     assert "store" not in scopes and len(scopes) == len(factories.ALL_CONSENT_SCOPES) - 1
@@ -617,9 +619,9 @@ def test_batch_erasure_leaves_exactly_what_erase_case_leaves(app):
         made_cases.append(case)
     db.session.commit()
     one, two = made_cases
-    cases.erase_case(one, None, reason="retention", at=T0)
+    erasure.erase_case(one, None, reason="retention", at=T0)
     db.session.commit()
-    retention.erase_batch([two.id], "retention", T0)
+    erasure.erase_cases([two.id], None, reason="retention", at=T0)
     db.session.commit()
     db.session.expire_all()
     assert comparable_case(one.id) == comparable_case(two.id)
@@ -633,22 +635,15 @@ def test_batch_erasure_leaves_exactly_what_erase_case_leaves(app):
         for s in db.session.scalars(select(ReferralStatistic).order_by(ReferralStatistic.id))
     ]
     assert rstats == [("legal", "cancelled", area.id)] * 2
-    # Both open referrals were cancelled (bed back, provider told); erase_case keeps the
-    # scrubbed row, the batch form deletes it at once (its statistics are written)...
+    # Both open referrals were cancelled (bed back, provider told), their statistics
+    # written, and their rows deleted at once: one pipeline, the same rows on both paths.
     assert count(AuditEvent, AuditEvent.action == "referral.cancel") == 2
-    referral = db.session.scalar(select(Referral).where(Referral.case_id == one.id))
-    assert (referral.status, referral.cancel_reason, referral.data_key_id) == (
-        "cancelled",
-        "case_erased",
-        None,
-    )
-    assert count(Referral, Referral.case_id == two.id) == 0
+    assert count(Referral) == 0 and count(Release) == 0
     assert count(HotlineSession) == 0 and count(DataKey) == 0
     assert count(Need) == 0 and count(Consent) == 0
     assert count(AuditEvent, AuditEvent.action == "case.erase") == 2
-    # ...and the next retention run removes the one erase_case left.
-    assert run(datetime.now(UTC))["erased_referrals"] == 1
-    assert count(Referral) == 0 and count(Release) == 0
+    # Nothing is left for the next run's erased_referrals rule.
+    assert run(datetime.now(UTC))["erased_referrals"] == 0
     assert count(ReferralStatistic) == 2
     assert audit.verify_chain().ok
 

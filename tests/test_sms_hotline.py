@@ -545,8 +545,7 @@ def test_accept_and_decline_call_the_referral_hook(
             return "accepted" if action == "accept" else "declined"
         return None
 
-    monkeypatch.setattr(hotline, "REFERRAL_RESPONDERS", [])
-    hotline.on_referral_response(responder)
+    monkeypatch.setattr(hotline.referrals, "respond_by_sms", responder)
     assert text(client, "accept k7q-4mx", sender=PROVIDER_PHONE) == [
         rendered("provider.accepted", "en", code="K7Q-4MX")]
     assert text(client, "RECHAZAR K7Q-4MX lleno", sender=PROVIDER_PHONE) == [

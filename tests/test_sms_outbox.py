@@ -14,11 +14,13 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.cases import service as cases
+from app.cases import erasure
+from app.consent import changes
 from app.consent import service as consent
 from app.core.extensions import db
 from app.models import Consent, Message, SmsOptOut, utcnow
 from app.sms import messaging
+from app.sms import status as sms_status
 from app.sms.worker import RateLimiter, Worker, backoff_seconds
 from tests import factories
 from tests.sms_support import (
@@ -210,7 +212,7 @@ def test_consent_withdrawn_after_enqueue_cancels_instead_of_sending(
     assert first is not None and second is not None
     db.session.commit()
     # Withdrawal through the consent module cancels at once (the outbox's effect)...
-    consent.change_consent(case, "contact_sms", False, "verbal", None, language="en")
+    changes.change_consent(case, "contact_sms", False, "verbal", None, language="en")
     # ... and a withdrawal written behind the module's back is caught by the worker.
     db.session.add(Consent(case_id=other.id, scope="contact_sms", granted=False,
                            method="verbal", text_version=consent.CURRENT_VERSION,
@@ -234,7 +236,7 @@ def test_expired_consent_and_erased_case_cancel(twilio_app: Any, network: StubNe
                                counterpart_index=case.phone_index, next_attempt_at=utcnow()))
     db.session.flush()
     ids = list(db.session.scalars(select(Message.id).order_by(Message.id)))
-    cases.erase_case(erased, None)
+    erasure.erase_case(erased, None)
     db.session.commit()
     assert one(ids[1]).status == "cancelled" and one(ids[1]).counterpart_index is None
     worker(twilio_app).run(once=True)
@@ -486,12 +488,12 @@ def test_status_mapping_is_monotonic_and_final(app: Any) -> None:
                            twilio_sid="SM" + "a" * 32))
     db.session.commit()
     sid = "SM" + "a" * 32
-    assert messaging.apply_status(sid, "sent", None).status == "sent"  # type: ignore[union-attr]
-    assert messaging.apply_status(sid, "queued", None).status == "sent"  # type: ignore[union-attr]
-    done = messaging.apply_status(sid, "delivered", None)
+    assert sms_status.apply_status(sid, "sent", None).status == "sent"  # type: ignore[union-attr]
+    assert sms_status.apply_status(sid, "queued", None).status == "sent"  # type: ignore[union-attr]
+    done = sms_status.apply_status(sid, "delivered", None)
     assert done is not None and done.status == "delivered" and done.final_at is not None
-    assert messaging.apply_status(sid, "undelivered", 30003).status == "delivered"  # type: ignore[union-attr]
-    assert messaging.apply_status("SM" + "b" * 32, "delivered", None) is None
+    assert sms_status.apply_status(sid, "undelivered", 30003).status == "delivered"  # type: ignore[union-attr]
+    assert sms_status.apply_status("SM" + "b" * 32, "delivered", None) is None
 
 
 def test_final_messages_are_deleted_at_twilio(twilio_app: Any, network: StubNetwork) -> None:
@@ -503,7 +505,7 @@ def test_final_messages_are_deleted_at_twilio(twilio_app: Any, network: StubNetw
     db.session.commit()
     worker(twilio_app).run(once=True)
     assert one(message.id).remote_deleted_at is None  # not final yet
-    messaging.apply_status(sid, "delivered", None)
+    sms_status.apply_status(sid, "delivered", None)
     db.session.commit()
     network.push(twilio_error(20500, 500))  # first delete fails: tried again next pass
     worker(twilio_app).run(once=True)

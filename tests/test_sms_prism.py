@@ -22,6 +22,7 @@ import requests
 from app.core.extensions import db
 from app.models import Message
 from app.sms import messaging
+from app.sms import status as sms_status
 from app.sms.worker import Worker
 from tests import factories
 from tests.sms_support import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, LocalTwilioHttpClient
@@ -152,7 +153,7 @@ def test_final_message_is_deleted_at_twilio(
     db.session.expire_all()
     sid = db.session.get(Message, message.id).twilio_sid  # type: ignore[union-attr]
     assert sid is not None
-    messaging.apply_status(sid, "delivered", None)
+    sms_status.apply_status(sid, "delivered", None)
     db.session.commit()
     worker.run(once=True)
     db.session.expire_all()

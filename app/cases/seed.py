@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.cases import service as cases
-from app.consent import service as consent
+from app.consent import changes
 from app.consent.safe_hours import window
 from app.core.crypto import blind_index
 from app.core.extensions import db
@@ -26,7 +26,7 @@ def seed_cases(orgs: dict[str, Organization]) -> None:
     tablet, _ = cases.create_case(org.id, worker.id if worker else None,
                                   idempotency_key=None, language="es")
     for scope in CONSENT_SCOPES:
-        consent.change_consent(tablet, scope, scope != "explicit_wording", "verbal",
+        changes.change_consent(tablet, scope, scope != "explicit_wording", "verbal",
                                worker.id if worker else None, language="es")
     cases.set_profile(
         tablet, alias="Lucía (demo)", phone_e164="+14155550142", language="es",
@@ -39,7 +39,7 @@ def seed_cases(orgs: dict[str, Organization]) -> None:
 
     sms, _ = cases.create_case(org.id, None, idempotency_key=None, language="en", channel="sms")
     for scope in ("store", "contact_sms"):
-        consent.change_consent(sms, scope, True, "sms", None, language="en")
+        changes.change_consent(sms, scope, True, "sms", None, language="en")
     sms.phone = "+14155550187"
     sms.phone_index = blind_index("+14155550187")
     cases.set_needs(sms, {"psychosocial": "soon"})

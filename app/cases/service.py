@@ -2,26 +2,13 @@
 
 Domain functions flush, never commit: the view or CLI command owns the transaction.
 
-Erasure (``erase_case``) is crypto-shredding plus scrubbing, in one transaction:
-
-1. the *erasure hooks* run first (``@on_erasure``: ``hook(case, actor_id, at)``) — the SMS
-   outbox cancels queued messages, referrals cancel open referrals and scrub what they hold;
-2. one de-identified ``CaseStatistic`` row is written (intake month, area, channel, age band,
-   need categories, reason);
-3. needs, consent records and signatures are deleted; the case row is kept as a tombstone
-   (id, reference code, organization, channel, status ``erased``, timestamps) so that the
-   audit trail and later referral rows still point somewhere, with every identifying and
-   descriptive column nulled, the blind index and idempotency key included;
-4. the case's ``DataKey`` row is deleted, so any ciphertext left in backups, SQLite free
-   pages, WAL frames or PostgreSQL dead tuples is unreadable;
-5. after the caller commits, on SQLite the WAL is checkpointed and truncated
-   (``PRAGMA wal_checkpoint(TRUNCATE)``) so old frames do not linger in the -wal file.
-
-The same checkpoint follows every commit that deletes or replaces an identifier — a phone,
-a blind index, an alias, any sealed field: the domain function that does it calls
-``request_checkpoint()`` (profile edits here, FORGET and declined conversations in
-``app.hotline``, numbers cleared from messages in ``app.messaging`` and the SMS worker,
-retention rules in ``app.retention``). ``secure_delete`` zeroes the freed cells in the
+Erasure, one case or many, is ``app.cases.erasure``. After the caller commits an erasure,
+on SQLite the WAL is checkpointed and truncated (``PRAGMA wal_checkpoint(TRUNCATE)``) so old
+frames do not linger in the -wal file. The same checkpoint follows every commit that
+deletes or replaces an identifier — a phone, a blind index, an alias, any sealed field:
+the domain function that does it calls ``request_checkpoint()`` (profile edits here,
+FORGET and declined conversations in ``app.sms.hotline``, numbers cleared from messages in
+``app.sms.messaging`` and the SMS worker, retention rules in ``app.retention``). ``secure_delete`` zeroes the freed cells in the
 database file; the checkpoint makes sure no older copy of the page stays in the WAL.
 """
 
@@ -32,8 +19,8 @@ import binascii
 import re
 import secrets
 import struct
-from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -43,8 +30,9 @@ from sqlalchemy.orm import Session
 
 from app.consent.safe_hours import Window, contact_rules
 from app.consent.safe_hours import write as write_safe_hours
+from app.consent.service import current_consents, has_consent
 from app.core import audit
-from app.core.crypto import blind_index, format_phone
+from app.core.crypto import blind_index, format_phone, new_data_key
 from app.core.extensions import db
 from app.core.vocab import SERVICE_CATEGORIES, URGENCIES
 from app.models.accounts import Organization
@@ -52,8 +40,6 @@ from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.models.cases import (
     Case,
-    CaseStatistic,
-    Consent,
     ConsentSignature,
     Need,
 )
@@ -182,7 +168,6 @@ def set_profile(
     """Save the profile. ``safe_hours``: her windows (none: any time), saved structured,
     which lifts a "safe hours need checking" flag; ``timezone``: her own IANA zone (None:
     her area's)."""
-    from app.consent.service import has_consent
 
     if not has_consent(case, "store"):
         raise CaseError("no store consent")
@@ -219,8 +204,6 @@ def _identifiers(case: Case) -> tuple[str | None, ...]:
 
 
 def _new_key() -> DataKey:
-    from app.core.crypto import new_data_key
-
     key = new_data_key()
     db.session.add(key)
     return key
@@ -228,7 +211,6 @@ def _new_key() -> DataKey:
 
 def set_needs(case: Case, needs: dict[str, str], *, actor: audit.Actor = audit.SIGNED_IN) -> None:
     """Replace the case's needs with ``{category: urgency}`` (idempotent on resend)."""
-    from app.consent.service import has_consent
 
     if not has_consent(case, "store"):
         raise CaseError("no store consent")
@@ -312,25 +294,6 @@ def drafts(organization_id: int, limit: int = 20) -> list[Case]:
     )
 
 
-def discard_draft(
-    case: Case, actor_id: int | None, *, at: datetime | None = None
-) -> CaseStatistic | None:
-    """Discard an abandoned intake: audited (``case.discard_draft``), then erased like any
-    case (``erase_case``, reason ``draft_discarded``: its consent records and signature go
-    with its key, one de-identified count stays). Raises ``NotADraft`` for anything else.
-    The case row is locked (after the audit lock, the usual order) and re-read first, so a
-    profile saved at the same moment is not lost."""
-    audit.lock()
-    db.session.refresh(case, with_for_update=True)
-    if not case.is_draft:
-        raise NotADraft("only a draft can be discarded")
-    audit.record(
-        "case.discard_draft", "case", case.id,
-        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
-    )
-    return erase_case(case, actor_id, reason="draft_discarded", at=at)
-
-
 # --- export -----------------------------------------------------------------------------
 
 
@@ -340,7 +303,6 @@ def export_data(case: Case) -> dict[str, Any]:
     organization, what was shared under which release, status history), every release and
     every text message about her — never a message body or a phone number other than her
     own (in her profile)."""
-    from app.consent.service import current_consents
 
     area = case.area.name if case.area is not None else None
     states = current_consents(case)
@@ -536,84 +498,9 @@ def case_audit_events(case: Case, limit: int = 500) -> list[Any]:
 
 # --- erasure ----------------------------------------------------------------------------
 
-ErasureHook = Callable[[Case, int | None, datetime], None]
-ERASURE_HOOKS: list[ErasureHook] = []
-
-
-def on_erasure(hook: ErasureHook) -> ErasureHook:
-    """Register ``hook(case, actor_id, at)``, run first inside ``erase_case`` while the case
-    is still readable (cancel queued SMS, cancel and scrub referrals). Must not commit."""
-    if hook not in ERASURE_HOOKS:
-        ERASURE_HOOKS.append(hook)
-    return hook
-
-
 def need_categories(categories: Iterable[str]) -> str:
     chosen = set(categories)
     return ",".join(c for c in SERVICE_CATEGORIES if c in chosen)
-
-
-def erase_case(
-    case: Case, actor_id: int | None, *, reason: str = "survivor_request",
-    at: datetime | None = None,
-) -> CaseStatistic | None:
-    """Erase now (see the module docstring). Idempotent: an erased case is left alone."""
-    if case.status == "erased":
-        return None
-    at = at or utcnow()
-    # The audit lock before any row: a referral being sent for this case takes it first,
-    # then this case's key and case rows (its foreign keys), so no deadlock can form.
-    audit.lock()
-    for hook in list(ERASURE_HOOKS):
-        hook(case, actor_id, at)
-    stat = CaseStatistic(
-        month=date(case.created_at.year, case.created_at.month, 1),
-        organization_id=case.organization_id,
-        area_id=case.area_id,
-        channel=case.channel,
-        age_band=case.age_band,
-        need_categories=need_categories(n.category for n in case.needs),
-        reason=reason,
-    )
-    db.session.add(stat)
-    # Bulk deletes: consent rows are append-only for the ORM (no UPDATE allowed), and
-    # signatures must go before the key they are sealed with.
-    db.session.execute(delete(Consent).where(Consent.case_id == case.id))
-    db.session.execute(delete(ConsentSignature).where(ConsentSignature.case_id == case.id))
-    db.session.execute(delete(Need).where(Need.case_id == case.id))
-    key_id = case.data_key_id
-    for column in ("alias_enc", "phone_enc", "note_enc", "safe_hours_enc"):
-        setattr(case, column, None)
-    case.phone_index = None
-    case.idempotency_key = None
-    case.language = None
-    case.age_band = None
-    case.gender = None
-    case.area_id = None
-    case.children_accompanying = None
-    case.accessibility = False
-    case.no_voicemail = False
-    case.do_not_text = False
-    case.safe_hours_check = False
-    case.timezone = None
-    case.retention_due_at = None
-    case.danger_reported_at = None
-    case.danger_acknowledged_at = None
-    case.danger_acknowledged_by_id = None
-    case.status = "erased"
-    case.erased_at = at
-    case.data_key = None
-    case.data_key_id = None
-    db.session.flush()
-    if key_id is not None:
-        db.session.execute(delete(DataKey).where(DataKey.id == key_id))
-    db.session.expire(case, ["needs", "consents"])
-    audit.record(
-        "case.erase", "case", case.id,
-        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
-    )
-    request_checkpoint()
-    return stat
 
 
 def request_checkpoint() -> None:

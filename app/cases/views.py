@@ -31,7 +31,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app.cases import danger
+from app.cases import danger, erasure
 from app.cases import service as cases
 from app.cases.forms import (
     ActionForm,
@@ -44,7 +44,7 @@ from app.cases.forms import (
     ProfileForm,
     language_choices,
 )
-from app.consent import safe_hours
+from app.consent import changes, safe_hours
 from app.consent import service as consent
 from app.core import audit
 from app.core.crypto import InvalidPhoneNumber, format_phone, normalize_phone
@@ -255,7 +255,7 @@ def start() -> Any:
         )
         at = utcnow()
         for scope in CONSENT_SCOPES:
-            consent.change_consent(
+            changes.change_consent(
                 case, scope, answers[scope], form.method.data, current_user.id,
                 language=shown_language, text_version=form.text_version.data,
                 signature=stored_signature, at=at,
@@ -523,7 +523,7 @@ def change_consent(case_id: int) -> Any:
             _texts, shown = consent.texts_for(language, form.text_version.data)
             if form.method.data == "written":
                 signature = cases.store_signature(case, form.signature.data or "")
-            record = consent.change_consent(
+            record = changes.change_consent(
                 case, form.scope.data, granted, form.method.data, current_user.id,
                 language=shown, text_version=form.text_version.data, signature=signature,
             )
@@ -607,7 +607,7 @@ def discard_draft(case_id: int) -> Any:
     form = ActionForm()
     if case.is_draft and request.method == "POST" and form.validate_on_submit():
         try:
-            cases.discard_draft(case, current_user.id)
+            erasure.discard_draft(case, current_user.id)
         except cases.NotADraft:
             db.session.rollback()  # its profile was saved meanwhile: keep it
         else:
@@ -670,7 +670,7 @@ def erase(case_id: int) -> Any:
         if cases.normalize_reference(form.reference.data or "") != case.reference:
             form.reference.errors = [_("The reference code does not match this case.")]
         else:
-            cases.erase_case(case, current_user.id, reason="survivor_request")
+            erasure.erase_case(case, current_user.id, reason="survivor_request")
             db.session.commit()
             flash(_("The case was erased. Only de-identified statistics remain."), "success")
             return redirect(url_for("intake.case_list"))

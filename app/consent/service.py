@@ -17,32 +17,23 @@ the newest record of the scope is a grant, in force or expired; a *refusal*
 intake's unticked scopes), or asked again after a withdrawal or refusal. A refusal counts as
 not granted and has no effects: nothing was permitted, so nothing can be under way.
 
-* every withdrawal (explicit, not expiry) runs the registered *withdrawal effects* —
-  ``@on_withdrawal`` handlers with the signature ``handler(case, scope, actor_id, at)``.
-  The SMS outbox registers "cancel queued SMS to the survivor" for ``contact_sms``; referrals
-  register "cancel open referrals of that category, tell the provider by code" for
-  ``share_<category>``. Handlers must not commit; they may raise to abort the whole change.
-* withdrawing ``store`` then erases the case (``app.cases.erase_case``), which runs the
-  *erasure hooks* of ``app.cases`` first. So does refusing it: without ``store`` nothing may
-  be kept (DESIGN §1.1), whatever the record is called.
+``change_consent`` and the effects of a withdrawal, in order, are in ``app.consent.changes``
+(above the SMS outbox and referrals, which this module's rules serve).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
-from app.core import audit
 from app.core.extensions import db
 from app.core.vocab import SERVICE_CATEGORIES
 from app.models.base import utcnow
-from app.models.cases import CONSENT_METHODS, CONSENT_SCOPES, Case, Consent, ConsentSignature
+from app.models.cases import CONSENT_SCOPES, Case, Consent
 
 CURRENT_VERSION = "2026-11"
 
@@ -239,77 +230,8 @@ def permits(
 
 # --- changes --------------------------------------------------------------------------
 
-WithdrawalEffect = Callable[[Case, str, int | None, datetime], None]
-WITHDRAWAL_EFFECTS: list[WithdrawalEffect] = []
-
-
-def on_withdrawal(handler: WithdrawalEffect) -> WithdrawalEffect:
-    """Register ``handler(case, scope, actor_id, at)``, run inside ``change_consent`` for
-    every withdrawal, before a ``store`` withdrawal erases the case. Idempotent."""
-    if handler not in WITHDRAWAL_EFFECTS:
-        WITHDRAWAL_EFFECTS.append(handler)
-    return handler
-
-
 class ConsentError(ValueError):
     pass
-
-
-def change_consent(
-    case: Case,
-    scope: str,
-    granted: bool,
-    method: str,
-    actor_id: int | None,
-    *,
-    language: str,
-    text_version: str = CURRENT_VERSION,
-    signature: ConsentSignature | None = None,
-    at: datetime | None = None,
-) -> Consent:
-    """Record the survivor's answer for ``scope`` — a grant, a withdrawal or a refusal
-    (``decision_for``) — and apply its effects now (DESIGN §3). Never commits: the record
-    joins the session's pending changes and is flushed by the next query or the commit.
-    ``actor_id`` is the staff user (None for the SMS hotline)."""
-    if scope not in CONSENT_SCOPES:
-        raise ConsentError("unknown scope")
-    if method not in CONSENT_METHODS:
-        raise ConsentError("unknown method")
-    if text_version not in CONSENT_TEXTS:
-        raise ConsentError("unknown consent text version")
-    if case.status == "erased":
-        raise ConsentError("the case was erased")
-    at = at or utcnow()
-    decision = decision_for(case, scope, granted, at)
-    validity = current_app.config["CONSENT_VALIDITY"]
-    record = Consent(
-        case=case,
-        scope=scope,
-        granted=granted,
-        decision=decision,
-        method=method,
-        text_version=text_version,
-        language=language,
-        recorded_by_id=actor_id,
-        recorded_at=at,
-        expires_at=at + validity if granted else None,
-        signature=signature,
-    )
-    db.session.add(record)  # a grant is flushed with the caller's other changes
-    audit.record(
-        f"consent.{decision}", "case", case.id,
-        actor_user_id=actor_id, actor_org_id=case.organization_id if actor_id else None,
-    )
-    if not granted:
-        db.session.flush()  # the effects below may read or bulk-delete consent rows
-    if decision == "withdraw":
-        for effect in list(WITHDRAWAL_EFFECTS):
-            effect(case, scope, actor_id, at)
-    if not granted and scope == "store":
-        from app.cases.service import erase_case
-
-        erase_case(case, actor_id, reason="consent_withdrawn", at=at)
-    return record
 
 
 def decision_for(case: Case, scope: str, granted: bool, at: datetime) -> str:

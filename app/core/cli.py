@@ -14,7 +14,7 @@ from sqlalchemy import LargeBinary, bindparam, func, select, type_coerce, update
 from app.auth import accounts
 from app.cases.seed import seed_cases
 from app.core import audit
-from app.core.crypto import KeyRing, MasterEncrypted
+from app.core.crypto import KeyRing, MasterEncrypted, keyring
 from app.core.extensions import db
 from app.directory.cli import directory_group
 from app.directory.seed import seed_directory
@@ -153,7 +153,6 @@ def keys_group() -> None:
 def keys_rotate(batch: int | None) -> None:
     """Re-wrap every record key (and master-sealed field) under the newest key in
     HAVEN_DATA_KEYS. Works in batches; safe to interrupt and run again."""
-    from app.core.crypto import keyring
 
     ring = keyring()
     size = batch or current_app.config["KEY_ROTATION_BATCH"]

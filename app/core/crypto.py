@@ -147,6 +147,7 @@ class MasterEncrypted(TypeDecorator[str]):
 
 def new_data_key() -> DataKey:
     """A fresh random record key, wrapped under the newest master key (not yet added)."""
+    # Lazy: app.models imports this module for its column types.
     from app.models.keys import DataKey
 
     ring = keyring()

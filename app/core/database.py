@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Integer, String, bindparam, event, func
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.core.extensions import db
 
@@ -115,3 +117,14 @@ def init_engine_events(app: Flask) -> None:
 
 def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
+
+
+def any_of(column: Any, values: Iterable[Any]) -> Any:
+    """``column IN (values)`` for a list of ids or codes. On PostgreSQL one array
+    parameter (``= ANY(%s)``): the same short statement for every batch, instead of a
+    statement with one parameter per value that the driver must parse each time."""
+    values = list(values)
+    if db.session.get_bind().dialect.name == "postgresql":
+        kind = String() if values and isinstance(values[0], str) else Integer()
+        return column == func.any(bindparam(None, values, type_=ARRAY(kind)))
+    return column.in_(values)

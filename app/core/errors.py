@@ -7,6 +7,8 @@ from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from app.core.extensions import db
+
 
 def _messages() -> dict[int, str]:
     return {
@@ -43,8 +45,6 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> tuple[str, int]:
-        from app.core.extensions import db
-
         db.session.rollback()
         # Log the type and place only: exception messages can hold submitted values.
         tb = error.__traceback__

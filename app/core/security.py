@@ -25,6 +25,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     redirect,
     request,
     session,
@@ -35,6 +36,8 @@ from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from app.auth import accounts
+from app.core import audit
+from app.core.extensions import db
 from app.core.inputs import NUL, has_nul
 from app.models import ROLES, User
 
@@ -139,9 +142,6 @@ def gate() -> Response | None:
         return _to_login()
     now = time.time()
     if _session_expired(now):
-        from app.core import audit
-        from app.core.extensions import db
-
         audit.record("auth.session_expired", "user", current_user.id)
         end_session()
         db.session.commit()
@@ -219,8 +219,6 @@ def security_headers(response: Response) -> Response:
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from flask import has_request_context
-
         record.request_id = g.get("request_id", "-") if has_request_context() else "-"
         return True
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from app.core import vocab
-from app.core.crypto import MasterEncrypted
+from app.core.crypto import MasterEncrypted, blind_index
 from app.core.extensions import db
 from app.models.accounts import Organization
 from app.models.areas import Area
@@ -194,7 +194,6 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
 
     def set_intake_phone(self, e164: str | None) -> None:
         """Store the (already normalised) E.164 number sealed, with its blind index."""
-        from app.core.crypto import blind_index
 
         self.intake_phone = e164
         self.intake_phone_index = blind_index(e164) if e164 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from app.core.extensions import db
+from app.referrals.service import expire_due
 
 
 @click.group("referrals")
@@ -16,7 +17,6 @@ def referrals_group() -> None:
 def expire_command() -> None:
     """Flag pending referrals near the end of their answer window (the provider is
     reminded) and expire those past it (their beds are given back). Run every few minutes."""
-    from app.referrals.service import expire_due
 
     flagged = expired = 0
     while True:  # one batch per transaction, until nothing is due

@@ -56,21 +56,28 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app.cases.service import CaseError, check_signature, new_reference, store_signature
+from app.cases.service import (
+    CaseError,
+    check_signature,
+    new_reference,
+    normalize_reference,
+    store_signature,
+)
 from app.consent import safe_hours
 from app.consent.service import ConsentState, current_consents, permits
 from app.core import audit
 from app.core.crypto import format_phone
+from app.core.database import any_of
 from app.core.extensions import db
 from app.core.vocab import (
     AGE_BAND_LABELS,
@@ -88,6 +95,7 @@ from app.models.referrals import (
     Referral,
     Release,
 )
+from app.models.retention import ReferralStatistic
 from app.sms import messaging
 
 # --- errors -----------------------------------------------------------------------------
@@ -903,10 +911,13 @@ def expire_due(now: datetime | None = None, *, batch: int = 500) -> ExpiryResult
     return ExpiryResult(flagged, expired)
 
 
-# --- consent, erasure and SMS hooks -------------------------------------------------------------
+# --- consent withdrawal, erasure and SMS answers (called in order by app.consent.changes,
+# app.cases.erasure and app.sms.hotline) ---------------------------------------------------
 
 
-def _on_withdrawal(case: Case, scope: str, actor_id: int | None, at: datetime) -> None:
+def cancel_for_withdrawal(case: Case, scope: str, actor_id: int | None, at: datetime) -> None:
+    """Withdrawing ``share_<category>`` cancels the case's open referrals of that category
+    (bed given back, provider told by code). Other scopes: nothing."""
     if not scope.startswith("share_") or scope == "share_identity":
         return
     category = scope.removeprefix("share_")
@@ -914,37 +925,71 @@ def _on_withdrawal(case: Case, scope: str, actor_id: int | None, at: datetime) -
         cancel(referral, actor_id, reason="consent_withdrawn", at=at)
 
 
-def _on_erasure(case: Case, actor_id: int | None, at: datetime) -> None:
-    for referral in _open_referrals(Referral.case_id == case.id):
+def write_statistics(cases: Sequence[Case]) -> None:
+    """Erasure's step before the referrals go: one ``ReferralStatistic`` per referral of
+    these cases, with its last real outcome (a pending one counts as cancelled)."""
+    area_of = {c.id: c.area_id for c in cases}
+    rows = db.session.execute(
+        select(
+            Referral.case_id,
+            Referral.referring_organization_id,
+            Referral.category,
+            Referral.status,
+            Referral.created_at,
+            Referral.responded_at,
+        ).where(any_of(Referral.case_id, list(area_of)))
+    ).all()
+    if not rows:
+        return
+    db.session.execute(
+        insert(ReferralStatistic),
+        [
+            {
+                "month": date(r.created_at.year, r.created_at.month, 1),
+                "organization_id": r.referring_organization_id,
+                "area_id": area_of[r.case_id],
+                "category": r.category,
+                "outcome": "cancelled" if r.status == "pending" else r.status,
+                "answer_hours": (
+                    max(0, int((r.responded_at - r.created_at).total_seconds() // 3600))
+                    if r.responded_at is not None
+                    else None
+                ),
+            }
+            for r in rows
+        ],
+    )
+
+
+def erase_for_cases(case_ids: Sequence[int], actor_id: int | None, at: datetime) -> None:
+    """Erasure's step for referrals: open referrals are cancelled one by one (bed given
+    back, provider told by code); then the referral and release rows go with the cases."""
+    for referral in _open_referrals(any_of(Referral.case_id, case_ids)):
         cancel(referral, actor_id, reason="case_erased", at=at)
-    # The rows stay (the closed loop's statistics); what could identify goes: the
-    # provider's free text, the release signatures (deleted with the consent signatures).
     db.session.execute(
-        update(Referral)
-        .where(Referral.case_id == case.id)
-        .values(response_text_enc=None, data_key_id=None)
+        delete(Referral)
+        .where(any_of(Referral.case_id, case_ids))
         .execution_options(synchronize_session=False)
     )
     db.session.execute(
-        update(Release)
-        .where(Release.case_id == case.id, Release.withdrawn_at.is_(None))
-        .values(withdrawn_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        update(Release)
-        .where(Release.case_id == case.id)
-        .values(signature_id=None)
+        delete(Release)
+        .where(any_of(Release.case_id, case_ids))
         .execution_options(synchronize_session=False)
     )
 
 
-def _respond_by_sms(
+def recent_activity(cutoff: datetime) -> Any:
+    """A case's referrals count as activity (the retention ``idle_cases`` rule): EXISTS a
+    referral of the case updated after ``cutoff``, correlated to ``Case``."""
+    return exists().where(Referral.case_id == Case.id, Referral.updated_at > cutoff)
+
+
+def respond_by_sms(
     services: list[Service], action: str, code: str, reason: str | None, at: datetime
 ) -> str | None:
-    """ACCEPT/DECLINE from a service's registered intake phone (app.hotline)."""
-    from app.cases.service import normalize_reference
-
+    """ACCEPT/DECLINE from a service's registered intake phone (``app.sms.hotline``):
+    "accepted" / "declined" when a pending referral of one of these services has this code
+    (and was changed), None otherwise. Flushes, never commits."""
     normalized = normalize_reference(code)
     if normalized is None or not services:
         return None
@@ -967,16 +1012,3 @@ def _respond_by_sms(
     except BadTransition:
         return None
     return None
-
-
-def register_effects() -> None:
-    from app.cases.service import on_erasure
-    from app.consent.service import on_withdrawal
-    from app.sms.hotline import on_referral_response
-
-    on_withdrawal(_on_withdrawal)
-    on_erasure(_on_erasure)
-    on_referral_response(_respond_by_sms)
-
-
-register_effects()

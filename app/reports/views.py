@@ -17,6 +17,7 @@ from app.core import audit
 from app.core.extensions import db
 from app.core.security import roles
 from app.reports import figures
+from app.retention.service import open_tasks
 
 bp = Blueprint("reports", __name__)
 
@@ -80,7 +81,6 @@ def export_csv() -> Response:
 @bp.app_template_global("consent_tasks")
 def consent_tasks() -> list[Any]:
     """Open re-ask tasks of the signed-in staff member's organization (home page)."""
-    from app.retention.service import open_tasks
 
     if not current_user.is_authenticated or current_user.role not in ("caseworker", "supervisor"):
         return []

@@ -48,12 +48,9 @@ environment variable):
                           the occupancy figures (capacity, not people).
 ========================  ==================================================================
 
-Erasure (``erase_batch``) is ``app.cases.erase_case`` done set-wise for a batch of cases —
-the same hooks, the same de-identified ``CaseStatistic`` row per case, the same scrubbed
-tombstone, the same destroyed data keys, one ``case.erase`` audit event per case — because
-100,000 due cases must go in under a minute (DESIGN §8). Erasure hooks that registered a
-batch form (``BATCH_HOOKS``) run once per batch; any other hook runs per case, as in
-``erase_case``. A test checks that both paths leave identical rows.
+Erasure is ``app.cases.erasure.erase_cases`` over each batch of due ids: the one pipeline
+that erases a single case too, written set-wise because 100,000 due cases must go in under
+a minute (DESIGN §8).
 
 Runs. A real run takes the ``retention`` lock (``job_lock`` row, taken by a conditional
 UPDATE that works the same on SQLite and PostgreSQL; renewed inside every batch's
@@ -85,10 +82,8 @@ from typing import Any
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
-    Integer,
     String,
     and_,
-    bindparam,
     cast,
     delete,
     exists,
@@ -99,26 +94,30 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.orm import aliased
 
+from app.cases import erasure
 from app.cases.service import checkpoint_sqlite, request_checkpoint
+from app.consent import changes
 from app.core import audit
+from app.core.database import any_of
 from app.core.extensions import db
 from app.models.accounts import LoginAttempt
 from app.models.audit import AuditEvent
 from app.models.base import UTCDateTime, utcnow
-from app.models.cases import Case, CaseStatistic, Consent, ConsentSignature, Need
+from app.models.cases import Case, Consent
 from app.models.directory import Service
-from app.models.keys import DataKey
 from app.models.messages import HotlineSession, Message
+from app.models.referrals import Referral, Release
 from app.models.retention import (
     BedSnapshot,
     ConsentTask,
     JobLock,
-    ReferralStatistic,
     RetentionRun,
 )
+from app.referrals import service as referrals
 
 LOCK_NAME = "retention"
 
@@ -167,17 +166,6 @@ def _month(value: datetime) -> date:
     return date(value.year, value.month, 1)
 
 
-def _in(column: Any, values: Any) -> Any:
-    """``column IN (values)`` for a list of ids or codes. On PostgreSQL one array
-    parameter (``= ANY(%s)``): the same short statement for every batch, instead of a
-    statement with one parameter per value that the driver must parse each time."""
-    values = list(values)
-    if db.session.get_bind().dialect.name == "postgresql":
-        kind = String() if values and isinstance(values[0], str) else Integer()
-        return column == func.any(bindparam(None, values, type_=ARRAY(kind)))
-    return column.in_(values)
-
-
 def _ids_batches(query: Any, batch: int) -> Iterator[list[int]]:
     """Ids of due rows, ``batch`` at a time, by ascending id (keyset: a row that stays due
     after its batch, e.g. one a hook refused, is not picked up again in this run)."""
@@ -205,8 +193,6 @@ def lock_owner() -> str:
 
 def acquire_lock(owner: str, seconds: int | None = None) -> bool:
     """Take the lock if it is free or expired; commits. True when taken."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as lite_insert
 
     now = utcnow()
     ttl = timedelta(seconds=seconds if seconds is not None else cfg("RETENTION_LOCK_SECONDS"))
@@ -251,291 +237,6 @@ def lock_holder() -> JobLock | None:
     return row
 
 
-# --- erasure, batch form -------------------------------------------------------------------
-
-# Other modules' "recent activity on this case" conditions: f(cutoff) -> EXISTS clause
-# correlated to Case (the referrals module's referral updates).
-ACTIVITY_SOURCES: list[Callable[[datetime], Any]] = []
-
-BatchHook = Callable[[list[Case], int | None, datetime], None]
-# erase_case hook -> its set-wise equivalent (one call per batch).
-BATCH_HOOKS: dict[Callable[..., Any], BatchHook] = {}
-
-
-def batch_form(hook: Callable[..., Any]) -> Callable[[BatchHook], BatchHook]:
-    def register(batch: BatchHook) -> BatchHook:
-        BATCH_HOOKS[hook] = batch
-        return batch
-
-    return register
-
-
-def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
-    """``erase_case`` for many cases in one transaction (flushes, never commits). Cases
-    already erased are skipped. Returns the ids erased."""
-    from app.cases.service import ERASURE_HOOKS, need_categories
-
-    audit.lock()  # before the case rows: the lock order of app.cases.erase_case
-    query = select(Case).where(_in(Case.id, case_ids), Case.status != "erased").order_by(Case.id)
-    if db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    cases = list(db.session.scalars(query))
-    if not cases:
-        return []
-    ids = [c.id for c in cases]
-    for hook in list(ERASURE_HOOKS):
-        batch = BATCH_HOOKS.get(hook)
-        if batch is not None:
-            batch(cases, None, at)
-        else:
-            for case in cases:
-                hook(case, None, at)
-    needs: dict[int, list[str]] = {}
-    for case_id, category in db.session.execute(
-        select(Need.case_id, Need.category).where(_in(Need.case_id, ids))
-    ):
-        needs.setdefault(case_id, []).append(category)
-    db.session.execute(
-        insert(CaseStatistic),
-        [
-            {
-                "month": _month(c.created_at),
-                "organization_id": c.organization_id,
-                "area_id": c.area_id,
-                "channel": c.channel,
-                "age_band": c.age_band,
-                "need_categories": need_categories(needs.get(c.id, [])),
-                "reason": reason,
-            }
-            for c in cases
-        ],
-    )
-    key_ids = [c.data_key_id for c in cases if c.data_key_id is not None]
-    db.session.execute(
-        delete(Consent)
-        .where(_in(Consent.case_id, ids))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        delete(ConsentSignature)
-        .where(_in(ConsentSignature.case_id, ids))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        delete(Need).where(_in(Need.case_id, ids)).execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        update(Case)
-        .where(_in(Case.id, ids))
-        .values(
-            alias_enc=None,
-            phone_enc=None,
-            note_enc=None,
-            safe_hours_enc=None,
-            phone_index=None,
-            idempotency_key=None,
-            language=None,
-            age_band=None,
-            gender=None,
-            area_id=None,
-            children_accompanying=None,
-            accessibility=False,
-            no_voicemail=False,
-            do_not_text=False,
-            safe_hours_check=False,
-            timezone=None,
-            retention_due_at=None,
-            danger_reported_at=None,
-            danger_acknowledged_at=None,
-            danger_acknowledged_by_id=None,
-            status="erased",
-            erased_at=at,
-            data_key_id=None,
-            updated_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if key_ids:
-        db.session.execute(
-            delete(DataKey)
-            .where(_in(DataKey.id, key_ids))
-            .execution_options(synchronize_session=False)
-        )
-    for case in cases:
-        db.session.expire(case)
-    audit.record_many("case.erase", "case", ids)
-    request_checkpoint()
-    return ids
-
-
-def _forget_conversations(case: Case, actor_id: int | None, at: datetime) -> None:
-    """Erasure hook: the hotline session of the case (or of its number), the blind index
-    on inbound message rows of its number and the case's re-ask tasks go with the case."""
-    _forget_conversations_batch([case], actor_id, at)
-
-
-def _forget_conversations_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
-    ids = [c.id for c in cases]
-    db.session.execute(delete(ConsentTask).where(_in(ConsentTask.case_id, ids)))
-    indexes = [c.phone_index for c in cases if c.phone_index]
-    condition: Any = _in(HotlineSession.case_id, ids)
-    if indexes:
-        condition = or_(condition, _in(HotlineSession.phone_index, indexes))
-        db.session.execute(
-            update(Message)
-            .where(Message.direction == "in", _in(Message.counterpart_index, indexes))
-            .values(counterpart_index=None)
-            .execution_options(synchronize_session=False)
-        )
-    db.session.execute(
-        delete(HotlineSession).where(condition).execution_options(synchronize_session=False)
-    )
-
-
-def _messaging_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
-    """Set-wise form of ``app.messaging._on_erasure`` (cancel queued, unlink numbers)."""
-    ids = [c.id for c in cases]
-    now = utcnow()
-    db.session.execute(
-        update(Message)
-        .where(Message.direction == "out", Message.status == "queued", _in(Message.case_id, ids))
-        .values(
-            status="cancelled",
-            final_at=now,
-            updated_at=now,
-            recipient=None,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        update(Message)
-        .where(
-            _in(Message.case_id, ids),
-            or_(Message.counterpart_index.is_not(None), Message.recipient.is_not(None)),
-        )
-        .values(counterpart_index=None, recipient=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
-# --- referrals (issue 5): statistics, batch erasure, activity ------------------------------
-
-
-def _referral_models() -> Any:
-    try:
-        from app.models.referrals import Referral, Release
-    except ImportError:  # pragma: no cover - the referrals module is part of the app
-        return None
-    return Referral, Release
-
-
-def _referral_statistics(case: Case, actor_id: int | None, at: datetime) -> None:
-    """Erasure hook (runs after the referrals module cancelled the open ones): one
-    ``ReferralStatistic`` per referral of the case."""
-    _referral_statistics_batch([case], actor_id, at)
-
-
-def _referral_statistics_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
-    models = _referral_models()
-    if models is None:
-        return
-    referral_model = models[0]
-    area_of = {c.id: c.area_id for c in cases}
-    rows = db.session.execute(
-        select(
-            referral_model.case_id,
-            referral_model.referring_organization_id,
-            referral_model.category,
-            referral_model.status,
-            referral_model.created_at,
-            referral_model.responded_at,
-        ).where(_in(referral_model.case_id, list(area_of)))
-    ).all()
-    if not rows:
-        return
-    db.session.execute(
-        insert(ReferralStatistic),
-        [
-            {
-                "month": _month(r.created_at),
-                "organization_id": r.referring_organization_id,
-                "area_id": area_of[r.case_id],
-                "category": r.category,
-                "outcome": "cancelled" if r.status == "pending" else r.status,
-                "answer_hours": (
-                    max(0, int((r.responded_at - r.created_at).total_seconds() // 3600))
-                    if r.responded_at is not None
-                    else None
-                ),
-            }
-            for r in rows
-        ],
-    )
-
-
-def _referrals_erasure_batch(cases: list[Case], actor_id: int | None, at: datetime) -> None:
-    """Set-wise form of ``app.referrals._on_erasure`` for retention: open referrals are
-    cancelled one by one through the referrals module (bed given back, provider told by
-    code); then, their statistics being written (``_referral_statistics`` runs first),
-    the referral and release rows go with the case. (``erase_case`` keeps them scrubbed;
-    the ``erased_referrals`` rule removes those on the next run.)"""
-    from app.referrals import service as referrals
-
-    referral_model, release_model = referrals.Referral, referrals.Release
-    ids = [c.id for c in cases]
-    for referral in db.session.scalars(
-        select(referral_model).where(
-            _in(referral_model.case_id, ids), referral_model.status.in_(referrals.OPEN_STATUSES)
-        )
-    ).all():
-        referrals.cancel(referral, actor_id, reason="case_erased", at=at)
-    db.session.execute(
-        delete(referral_model)
-        .where(_in(referral_model.case_id, ids))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        delete(release_model)
-        .where(_in(release_model.case_id, ids))
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _referral_activity(cutoff: datetime) -> Any:
-    referral_model = _referral_models()[0]
-    return exists().where(referral_model.case_id == Case.id, referral_model.updated_at > cutoff)
-
-
-def register_hooks() -> None:
-    from app.cases.service import on_erasure
-    from app.sms import messaging
-
-    try:  # the referrals module's hook must run first: statistics see final statuses
-        from app.referrals import service as referrals
-    except ImportError:  # pragma: no cover
-        referrals = None  # type: ignore[assignment]
-    on_erasure(_forget_conversations)
-    BATCH_HOOKS[_forget_conversations] = _forget_conversations_batch
-    BATCH_HOOKS[messaging._on_erasure] = _messaging_batch
-    if referrals is not None:
-        BATCH_HOOKS[referrals._on_erasure] = _referrals_erasure_batch
-        on_erasure(_referral_statistics)
-        BATCH_HOOKS[_referral_statistics] = _referral_statistics_batch
-        # Statistics first: they keep each referral's last real outcome (accepted, arrived
-        # ...), before erasure cancels the open ones (a pending one counts as cancelled).
-        from app.cases.service import ERASURE_HOOKS
-
-        ERASURE_HOOKS.remove(_referral_statistics)
-        ERASURE_HOOKS.insert(ERASURE_HOOKS.index(referrals._on_erasure), _referral_statistics)
-        if _referral_activity not in ACTIVITY_SOURCES:
-            ACTIVITY_SOURCES.append(_referral_activity)
-
-
-register_hooks()
-
-
 # --- rules ------------------------------------------------------------------------------
 
 
@@ -573,7 +274,7 @@ def _hotline_apply(now: datetime, batch: int) -> Iterator[int]:
     def work(ids: list[int]) -> int:
         return int(
             db.session.execute(
-                delete(HotlineSession).where(_in(HotlineSession.id, ids), _hotline_where(now))
+                delete(HotlineSession).where(any_of(HotlineSession.id, ids), _hotline_where(now))
             ).rowcount  # type: ignore[attr-defined]
             or 0
         )
@@ -609,7 +310,7 @@ def _inbound_apply(now: datetime, batch: int) -> Iterator[int]:
     def work(ids: list[int]) -> int:
         return int(
             db.session.execute(
-                delete(Message).where(_in(Message.id, ids), _inbound_where(now))
+                delete(Message).where(any_of(Message.id, ids), _inbound_where(now))
             ).rowcount  # type: ignore[attr-defined]
             or 0
         )
@@ -640,7 +341,7 @@ def _outbound_apply(now: datetime, batch: int) -> Iterator[int]:
         return int(
             db.session.execute(
                 update(Message)
-                .where(_in(Message.id, ids), _outbound_where(now))
+                .where(any_of(Message.id, ids), _outbound_where(now))
                 .values(recipient=None, counterpart_index=None)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
@@ -671,8 +372,8 @@ def _erasing(
     def apply(now: datetime, batch: int) -> Iterator[int]:
         for ids in _ids_batches(select(Case.id).where(where(now)), batch):
             # Re-checked under the batch's lock: a case reopened meanwhile is left alone.
-            due = list(db.session.scalars(select(Case.id).where(_in(Case.id, ids), where(now))))
-            yield len(erase_batch(due, reason, now)) if due else 0
+            due = list(db.session.scalars(select(Case.id).where(any_of(Case.id, ids), where(now))))
+            yield len(erasure.erase_cases(due, None, reason=reason, at=now)) if due else 0
 
     return apply
 
@@ -743,22 +444,21 @@ def _consent_preview(now: datetime) -> tuple[int, datetime | None]:
 
 
 def _consent_apply(now: datetime, batch: int) -> Iterator[int]:
-    from app.consent.service import WITHDRAWAL_EFFECTS
-
     for ids in _ids_batches(select(Consent.id).where(_consent_task_where(now)), batch):
         rows = db.session.execute(
             select(Consent.id, Consent.case_id, Consent.scope, Consent.expires_at).where(
-                _in(Consent.id, ids), _consent_task_where(now)
+                any_of(Consent.id, ids), _consent_task_where(now)
             )
         ).all()
         cases = {
             c.id: c
-            for c in db.session.scalars(select(Case).where(_in(Case.id, {r.case_id for r in rows})))
+            for c in db.session.scalars(
+                select(Case).where(any_of(Case.id, {r.case_id for r in rows}))
+            )
         }
         for row in rows:
             case = cases[row.case_id]
-            for effect in list(WITHDRAWAL_EFFECTS):
-                effect(case, row.scope, None, now)
+            changes.apply_withdrawal(case, row.scope, None, now)
             db.session.add(
                 ConsentTask(
                     consent_id=row.id,
@@ -803,8 +503,7 @@ def _drafts_where(now: datetime) -> Any:
             AuditEvent.at > cutoff,
         ),
     ]
-    for activity in ACTIVITY_SOURCES:
-        conditions.append(~activity(cutoff))
+    conditions.append(~referrals.recent_activity(cutoff))
     return and_(*conditions)
 
 
@@ -835,7 +534,7 @@ def _drafts_apply(now: datetime, batch: int) -> Iterator[int]:
         # Re-checked with the rows locked (PostgreSQL; after the audit lock, the usual
         # order): a draft whose profile was saved meanwhile is no longer due, and one being
         # saved now waits for this batch.
-        query = select(Case.id).where(_in(Case.id, ids), _drafts_where(now))
+        query = select(Case.id).where(any_of(Case.id, ids), _drafts_where(now))
         if db.session.get_bind().dialect.name == "postgresql":
             audit.lock()
             query = query.with_for_update()
@@ -844,7 +543,7 @@ def _drafts_apply(now: datetime, batch: int) -> Iterator[int]:
             yield 0
             continue
         audit.record_many("case.discard_draft", "case", due)
-        yield len(erase_batch(due, "draft_discarded", now))
+        yield len(erasure.erase_cases(due, None, reason="draft_discarded", at=now))
 
 
 # idle_cases
@@ -860,8 +559,7 @@ def _idle_where(now: datetime) -> Any:
         ~exists().where(Message.case_id == Case.id, Message.created_at > cutoff),
         ~exists().where(HotlineSession.case_id == Case.id, HotlineSession.last_message_at > cutoff),
     ]
-    for activity in ACTIVITY_SOURCES:
-        conditions.append(~activity(cutoff))
+    conditions.append(~referrals.recent_activity(cutoff))
     return and_(*conditions)
 
 
@@ -874,11 +572,13 @@ def _idle_preview(now: datetime) -> tuple[int, datetime | None]:
 
 def _idle_apply(now: datetime, batch: int) -> Iterator[int]:
     for ids in _ids_batches(select(Case.id).where(_idle_where(now)), batch):
-        due = list(db.session.scalars(select(Case.id).where(_in(Case.id, ids), _idle_where(now))))
+        due = list(
+            db.session.scalars(select(Case.id).where(any_of(Case.id, ids), _idle_where(now)))
+        )
         if due:
             db.session.execute(
                 update(Case)
-                .where(_in(Case.id, due))
+                .where(any_of(Case.id, due))
                 .values(
                     status="closed",
                     closed_at=now,
@@ -895,11 +595,11 @@ def _idle_apply(now: datetime, batch: int) -> Iterator[int]:
 
 
 def _referrals_module() -> Any:
-    try:
-        from app.referrals import service as referrals
-    except ImportError:  # pragma: no cover
-        return None
-    return referrals if hasattr(referrals, "expire_due") else None
+    return referrals
+
+
+def _referral_models() -> Any:
+    return Referral, Release
 
 
 def _releases_preview(now: datetime) -> tuple[int, datetime | None]:
@@ -957,14 +657,16 @@ def _erased_referrals_apply(now: datetime, batch: int) -> Iterator[int]:
     referral_model, release_model = models
     for ids in _ids_batches(select(referral_model.id).where(_erased_referrals_where()), batch):
         release_ids = list(
-            db.session.scalars(select(referral_model.release_id).where(_in(referral_model.id, ids)))
+            db.session.scalars(
+                select(referral_model.release_id).where(any_of(referral_model.id, ids))
+            )
         )
         done = db.session.execute(
-            delete(referral_model).where(_in(referral_model.id, ids), _erased_referrals_where())
+            delete(referral_model).where(any_of(referral_model.id, ids), _erased_referrals_where())
         ).rowcount  # type: ignore[attr-defined]
         still_used = select(referral_model.id).where(referral_model.release_id == release_model.id)
         db.session.execute(
-            delete(release_model).where(_in(release_model.id, release_ids), ~still_used.exists())
+            delete(release_model).where(any_of(release_model.id, release_ids), ~still_used.exists())
         )
         yield int(done or 0)
     # Releases of erased cases that no referral used.
@@ -1061,7 +763,7 @@ def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
         rows = db.session.execute(
             select(
                 Service.id, Service.organization_id, Service.beds_total, Service.beds_available
-            ).where(_in(Service.id, ids))
+            ).where(any_of(Service.id, ids))
         ).all()
         db.session.execute(
             insert(BedSnapshot),
@@ -1115,7 +817,7 @@ def _login_attempts_apply(now: datetime, batch: int) -> Iterator[int]:
         return int(
             db.session.execute(
                 delete(LoginAttempt).where(
-                    _in(LoginAttempt.id, ids), _login_attempts_where(now)
+                    any_of(LoginAttempt.id, ids), _login_attempts_where(now)
                 )
             ).rowcount  # type: ignore[attr-defined]
             or 0

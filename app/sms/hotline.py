@@ -26,15 +26,15 @@ stored and never logged.
 Providers text ``ACCEPT <code>``, ``DECLINE <code> <reason>`` and ``BEDS <n>`` from a
 service's registered intake phone (found by ``Service.intake_phone_index``). BEDS is
 handled here, under the one bed rule of ``app.capacity`` (audited). ACCEPT/DECLINE call
-the responders registered with ``on_referral_response`` (the referrals module); while none
-answers, and for any number that is not a registered intake phone, the reply is the same
-neutral "no open request matches", which reveals nothing about codes.
+``app.referrals.service.respond_by_sms``; when no pending referral matches, and for any
+number that is not a registered intake phone, the reply is the same neutral "no open request
+matches", which reveals nothing about codes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -47,7 +47,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
 from app.cases import danger
-from app.cases.service import request_checkpoint
+from app.cases.erasure import erase_case
+from app.cases.service import create_case, reopen_case, request_checkpoint, set_needs
+from app.consent.changes import change_consent
+from app.consent.service import has_consent
 from app.core import audit, discretion
 from app.core.crypto import blind_index
 from app.core.extensions import db
@@ -58,7 +61,8 @@ from app.models.areas import Area
 from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.directory import Service
-from app.models.messages import HotlineSession, Message
+from app.models.messages import HotlineSession, Message, SmsOptOut
+from app.referrals import service as referrals
 from app.sms import messaging
 
 # --- keywords (text is compared in ``app.textnorm.normalize``'s form) -------------------
@@ -223,19 +227,6 @@ def parse_provider_command(norm: str) -> ProviderCommand | None:
     return ProviderCommand(action, code=code, reason=reason)
 
 
-# ACCEPT/DECLINE: responder(services, action, code, reason_code, at) -> "accepted" /
-# "declined" when a pending referral of one of these services has this code (and was
-# changed), None otherwise. Registered by the referrals module; must flush, not commit.
-ReferralResponder = Callable[[list[Service], str, str, str | None, datetime], str | None]
-REFERRAL_RESPONDERS: list[ReferralResponder] = []
-
-
-def on_referral_response(responder: ReferralResponder) -> ReferralResponder:
-    if responder not in REFERRAL_RESPONDERS:
-        REFERRAL_RESPONDERS.append(responder)
-    return responder
-
-
 def _provider_reply(
     services: list[Service], command: ProviderCommand, language: str, at: datetime
 ) -> list[str]:
@@ -247,10 +238,9 @@ def _provider_reply(
     if command.action in ("accept", "decline"):
         outcome = None
         if services and command.code:
-            for responder in list(REFERRAL_RESPONDERS):
-                outcome = responder(services, command.action, command.code, command.reason, at)
-                if outcome:
-                    break
+            outcome = referrals.respond_by_sms(
+                services, command.action, command.code, command.reason, at
+            )
         if outcome == "accepted":
             return say("provider.accepted", code=command.code)
         if outcome == "declined":
@@ -622,9 +612,6 @@ class Conversation:
             self.unclear()
 
     def open_case(self) -> Case | None:
-        from app.cases.service import create_case
-        from app.consent.service import change_consent
-
         assert self.session is not None
         org_id = hotline_organization()
         if org_id is None:
@@ -659,7 +646,6 @@ class Conversation:
         if case is None:
             self.restart()
             return
-        from app.cases.service import set_needs
 
         urgency = "immediate" if self.session.urgent else "soon"
         set_needs(case, dict.fromkeys(chosen, urgency), actor=audit.SYSTEM)
@@ -773,8 +759,6 @@ class Conversation:
         self.say("hotline.language_menu", "en")
 
     def keyword_stop(self) -> None:
-        from app.consent.service import change_consent, has_consent
-
         messaging.opt_out(self.index, "keyword")
         for case in self._cases():
             if has_consent(case, "contact_sms"):
@@ -784,8 +768,6 @@ class Conversation:
         self.say("hotline.stopped")
 
     def keyword_start(self) -> None:
-        from app.consent.service import change_consent, has_consent
-
         messaging.opt_in(self.index)
         for case in self._cases():
             if has_consent(case, "store") and not has_consent(case, "contact_sms"):
@@ -861,16 +843,12 @@ def _area_pages(
 def reopen_if_closed(case: Case) -> None:
     """A survivor who texts again is back in the caseworkers' queue."""
     if case.status == "closed":
-        from app.cases.service import reopen_case
-
         reopen_case(case, actor=audit.SYSTEM)
 
 
 def forget_number(phone_index: str, at: datetime | None = None) -> None:
     """FORGET: erase every case with this number (``erase_case``), cancel and unlink every
     message, delete the session and the opt-out. Flush only."""
-    from app.cases.service import erase_case
-    from app.models.messages import SmsOptOut
 
     at = at or utcnow()
     cases = db.session.scalars(

@@ -11,8 +11,8 @@ number, sealed with the master keys, until the worker is done with it.
 
 Consent. A survivor message is enqueued only if consent permits an SMS now, and checked
 again by the worker at the moment of sending. Withdrawing ``contact_sms`` (or ``store``)
-and erasing a case cancel the case's queued messages (hooks registered below with
-``app.consent.on_withdrawal`` and ``app.cases.on_erasure``).
+and erasing a case cancel the case's queued messages (``cancel_queued``, called in order by
+``app.consent.changes`` and ``app.cases.erasure``). Delivery callbacks: ``app.sms.status``.
 
 Her rules. A survivor message is scheduled for the first moment inside her safe hours on
 her own clock (``app.safe_hours.send_time``), and not written at all while her hours wait to
@@ -43,22 +43,29 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import requests
 from flask import Flask, current_app, has_app_context
 from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
 
 from app.cases.service import REFERENCE_RE, request_checkpoint
 from app.consent import safe_hours
+from app.consent.service import permits
 from app.core import audit
 from app.core.crypto import blind_index, mask_phone, normalize_phone
+from app.core.database import any_of
 from app.core.extensions import db
 from app.core.vocab import (
     AGE_BAND_LABELS,
@@ -69,7 +76,7 @@ from app.core.vocab import (
 )
 from app.models.base import utcnow
 from app.models.cases import Case
-from app.models.messages import FINAL_STATUSES, Message, SmsOptOut
+from app.models.messages import Message, SmsOptOut
 from app.models.referrals import Referral
 
 log = logging.getLogger("haven.sms")
@@ -396,7 +403,6 @@ def gsm_fallback(text: str) -> str | None:
     """``text`` in the GSM-7 alphabet (accents outside it dropped: "á" -> "a", typographic
     quotes and dashes replaced), like Twilio's Smart Encoding; None if that is impossible
     (Arabic, emoji...)."""
-    import unicodedata
 
     out = []
     for ch in text.translate(_GSM_SUBSTITUTES):
@@ -470,7 +476,6 @@ def enqueue(
     about (required for templates that announce a referral's status). Returns ``None``,
     writing nothing, when the message may not be sent: a survivor whose consent does not
     permit SMS or whose safe hours wait to be checked, or a number that opted out."""
-    from app.consent.service import permits
 
     template = TEMPLATES.get(template_key)
     if template is None or template.audience == "hotline":
@@ -527,16 +532,16 @@ def enqueue(
 
 
 def cancel_queued(
-    *, case_id: int | None = None, phone_index: str | None = None,
+    *, case_ids: Sequence[int] | None = None, phone_index: str | None = None,
     referral_id: int | None = None,
 ) -> int:
-    """Cancel every queued outbound message of a case, to a number, or to the survivor
-    about a referral (flush, no commit)."""
-    if case_id is None and phone_index is None and referral_id is None:
+    """THE function that cancels queued outbound messages: every one of these cases, to a
+    number, or to the survivor about a referral (flush, no commit)."""
+    if not case_ids and phone_index is None and referral_id is None:
         return 0
     query = update(Message).where(Message.direction == "out", Message.status == "queued")
-    if case_id is not None:
-        query = query.where(Message.case_id == case_id)
+    if case_ids:
+        query = query.where(any_of(Message.case_id, case_ids))
     elif referral_id is not None:
         query = query.where(Message.referral_id == referral_id, Message.audience == "survivor")
     else:
@@ -586,19 +591,6 @@ def opt_in(phone_index: str) -> None:
     db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_index == phone_index))
 
 
-def record_opted_out(message: Message) -> None:
-    """Twilio says the recipient opted out (21610): record a ``contact_sms`` withdrawal on
-    the case through the consent module, and stop everything else to that number."""
-    from app.consent.service import change_consent, has_consent
-
-    if message.case_id is not None:
-        case = db.session.get(Case, message.case_id)
-        if case is not None and not case.is_erased and has_consent(case, "contact_sms"):
-            change_consent(
-                case, "contact_sms", False, "sms", None, language=case.language or "en"
-            )
-    if message.counterpart_index:
-        opt_out(message.counterpart_index, "twilio_21610")
 
 
 # Twilio's MessageStatus values -> ours. "received"/"receiving" concern inbound messages.
@@ -615,62 +607,20 @@ TWILIO_STATUS = {
     "canceled": "cancelled",
     "partially_delivered": "delivered",
 }
-_RANK = {"queued": 0, "submitted": 1, "sent": 2}
 
-
-def apply_status(sid: str, twilio_status: str, error_code: int | None) -> Message | None:
-    """A delivery callback. Out-of-order callbacks never move a message backwards; a final
-    status is final. Returns the message, or None when the SID is not ours."""
-    ours = TWILIO_STATUS.get(twilio_status)
-    message = db.session.scalar(
-        select(Message).where(Message.twilio_sid == sid, Message.direction == "out")
-    )
-    if message is None or ours is None or message.is_final:
-        return message
-    if ours not in FINAL_STATUSES and _RANK.get(ours, 0) <= _RANK.get(message.status, 0):
-        return message
-    now = utcnow()
-    message.status = ours
-    message.error_code = error_code
-    if ours in FINAL_STATUSES:
-        message.final_at = now
-        if message.recipient is not None:
-            message.recipient = None
-            request_checkpoint()
-    db.session.flush()
-    if error_code == 21610:
-        record_opted_out(message)
-    return message
-
-
-# --- consent and erasure effects -------------------------------------------------------
-
-
-def _on_withdrawal(case: Case, scope: str, actor_id: int | None, at: datetime) -> None:
-    if scope in ("contact_sms", "store"):
-        cancel_queued(case_id=case.id)
-
-
-def _on_erasure(case: Case, actor_id: int | None, at: datetime) -> None:
-    cancel_queued(case_id=case.id)
-    # The rows stay (statistics of sends), but nothing links them to a number any more.
+def forget_cases(case_ids: Sequence[int]) -> None:
+    """Erasure's step for the outbox: queued messages of these cases cancelled; the rows
+    stay (statistics of sends), but nothing links them to a number any more."""
+    cancel_queued(case_ids=case_ids)
     db.session.execute(
         update(Message)
-        .where(Message.case_id == case.id)
+        .where(
+            any_of(Message.case_id, case_ids),
+            or_(Message.counterpart_index.is_not(None), Message.recipient.is_not(None)),
+        )
         .values(counterpart_index=None, recipient=None)
         .execution_options(synchronize_session=False)
     )
-
-
-def register_effects() -> None:
-    from app.cases.service import on_erasure
-    from app.consent.service import on_withdrawal
-
-    on_withdrawal(_on_withdrawal)
-    on_erasure(_on_erasure)
-
-
-register_effects()
 
 
 # --- backends --------------------------------------------------------------------------
@@ -729,9 +679,6 @@ class TwilioBackend:
         http_client: Any = None,
         timeout: float | None = None,
     ) -> None:
-        from twilio.http.http_client import TwilioHttpClient
-        from twilio.rest import Client
-
         if http_client is None:
             # A quiet logger: the SDK logs request URLs and headers at INFO.
             quiet = logging.getLogger("haven.sms.twilio_http")
@@ -774,8 +721,6 @@ class TwilioBackend:
 
 def classify(exc: BaseException) -> SendError:
     """Map an SDK or network exception onto retry / permanent / opted_out."""
-    import requests
-    from twilio.base.exceptions import TwilioRestException
 
     if isinstance(exc, TwilioRestException):
         status = int(exc.status or 0)

@@ -19,6 +19,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from app.core.crypto import InvalidPhoneNumber, normalize_phone
 from app.core.extensions import csrf, db
 from app.sms import hotline, messaging
+from app.sms import status as sms_status
 
 bp = Blueprint("sms", __name__)
 csrf.exempt(bp)
@@ -131,6 +132,6 @@ def status() -> Response:
     if raw_code and not re.fullmatch(r"[0-9]{1,6}", raw_code):
         abort(400)
     with sqlite_writers_queue():
-        messaging.apply_status(sid, twilio_status, int(raw_code) if raw_code else None)
+        sms_status.apply_status(sid, twilio_status, int(raw_code) if raw_code else None)
         db.session.commit()
     return twiml([])

@@ -62,6 +62,7 @@ from sqlalchemy import or_, select, update
 
 from app.cases.service import request_checkpoint
 from app.consent import safe_hours
+from app.consent.service import permits
 from app.core.crypto import CryptoError, KeyDestroyed
 from app.core.extensions import db
 from app.models.base import utcnow
@@ -69,6 +70,7 @@ from app.models.cases import Case
 from app.models.directory import Service
 from app.models.messages import FINAL_STATUSES, Message
 from app.sms import messaging
+from app.sms import status as sms_status
 
 log = logging.getLogger("haven.sms")
 
@@ -270,8 +272,6 @@ class Worker:
         explicit = False
         to: str | None
         if message.audience == "survivor":
-            from app.consent.service import permits
-
             case = db.session.get(Case, message.case_id) if message.case_id else None
             if case is None or not permits(case, "sms"):
                 return self.cancel(message, now)
@@ -395,7 +395,7 @@ class Worker:
             db.session.commit()
             return "skipped"
         if err.kind == "opted_out":
-            messaging.record_opted_out(message)
+            sms_status.record_opted_out(message)
             return self.fail(message, now, err.code)
         if err.kind == "permanent" or message.attempts >= self.max_attempts:
             if err.kind != "permanent":
