@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -11,7 +11,7 @@ from app.auth import accounts
 from app.auth.views import password_problem_message
 from app.core import audit
 from app.core.extensions import db
-from app.core.security import roles
+from app.core.security import get_or_404, roles
 from app.models import AuditEvent, Organization, User
 
 bp = Blueprint("admin", __name__)
@@ -64,7 +64,7 @@ def user_new() -> Response | str | tuple[str, int]:
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
 @roles("admin")
 def user_edit(user_id: int) -> Response | str | tuple[str, int]:
-    user = db.session.get(User, user_id) or abort(404)
+    user = get_or_404(User, user_id, None)
     form = UserEditForm(obj=user)
     form.organization_id.choices = _org_choices()
     if form.validate_on_submit():
@@ -117,7 +117,7 @@ def organization_new() -> Response | str | tuple[str, int]:
 @bp.route("/organizations/<int:organization_id>", methods=["GET", "POST"])
 @roles("admin")
 def organization_edit(organization_id: int) -> Response | str | tuple[str, int]:
-    org = db.session.get(Organization, organization_id) or abort(404)
+    org = get_or_404(Organization, organization_id, None)
     return _organization_form(org)
 
 

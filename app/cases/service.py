@@ -8,8 +8,9 @@ frames do not linger in the -wal file. The same checkpoint follows every commit 
 deletes or replaces an identifier — a phone, a blind index, an alias, any sealed field:
 the domain function that does it calls ``request_checkpoint()`` (profile edits here,
 FORGET and declined conversations in ``app.sms.hotline``, numbers cleared from messages in
-``app.sms.messaging`` and the SMS worker, retention rules in ``app.retention``). ``secure_delete`` zeroes the freed cells in the
-database file; the checkpoint makes sure no older copy of the page stays in the WAL.
+``app.sms.messaging`` and the SMS worker, retention rules in ``app.retention``).
+``secure_delete`` zeroes the freed cells in the database file; the checkpoint makes sure no
+older copy of the page stays in the WAL.
 """
 
 from __future__ import annotations

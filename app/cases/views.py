@@ -50,7 +50,7 @@ from app.core import audit
 from app.core.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.core.extensions import db
 from app.core.inputs import parse_id
-from app.core.security import roles
+from app.core.security import get_or_404, roles
 from app.core.vocab import (
     AGE_BAND_LABELS,
     CATEGORY_LABELS,
@@ -91,24 +91,6 @@ SMS_QUEUE_ORDER = (
 )
 PAGE_SIZE = 50
 RESEND_WINDOW = timedelta(seconds=60)
-
-
-def _case_or_404(case_id: int) -> Case:
-    case = db.session.scalar(
-        select(Case).where(
-            Case.id == case_id, Case.organization_id == current_user.organization_id
-        )
-    )
-    if case is None:
-        abort(404)
-    return case
-
-
-def _live_case_or_404(case_id: int) -> Case:
-    case = _case_or_404(case_id)
-    if case.is_erased:
-        abort(404)
-    return case
 
 
 def _area_choices(blank: str) -> list[tuple[str, str]]:
@@ -336,7 +318,7 @@ def _require_store(case: Case) -> Any:
 @bp.route("/<int:case_id>/profile", methods=["GET", "POST"])
 @roles(*STAFF)
 def profile(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     refused = _require_store(case)
     if refused is not None:
         return refused
@@ -415,7 +397,7 @@ def profile(case_id: int) -> Any:
 @bp.route("/<int:case_id>/needs", methods=["GET", "POST"])
 @roles(*STAFF)
 def needs(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     refused = _require_store(case)
     if refused is not None:
         return refused
@@ -451,7 +433,7 @@ def needs(case_id: int) -> Any:
 @bp.get("/<int:case_id>")
 @roles(*STAFF)
 def case_page(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id)
     audit.record("case.view", "case", case.id)
     db.session.commit()
     if case.is_erased:
@@ -472,7 +454,7 @@ def case_page(case_id: int) -> Any:
 def acknowledge_danger(case_id: int) -> Any:
     """A caseworker or supervisor took up a danger report (from the home page or the case
     page). Idempotent: a double tap records one acknowledgement."""
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     form = DangerAcknowledgeForm()
     here = url_for("intake.case_page", case_id=case.id)
     seen = form.seen() if form.validate_on_submit() else None
@@ -497,7 +479,7 @@ def acknowledge_danger(case_id: int) -> Any:
 @bp.route("/<int:case_id>/consent", methods=["GET", "POST"])
 @roles(*STAFF)
 def change_consent(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id)
     if case.is_erased:  # e.g. a resent "withdraw store": show what happened, not a 404
         return redirect(url_for("intake.case_page", case_id=case.id))
     form = ChangeConsentForm()
@@ -577,7 +559,7 @@ def _is_resend(case: Case, scope: str, granted: bool, method: str) -> bool:
 @bp.post("/<int:case_id>/close")
 @roles(*STAFF)
 def close(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     if ActionForm().validate_on_submit() and case.status == "open":
         cases.close_case(case)
         db.session.commit()
@@ -588,7 +570,7 @@ def close(case_id: int) -> Any:
 @bp.post("/<int:case_id>/reopen")
 @roles(*STAFF)
 def reopen(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     if ActionForm().validate_on_submit() and case.status == "closed":
         cases.reopen_case(case)
         db.session.commit()
@@ -601,7 +583,7 @@ def reopen(case_id: int) -> Any:
 def discard_draft(case_id: int) -> Any:
     """An abandoned intake (a draft): asks for confirmation, then erases it (audited; one
     de-identified count stays)."""
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id)
     if case.is_erased:  # a double tap on "discard": the first one did it
         return redirect(url_for("intake.case_list", tab="drafts"))
     form = ActionForm()
@@ -626,7 +608,7 @@ def discard_draft(case_id: int) -> Any:
 
 
 def _exportable(case_id: int) -> Case:
-    case = _live_case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     if not consent.permits(case, "export"):
         abort(403)
     return case
@@ -662,7 +644,7 @@ def export_json(case_id: int) -> Response:
 @bp.route("/<int:case_id>/erase", methods=["GET", "POST"])
 @roles(*STAFF)
 def erase(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id)
     if case.is_erased:  # a double tap on "erase": the first one did it
         return redirect(url_for("intake.case_page", case_id=case.id))
     form = EraseForm()

@@ -6,8 +6,9 @@ One ``before_request`` gate decides every request (SecureDrop style):
 * every other endpoint needs a logged-in user whose role the view declared with ``@roles``;
 * a view that declared no roles is refused to everyone (deny by default).
 
-Object-level checks (another organization's case, user, referral) are done by the
-``org_scoped`` helpers, which answer 404 so that ids of other organizations are not confirmed.
+Object-level checks (another organization's case, user, referral) are done by ``get_or_404``,
+the one org-scoped lookup every view uses; it answers 404 so that ids of other organizations
+are not confirmed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from app.auth import accounts
@@ -160,6 +162,28 @@ def _to_login() -> Response:
         nxt = target if is_safe_next(target) else None
         return redirect(url_for("auth.login", next=nxt))
     abort(401)
+
+
+Row = TypeVar("Row")
+
+
+def get_or_404(
+    model: type[Row], object_id: int, org_column: Any, *where: Any, join: Any = None
+) -> Row:
+    """The ``model`` row with this id whose ``org_column`` is the signed-in user's
+    organization (and that meets every ``where``), else 404 — the same answer as an id that
+    does not exist. ``org_column=None`` only where the role may see every organization's
+    rows (admins; the directory for staff). ``join``: ``(model, onclause)`` when the
+    organization is on another table."""
+    query = select(model).where(model.id == object_id, *where)  # type: ignore[attr-defined]
+    if join is not None:
+        query = query.join(*join)
+    if org_column is not None:
+        query = query.where(org_column == current_user.organization_id)
+    row = db.session.scalar(query)
+    if row is None:
+        abort(404)
+    return row
 
 
 def assign_request_id() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, or_, select
@@ -16,7 +16,7 @@ from app.core import audit, vocab
 from app.core.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.core.extensions import db
 from app.core.inputs import query_id
-from app.core.security import roles
+from app.core.security import get_or_404, roles
 from app.directory import capacity, matching
 from app.directory.forms import (
     WEEKDAY_LABELS,
@@ -41,21 +41,14 @@ def _area_choices() -> list[tuple[int, str]]:
 def _service_for_reading(service_id: int) -> Service:
     """The directory is shared with every staff role; a provider sees only its own
     organization's services (others answer 404, like any other organization's object)."""
-    service = db.session.get(Service, service_id)
-    if service is None:
-        abort(404)
-    if current_user.role == "provider" and service.organization_id != current_user.organization_id:
-        abort(404)
-    return service
+    scoped = current_user.role == "provider"
+    return get_or_404(Service, service_id, Service.organization_id if scoped else None)
 
 
 def _service_for_editing(service_id: int) -> Service:
-    service = db.session.get(Service, service_id)
-    if service is None:
-        abort(404)
-    if current_user.role != "admin" and service.organization_id != current_user.organization_id:
-        abort(404)
-    return service
+    """Admins edit every service; a provider only its own organization's."""
+    scoped = current_user.role != "admin"
+    return get_or_404(Service, service_id, Service.organization_id if scoped else None)
 
 
 @bp.get("/")
@@ -288,7 +281,7 @@ def area_new() -> Response | str | tuple[str, int]:
 @bp.route("/areas/<int:area_id>", methods=["GET", "POST"])
 @roles("admin")
 def area_edit(area_id: int) -> Response | str | tuple[str, int]:
-    area = db.session.get(Area, area_id) or abort(404)
+    area = get_or_404(Area, area_id, None)
     return _area_form(area)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from app.core import audit
 from app.core.extensions import db
-from app.core.security import roles
+from app.core.security import get_or_404, roles
 from app.core.vocab import CATEGORY_LABELS
 from app.directory import capacity
 from app.models import Service
@@ -31,17 +31,6 @@ TABS = {
     "closed": ("declined", "expired", "cancelled", "no_show", "completed"),
 }
 PAGE_SIZE = 100
-
-
-def _referral_or_404(referral_id: int) -> Referral:
-    referral = db.session.scalar(
-        select(Referral).where(
-            Referral.id == referral_id, Referral.organization_id == current_user.organization_id
-        )
-    )
-    if referral is None:
-        abort(404)
-    return referral
 
 
 def _shelters(errors_for: tuple[int, Any] | None = None) -> list[dict[str, Any]]:
@@ -133,13 +122,13 @@ def provider_reason_labels() -> dict[str, str]:
 @bp.get("/referrals/<int:referral_id>")
 @roles("provider")
 def referral(referral_id: int) -> Any:
-    return _render_detail(_referral_or_404(referral_id))
+    return _render_detail(get_or_404(Referral, referral_id, Referral.organization_id))
 
 
 @bp.post("/referrals/<int:referral_id>/accept")
 @roles("provider")
 def accept(referral_id: int) -> Any:
-    referral = _referral_or_404(referral_id)
+    referral = get_or_404(Referral, referral_id, Referral.organization_id)
     if ActionForm().validate_on_submit():
         try:
             referrals.accept(referral, current_user.id)
@@ -155,7 +144,7 @@ def accept(referral_id: int) -> Any:
 @bp.post("/referrals/<int:referral_id>/decline")
 @roles("provider")
 def decline(referral_id: int) -> Any:
-    referral = _referral_or_404(referral_id)
+    referral = get_or_404(Referral, referral_id, Referral.organization_id)
     form = DeclineForm()
     if not form.validate_on_submit():
         return _render_detail(referral, 400, decline_form=form)
@@ -164,7 +153,8 @@ def decline(referral_id: int) -> Any:
     except referrals.ReferralError as exc:
         db.session.rollback()
         form.reason.errors = [str(exc.message)]
-        return _render_detail(_referral_or_404(referral_id), 400, decline_form=form)
+        referral = get_or_404(Referral, referral_id, Referral.organization_id)
+        return _render_detail(referral, 400, decline_form=form)
     db.session.commit()
     flash(_("Referral %(code)s declined.", code=referral.code), "success")
     return redirect(url_for("provider.referral", referral_id=referral_id))
@@ -173,7 +163,7 @@ def decline(referral_id: int) -> Any:
 @bp.post("/referrals/<int:referral_id>/outcome")
 @roles("provider")
 def outcome(referral_id: int) -> Any:
-    referral = _referral_or_404(referral_id)
+    referral = get_or_404(Referral, referral_id, Referral.organization_id)
     form = OutcomeForm()
     if not form.validate_on_submit():
         return _render_detail(referral, 400, outcome_form=form)
@@ -182,7 +172,8 @@ def outcome(referral_id: int) -> Any:
     except referrals.ReferralError as exc:
         db.session.rollback()
         form.outcome.errors = [str(exc.message)]
-        return _render_detail(_referral_or_404(referral_id), 400, outcome_form=form)
+        referral = get_or_404(Referral, referral_id, Referral.organization_id)
+        return _render_detail(referral, 400, outcome_form=form)
     db.session.commit()
     flash(_("Outcome saved."), "success")
     return redirect(url_for("provider.referral", referral_id=referral_id))
@@ -191,13 +182,7 @@ def outcome(referral_id: int) -> Any:
 @bp.post("/services/<int:service_id>/beds")
 @roles("provider")
 def beds(service_id: int) -> Any:
-    service = db.session.scalar(
-        select(Service).where(
-            Service.id == service_id, Service.organization_id == current_user.organization_id
-        )
-    )
-    if service is None:
-        abort(404)
+    service = get_or_404(Service, service_id, Service.organization_id)
     form = BedsForm(prefix=f"s{service.id}")
     if form.validate_on_submit():
         try:

@@ -15,7 +15,7 @@ from app.consent import service as consent
 from app.core import audit
 from app.core.extensions import db
 from app.core.inputs import parse_id, query_id
-from app.core.security import roles
+from app.core.security import get_or_404, roles
 from app.core.vocab import CATEGORY_LABELS, URGENCY_LABELS
 from app.directory import matching
 from app.models import Case, Organization, Service
@@ -56,27 +56,6 @@ def reason_labels() -> dict[str, str]:
     }
 
 
-def _case_or_404(case_id: int) -> Case:
-    case = db.session.scalar(
-        select(Case).where(Case.id == case_id, Case.organization_id == current_user.organization_id)
-    )
-    if case is None or case.is_erased:
-        abort(404)
-    return case
-
-
-def _referral_or_404(referral_id: int) -> Referral:
-    referral = db.session.scalar(
-        select(Referral).where(
-            Referral.id == referral_id,
-            Referral.referring_organization_id == current_user.organization_id,
-        )
-    )
-    if referral is None:
-        abort(404)
-    return referral
-
-
 def _criteria(case: Case) -> matching.MatchCriteria:
     states = consent.current_consents(case)
     return matching.MatchCriteria(
@@ -113,7 +92,7 @@ def referral_labels() -> dict[str, Any]:
 @bp.get("/cases/<int:case_id>/new")
 @roles(*STAFF)
 def choose(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     results = matching.match(_criteria(case)) if case.needs and case.status == "open" else []
     preselect = query_id("service_id")
     audit.record("case.match", "case", case.id)
@@ -200,7 +179,7 @@ def _form_for(case: Case, services: list[Service]) -> Any:
 @bp.post("/cases/<int:case_id>/preview")
 @roles(*STAFF)
 def preview(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     if not ActionForm().validate_on_submit():
         abort(400)
     services = _chosen_services(request.form.getlist("services"))
@@ -217,7 +196,7 @@ def preview(case_id: int) -> Any:
 @bp.post("/cases/<int:case_id>/send")
 @roles(*STAFF)
 def send(case_id: int) -> Any:
-    case = _case_or_404(case_id)
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
     services = _chosen_services(request.form.getlist("services"))
     if not services:
         flash(_("Choose at least one service (at most %(n)s).", n=MAX_SERVICES), "error")
@@ -262,7 +241,7 @@ def send(case_id: int) -> Any:
         )
     except referrals.ReferralError as exc:
         db.session.rollback()
-        case = _case_or_404(case_id)
+        case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
         services = _chosen_services(request.form.getlist("services"))
         return _render_preview(case, services, form, 400, error=str(exc.message))
     db.session.commit()
@@ -288,7 +267,7 @@ def waiting() -> Any:
 @bp.post("/<int:referral_id>/cancel")
 @roles(*STAFF)
 def cancel(referral_id: int) -> Any:
-    referral = _referral_or_404(referral_id)
+    referral = get_or_404(Referral, referral_id, Referral.referring_organization_id)
     case_id = referral.case_id
     if ActionForm().validate_on_submit():
         if referrals.cancel(referral, current_user.id, reason="caseworker"):
@@ -303,13 +282,9 @@ def cancel(referral_id: int) -> Any:
 @bp.post("/releases/<int:release_id>/withdraw")
 @roles(*STAFF)
 def withdraw_release(release_id: int) -> Any:
-    release = db.session.scalar(
-        select(Release)
-        .join(Case, Case.id == Release.case_id)
-        .where(Release.id == release_id, Case.organization_id == current_user.organization_id)
+    release = get_or_404(
+        Release, release_id, Case.organization_id, join=(Case, Case.id == Release.case_id)
     )
-    if release is None:
-        abort(404)
     case_id = release.case_id
     if ActionForm().validate_on_submit():
         cancelled = referrals.withdraw_release(release, current_user.id)
