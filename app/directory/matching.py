@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -625,54 +625,6 @@ def match(
     ]
 
 
-# --- the naive reference (benchmark and tests only) ---------------------------------------
-
-
-def naive_match(
-    criteria: MatchCriteria, *, now: datetime | None = None, limit: int | None = DEFAULT_LIMIT
-) -> list[NeedMatches]:
-    """Load every service as ORM objects and filter in Python: the slow, obviously correct
-    reference the benchmark compares with and tests check ``match`` against."""
-    clock = _Clock(now or utcnow())
-    area_ids, centre = _area_context(criteria.area_id)
-    services: Sequence[Service] = db.session.scalars(select(Service)).all()
-    results = []
-    for category, urgency in criteria.needs:
-        candidates = []
-        for s in services:
-            if s.category != category or not s.active:
-                continue
-            if (
-                criteria.age_band is not None
-                and band_fit(s.min_age, s.max_age, criteria.age_band) == "none"
-            ):
-                continue
-            if criteria.gender is not None and criteria.gender not in s.genders:
-                continue
-            if criteria.children and not s.accepts_children:
-                continue
-            candidates.append(s)
-        serving = {s.id for s in candidates if any(a.id in area_ids for a in s.areas)}
-        rows = [
-            (
-                s.id,
-                s.languages,
-                s.latitude,
-                s.longitude,
-                s.wheelchair_access,
-                s.hearing_access,
-                json.dumps(s.hours),
-                s.timezone,
-                s.beds_total,
-                s.beds_available,
-            )
-            for s in candidates
-        ]
-        matches = _rank(rows, category, urgency, criteria, serving, centre, clock, limit)
-        results.append(NeedMatches(category, urgency, matches, total=len(rows)))
-    return results
-
-
 def service_ids(results: Iterable[NeedMatches]) -> list[list[int]]:
     return [[m.service_id for m in need.matches] for need in results]
 
@@ -686,5 +638,4 @@ __all__ = [
     "criteria_from_form",
     "haversine_km",
     "match",
-    "naive_match",
 ]
