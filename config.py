@@ -17,6 +17,8 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 class ConfigError(SystemExit):
@@ -90,9 +92,6 @@ SUPPORTED_DRIVERS = frozenset({"postgresql+psycopg", "sqlite", "sqlite+pysqlite"
 def supported_database_url(url: str) -> bool:
     """A URL SQLAlchemy can parse, for a database Haven runs on (checked before any engine
     is made, so a typo is one line of configuration error, not a traceback)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         return make_url(url).drivername in SUPPORTED_DRIVERS
     except (ArgumentError, ValueError):

@@ -127,8 +127,8 @@ def build_directory(rng: random.Random, n_services: int, n_areas: int) -> int:
                 "active": rng.random() < 0.95,
             }
         )
-        for area_id in {home["id"], *(rng.choice(areas)["id"] for _ in range(rng.randint(0, 2)))}:
-            links.append({"service_id": i + 1, "area_id": area_id})
+        served = {home["id"], *(rng.choice(areas)["id"] for _ in range(rng.randint(0, 2)))}
+        links.extend({"service_id": i + 1, "area_id": area_id} for area_id in served)
     db.session.commit()
     bulk_insert(db, "service", rows)
     bulk_insert(db, "service_area", links)

@@ -83,11 +83,11 @@ def seed_statements(dialect: str) -> list[tuple[str, str, dict[str, Any]]]:
          f"SELECT i, 'B' || {pad6}, 1, 'tablet', 'closed', i, :alias, :phone, :note, {hex64}, "
          f"'en', '25_34', 1, :no, :no, :no, :created, :closed, :closed, :due FROM {series}", {}),
     ]
-    for scope in ("store", "contact_sms", "share_legal"):
-        out.append(("consent", "INSERT INTO consent (case_id, scope, granted, decision, method, "
-                    "text_version, language, recorded_at, expires_at) "
-                    "SELECT i, :scope, :yes, 'grant', 'verbal', '2026-11', 'en', :created, "
-                    f":consent_expires FROM {series}", {"scope": scope}))
+    out.extend(("consent", "INSERT INTO consent (case_id, scope, granted, decision, method, "
+                "text_version, language, recorded_at, expires_at) "
+                "SELECT i, :scope, :yes, 'grant', 'verbal', '2026-11', 'en', :created, "
+                f":consent_expires FROM {series}", {"scope": scope})
+               for scope in ("store", "contact_sms", "share_legal"))
     out += [
         ("need", "INSERT INTO need (case_id, category, urgency, created_at) "
          f"SELECT i, 'legal', 'soon', :created FROM {series}", {}),

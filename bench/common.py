@@ -346,9 +346,8 @@ def comparison_table(before: Results, after: Results, before_label: str,
         rows.append((f.name, _number(f.value, f.unit), _number(other.value, other.unit),
                      change(f.value, other.value), direction))
     names = {f.name for f in before.figures}
-    for f in after.figures:
-        if f.name not in names:
-            rows.append((f.name, "-", _number(f.value, f.unit), "-", ""))
+    rows.extend((f.name, "-", _number(f.value, f.unit), "-", "")
+                for f in after.figures if f.name not in names)
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return [
         "  ".join(

@@ -91,12 +91,12 @@ class CountingBackend:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
+    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:  # noqa: ARG002 - backend interface
         sid = "SM" + secrets.token_hex(16)
         os.write(self.fd, f"{sid} {template_key}\n".encode())
         return SendResult(sid, "delivered")
 
-    def delete(self, sid: str) -> bool:
+    def delete(self, sid: str) -> bool:  # noqa: ARG002 - the SMS backend interface
         return True
 
 
@@ -439,10 +439,9 @@ def check_sends(sends: list[str], messages: list[tuple[int, str, str | None, boo
     outbound message as (id, status, twilio_sid, due). Each send must be the SID of exactly
     one message (a message sent twice leaves a SID on none), each message marked sent must
     carry a SID some send returned, and no due message may be left queued."""
-    by_sid: dict[str, int] = {}
-    for message_id, _status, sid, _due in messages:
-        if sid:
-            by_sid[sid] = message_id
+    by_sid: dict[str, int] = {
+        sid: message_id for message_id, _status, sid, _due in messages if sid
+    }
     per_message: Counter[int] = Counter()
     unrecorded = []
     for sid in sends:
@@ -665,12 +664,12 @@ def soak(args: argparse.Namespace) -> int:
         threads = [threading.Thread(target=tally.guarded(sample_beds),
                                     args=(engine, stop_sampling, beds))]
         per = 10_000 // max(1, args.survivors)
-        for k in range(args.survivors):
-            threads.append(threading.Thread(target=tally.guarded(survivor), args=(
-                cluster, tally, k * per, min(per, 200), deadline, rng.random())))
-        for _ in range(args.providers):
-            threads.append(threading.Thread(target=tally.guarded(provider), args=(
-                cluster, tally, engine, shelters, deadline, rng.random())))
+        threads.extend(threading.Thread(target=tally.guarded(survivor), args=(
+            cluster, tally, k * per, min(per, 200), deadline, rng.random()))
+            for k in range(args.survivors))
+        threads.extend(threading.Thread(target=tally.guarded(provider), args=(
+            cluster, tally, engine, shelters, deadline, rng.random()))
+            for _ in range(args.providers))
         for k in range(args.caseworkers):
             worker = Caseworker(cluster, tally, engine, shelters, f"soak-cw{k}", password,
                                 int(rng.random() * 1e9))
@@ -719,8 +718,8 @@ def soak(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace, tally: Tally, outbox: SendCheck, beds: BedSamples,
            audit: subprocess.CompletedProcess[str], logged: int, logged_5xx: int,
            errors_logged: list[str]) -> int:
-    seen = tally.count(lambda kind, status: True)
-    seen_5xx = tally.count(lambda kind, status: status >= 500)
+    seen = tally.count(lambda _kind, _status: True)
+    seen_5xx = tally.count(lambda _kind, status: status >= 500)
     by_kind = Counter[str]()
     for (kind, _status), n in tally.answers.items():
         by_kind[kind] += n

@@ -63,9 +63,12 @@ class StubNetwork(HttpClient):
     def push(self, *responses: Response | BaseException) -> None:
         self.queue.extend(responses)
 
-    def request(self, method: str, uri: str, params: Any = None, data: Any = None,
-                headers: Any = None, auth: Any = None, timeout: Any = None,
-                allow_redirects: bool = False) -> Response:
+    # Twilio's HttpClient.request signature; only method, uri and data matter to the fake.
+    def request(
+        self, method: str, uri: str, params: Any = None, data: Any = None,  # noqa: ARG002 - Twilio's signature
+        headers: Any = None, auth: Any = None, timeout: Any = None,  # noqa: ARG002 - Twilio's signature
+        allow_redirects: bool = False,  # noqa: ARG002 - Twilio's signature
+    ) -> Response:
         self.requests.append({"method": method, "uri": uri, "data": dict(data or {})})
         if not self.queue:
             if method.upper() == "DELETE":

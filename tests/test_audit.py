@@ -335,9 +335,14 @@ def test_a_batch_that_raises_writes_nothing(app):
     _events(2)
     head = db.session.get(AuditHead, 1)
     tip = (head.seq, head.last_hash)
-    with pytest.raises(RuntimeError), audit.batched():
-        audit.record("case.create", "case", 9)
-        raise RuntimeError("half-way")
+
+    def fail_half_way() -> None:
+        with audit.batched():
+            audit.record("case.create", "case", 9)
+            raise RuntimeError("half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        fail_half_way()
     assert audit._BATCH not in db.session.info  # the next record is written at once again
     db.session.commit()
     assert _seqs() == [1, 2]

@@ -23,11 +23,11 @@ SIGN_OUT_ENDPOINTS = {"auth.logout"}
 
 
 def walkable_rules(app: Flask) -> list[tuple[Rule, str]]:
-    found = []
-    for rule in app.url_map.iter_rules():
-        for method in sorted((rule.methods or set()) & set(METHODS)):
-            found.append((rule, method))
-    return found
+    return [
+        (rule, method)
+        for rule in app.url_map.iter_rules()
+        for method in sorted((rule.methods or set()) & set(METHODS))
+    ]
 
 
 def build_url(app: Flask, rule: Rule, org: Any) -> str:

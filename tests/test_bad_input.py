@@ -100,7 +100,7 @@ def test_parse_id(raw: Any, expected: int | None) -> None:
 def test_coerce_id_refuses_out_of_range_with_a_value_error() -> None:
     assert coerce_id(0) == 0 and coerce_id("0") == 0 and coerce_id(MAX_ID) == MAX_ID
     for bad in ("2147483648", 2**31, -1, "abc", "", True, None):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not an id"):
             coerce_id(bad)
 
 
@@ -228,11 +228,11 @@ def _field_names(page: str) -> set[str]:
 
 def _form_pages(app: Flask) -> list[str]:
     """Endpoints that show a form (GET) and take it back (POST) on the same URL."""
-    found = []
-    for rule in app.url_map.iter_rules():
-        if {"GET", "POST"} <= (rule.methods or set()):
-            found.append(rule.endpoint)
-    return sorted(found)
+    return sorted(
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if {"GET", "POST"} <= (rule.methods or set())
+    )
 
 
 def _draft_url(app: Flask, organization: Any) -> str:

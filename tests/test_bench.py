@@ -196,7 +196,7 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
+@pytest.fixture
 def recorder() -> Iterator[int]:
     _Recorder.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
@@ -289,7 +289,7 @@ def test_the_soak_finds_the_hidden_inputs_of_a_form() -> None:
 # --- each benchmark end to end on a tiny workload ---------------------------------------------
 
 
-@pytest.fixture()
+@pytest.fixture
 def bench_backend(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(common, "PG_SERVER", PG_SERVER)
     monkeypatch.setenv("HAVEN_BENCH_PG_URL", PG_SERVER)

@@ -126,9 +126,9 @@ def test_erased_case_permits_nothing(app):
 
 def test_unknown_action_and_scope_raise(app):
     case = factories.make_case()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown action"):
         consent.permits(case, "share:weapons")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown consent scope"):
         consent.has_consent(case, "everything")
 
 

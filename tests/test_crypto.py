@@ -184,7 +184,7 @@ def test_sealed_round_trip_with_own_data_key(app, sealed_table):
         crypto.keyring().multi.decrypt(raw_alias)
     # The stored data key is itself wrapped: the raw row does not hold a usable key.
     wrapped = bytes(db.session.get(DataKey, key_id).wrapped)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Fernet key must be"):
         Fernet(wrapped)
     record_key = Fernet(Fernet(TEST_ENV["HAVEN_DATA_KEYS"].encode()).decrypt(wrapped))
     assert record_key.decrypt(raw_alias) == b"Rosa M."

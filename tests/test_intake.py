@@ -169,7 +169,7 @@ def test_a_token_of_another_organization_is_refused(worker, client, app):
     assert count(Case) == 1 and count(Consent) == 0
 
 
-@pytest.mark.parametrize("field,value", [
+@pytest.mark.parametrize(("field", "value"), [
     ("token", "short"),
     ("token", ""),
     ("language", "xx"),
@@ -222,7 +222,7 @@ def test_expired_store_consent_counts_as_withdrawn_in_views(worker, client):
     assert "Expired" in page
 
 
-@pytest.mark.parametrize("changes,field", [
+@pytest.mark.parametrize(("changes", "field"), [
     ({"phone": "12345"}, "phone"),
     ({"phone": "+1 415 CALL NOW"}, "phone"),
     ({"area_id": "999999"}, "area_id"),
@@ -308,7 +308,9 @@ def test_other_organizations_case_answers_404(worker, client):
     assert db.session.get(Case, other_case.id).status == "open"
 
 
-@pytest.mark.parametrize("role,status", [("provider", 403), ("admin", 403), ("supervisor", 200)])
+@pytest.mark.parametrize(
+    ("role", "status"), [("provider", 403), ("admin", 403), ("supervisor", 200)]
+)
 def test_roles(app, client, role, status):
     user = factories.make_user(role)
     case = factories.make_case(user.organization)

@@ -265,7 +265,7 @@ def test_anonymous_form_criteria_are_information_only(app: Any) -> None:
     )
     assert c.needs == (("legal", "immediate"), ("shelter", "immediate"))
     assert c.consented_share_categories == frozenset() and c.age_band is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown need category"):
         criteria_from_form({"categories": ["nonsense"]})
 
 

@@ -579,7 +579,7 @@ def test_status_callbacks_then_deletion_at_twilio(app_factory: Any) -> None:
                                     params={"reference": case.reference})
         assert message is not None
         db.session.commit()
-        Worker(app, sleep=lambda s: None).run(once=True)
+        Worker(app, sleep=lambda _s: None).run(once=True)
 
         def status(value: str, **extra: str) -> Any:
             params = {"MessageSid": sid, "MessageStatus": value, "AccountSid": ACCOUNT_SID,
@@ -600,7 +600,7 @@ def test_status_callbacks_then_deletion_at_twilio(app_factory: Any) -> None:
         unknown = post_signed(client, "/sms/status", {"MessageSid": new_sid(),
                                                       "MessageStatus": "delivered"})
         assert unknown.status_code == 200
-        Worker(app, sleep=lambda s: None).run(once=True)
+        Worker(app, sleep=lambda _s: None).run(once=True)
         db.session.expire_all()
         assert db.session.get(Message, message.id).remote_deleted_at  # type: ignore[union-attr]
         assert [r["method"] for r in network.requests] == ["POST", "DELETE"]
@@ -632,7 +632,7 @@ def test_inbound_messages_are_deleted_at_twilio_after_parsing(app_factory: Any) 
     with app.app_context():
         sid = new_sid()
         text(app.test_client(), "hello", sid=sid)
-        Worker(app, sleep=lambda s: None).run(once=True)
+        Worker(app, sleep=lambda _s: None).run(once=True)
         assert [r["method"] for r in network.requests] == ["DELETE"]
         assert network.requests[0]["uri"].endswith(f"/Messages/{sid}.json")
         db.session.remove()

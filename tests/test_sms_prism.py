@@ -111,7 +111,7 @@ def test_worker_sends_a_survivor_message_through_the_sdk(
     message = messaging.enqueue("survivor.update", case=case, params={"reference": case.reference})
     assert message is not None
     db.session.commit()
-    result = Worker(twilio_app, sleep=lambda s: None).run(once=True)
+    result = Worker(twilio_app, sleep=lambda _s: None).run(once=True)
     assert result.sent == 1, result
     db.session.expire_all()
     sent = db.session.get(Message, message.id)
@@ -148,7 +148,7 @@ def test_final_message_is_deleted_at_twilio(
                                 params={"code": "R7K-2MX"}, audience="staff")
     assert message is not None
     db.session.commit()
-    worker = Worker(twilio_app, sleep=lambda s: None)
+    worker = Worker(twilio_app, sleep=lambda _s: None)
     worker.run(once=True)
     db.session.expire_all()
     sid = db.session.get(Message, message.id).twilio_sid  # type: ignore[union-attr]

@@ -55,7 +55,7 @@ YES_NO = [("yes", _l("Yes")), ("no", _l("No"))]
 BAD_TOKEN = _l("This form is out of date. Please start again.")
 
 
-def no_markup(form: Any, field: Any) -> None:
+def no_markup(_form: Any, field: Any) -> None:
     """Names and notes are plain text: refuse markup rather than store it escaped."""
     if field.data and any(ch in field.data for ch in "<>"):
         raise ValidationError(_l("Use plain text only (no < or >)."))

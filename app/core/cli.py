@@ -246,7 +246,7 @@ def audit_group() -> None:
 
 
 def _anchor(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> list[tuple[int, str]]:
     anchors = []
     for value in values:

@@ -131,12 +131,12 @@ class MasterEncrypted(TypeDecorator[str]):
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: object) -> bytes | None:
+    def process_bind_param(self, value: str | None, dialect: object) -> bytes | None:  # noqa: ARG002 - SQLAlchemy's TypeDecorator signature
         if value is None:
             return None
         return keyring().multi.encrypt(value.encode())
 
-    def process_result_value(self, value: bytes | None, dialect: object) -> str | None:
+    def process_result_value(self, value: bytes | None, dialect: object) -> str | None:  # noqa: ARG002 - SQLAlchemy's TypeDecorator signature
         if value is None:
             return None
         return keyring().multi.decrypt(bytes(value)).decode()
@@ -147,8 +147,7 @@ class MasterEncrypted(TypeDecorator[str]):
 
 def new_data_key() -> DataKey:
     """A fresh random record key, wrapped under the newest master key (not yet added)."""
-    # Lazy: app.models imports this module for its column types.
-    from app.models.keys import DataKey
+    from app.models.keys import DataKey  # noqa: PLC0415 - app.models imports this module
 
     ring = keyring()
     return DataKey(wrapped=ring.multi.encrypt(Fernet.generate_key()), master_fp=ring.current_fp)

@@ -75,7 +75,7 @@ def _sqlite_path(engine: Engine) -> str | None:
     return path
 
 
-def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
     # SAVEPOINTs and BEGIN IMMEDIATE behave (SQLAlchemy's documented pysqlite recipe).
     dbapi_connection.isolation_level = None

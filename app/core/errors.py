@@ -30,7 +30,7 @@ def render_error(code: int, message: str | None = None) -> tuple[str, int]:
 
 def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
-    def csrf_error(error: CSRFError) -> tuple[str, int]:
+    def csrf_error(_error: CSRFError) -> tuple[str, int]:
         return render_error(
             400,
             _("This form has expired or was already sent. Please reload the page and try again."),

@@ -127,7 +127,7 @@ class Reason:
         return str(self)
 
 
-def _reason_text(code: str, p: dict[str, Any]) -> Any:
+def _reason_text(code: str, p: dict[str, Any]) -> Any:  # noqa: C901 - one branch per field or reason, read top to bottom; a split is a follow-up
     if code == "language":
         return _l("speaks %(language)s", language=vocab.SURVIVOR_LANGUAGE_LABELS[p["language"]])
     if code == "no_language":
@@ -308,7 +308,7 @@ def _prefilter(has_age: bool, has_gender: bool, children: bool) -> Select[*tuple
     return query
 
 
-def prefilter_query(category: str, criteria: MatchCriteria) -> Select[*tuple[Any, ...]]:
+def prefilter_query(category: str, criteria: MatchCriteria) -> Select[*tuple[Any, ...]]:  # noqa: ARG001 - the same arguments as prefilter_params
     """The indexed pre-filter: active services of one category that pass eligibility
     (values bound: see ``prefilter_params``). Built once per shape."""
     return _prefilter(criteria.age_band is not None, criteria.gender is not None, criteria.children)
@@ -430,7 +430,7 @@ def _score_row(
     return score, full, is_open, distance
 
 
-def _explain(
+def _explain(  # noqa: C901 - one branch per field or reason, read top to bottom; a split is a follow-up
     row: Any,
     organization_name: str,
     category: str,

@@ -248,7 +248,7 @@ class Consent(db.Model):  # type: ignore[name-defined,misc]
 
 
 @event.listens_for(Consent, "before_update")
-def _consent_is_append_only(mapper: Any, connection: Any, target: Consent) -> None:
+def _consent_is_append_only(_mapper: Any, _connection: Any, _target: Consent) -> None:
     raise ValueError("consent records are append-only; record a new one instead")
 
 

@@ -233,8 +233,10 @@ def send(case_id: int) -> Any:
             field.errors = [str(exc.message)]
             return _render_preview(case, services, form, 400)
         specs[oid] = spec
-    for service in services:
-        requests.append(referrals.ReferralRequest(service.id, specs[service.organization_id]))
+    requests.extend(
+        referrals.ReferralRequest(service.id, specs[service.organization_id])
+        for service in services
+    )
     try:
         made, created = referrals.create_referrals(
             case, requests, current_user.id, idempotency_key=token

@@ -126,10 +126,8 @@ class Table:
 
     def grid(self) -> list[list[str]]:
         """The suppressed table as text, totals last (what the page and the CSV show)."""
-        out = []
-        for r in [*range(len(self.rows)), -1]:
-            out.append([self.shown(r, c) for c in [*range(len(self.columns)), -1]])
-        return out
+        columns = [*range(len(self.columns)), -1]
+        return [[self.shown(r, c) for c in columns] for r in [*range(len(self.rows)), -1]]
 
 
 def suppress(table: Table) -> Table:
@@ -143,11 +141,10 @@ def suppress(table: Table) -> Table:
             if table.value(r, c) < THRESHOLD:
                 hidden.add((r, c))
     # Each equation: its members (cells) and which one is the total.
-    equations: list[tuple[list[tuple[int, int]], tuple[int, int]]] = []
-    for r in [*range(nrows), -1]:
-        equations.append(([(r, c) for c in range(ncols)], (r, -1)))
-    for c in [*range(ncols), -1]:
-        equations.append(([(r, c) for r in range(nrows)], (-1, c)))
+    equations: list[tuple[list[tuple[int, int]], tuple[int, int]]] = [
+        ([(r, c) for c in range(ncols)], (r, -1)) for r in [*range(nrows), -1]
+    ]
+    equations.extend(([(r, c) for r in range(nrows)], (-1, c)) for c in [*range(ncols), -1])
     changed = True
     while changed:
         changed = False

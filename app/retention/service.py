@@ -637,7 +637,7 @@ def _erased_referrals_where() -> Any:
     return exists().where(Case.id == referral_model.case_id, Case.status == "erased")
 
 
-def _erased_referrals_preview(now: datetime) -> tuple[int, datetime | None]:
+def _erased_referrals_preview(_now: datetime) -> tuple[int, datetime | None]:
     models = _referral_models()
     if models is None:
         return 0, None
@@ -650,7 +650,7 @@ def _erased_referrals_preview(now: datetime) -> tuple[int, datetime | None]:
     return count, oldest
 
 
-def _erased_referrals_apply(now: datetime, batch: int) -> Iterator[int]:
+def _erased_referrals_apply(_now: datetime, batch: int) -> Iterator[int]:
     models = _referral_models()
     if models is None:
         return

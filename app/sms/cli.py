@@ -25,7 +25,7 @@ def worker_command(once: bool, idle: float) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     stopping = {"now": False}
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         stopping["now"] = True
 
     if not once:

@@ -719,7 +719,7 @@ class Conversation:
         self.session.failures = 0
         self.say("hotline.confirm", reference=case.reference)
 
-    def step_done(self, norm: str) -> None:
+    def step_done(self, _norm: str) -> None:
         # (The common follow-up, an open case, is answered by ``_follow_up`` before this.)
         case = self.case() or self.resume_case()
         if case is None:
@@ -818,7 +818,7 @@ def _area_text(template: str, page: Sequence[AreaOption], more: str | None,
 
 @lru_cache(maxsize=256)
 def _area_pages(
-    areas: tuple[AreaOption, ...], language: str, more: str, template: str,
+    areas: tuple[AreaOption, ...], language: str, more: str, template: str,  # noqa: ARG001 - part of the lru_cache key
     unnamed: tuple[str, ...],
 ) -> tuple[tuple[AreaOption, ...], ...]:
     """Split the area list into numbered menu pages of at most 2 segments each (cached per

@@ -258,7 +258,7 @@ _SURVIVOR_PARAMS = {
     "reference": lambda value: REFERENCE_RE.fullmatch(value) is not None,
     "category": lambda value: value in SERVICE_CATEGORIES,
     "number": lambda value: value.isascii() and value.isdigit() and len(value) <= 3,
-    "options": lambda value: True,
+    "options": lambda _value: True,
 }
 
 
@@ -656,12 +656,12 @@ class ConsoleBackend:
 
     name = "console"
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
+    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:  # noqa: ARG002 - the SMS backend interface
         logger = current_app.logger if has_app_context() else log
         logger.info("sms: message of template %s went to %s", template_key, mask_phone(to_e164))
         return SendResult("SM" + secrets.token_hex(16), "delivered")
 
-    def delete(self, sid: str) -> bool:
+    def delete(self, sid: str) -> bool:  # noqa: ARG002 - the SMS backend interface
         return True
 
 
@@ -689,7 +689,7 @@ class TwilioBackend:
         self.messaging_service_sid = messaging_service_sid
         self.status_callback = status_callback
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
+    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:  # noqa: ARG002 - the SMS backend interface
         kwargs: dict[str, Any] = {"to": to_e164, "body": body}
         if self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid

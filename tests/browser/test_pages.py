@@ -275,17 +275,17 @@ def check_page(
         # Providers answer on their phones too.
         page.set_viewport_size(PHONE)
         screenshot(page, f"{name}-{locale}-390x844")
-        for target in small_targets(page):
-            failures.append(f"{name} [{locale}] on a phone: tap target under 44 px: {target}")
+        failures.extend(f"{name} [{locale}] on a phone: tap target under 44 px: {target}"
+                        for target in small_targets(page))
         page.set_viewport_size(TABLET)
     violations = run_axe(page)
-    for target in small_targets(page):
-        failures.append(f"{name} [{locale}]: tap target under 44 px: {target}")
-    for v in blocking(violations):
-        failures.append(
-            f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
-            f"({v['count']}x, e.g. {v['targets']})"
-        )
+    failures.extend(f"{name} [{locale}]: tap target under 44 px: {target}"
+                    for target in small_targets(page))
+    failures.extend(
+        f"{name} [{locale}]: axe {v['impact']} {v['id']}: {v['help']} "
+        f"({v['count']}x, e.g. {v['targets']})"
+        for v in blocking(violations)
+    )
     others = ", ".join(f"{v['id']}({v['impact']})" for v in violations) or "none"
     kinds = " ".join(f"{k}={n}" for k, n in sorted(weight.by_type.items()))
     report.append(
@@ -324,8 +324,8 @@ def check_anonymous_pages(
     weight = load_measured(page, "/leave")
     report.append(f"{'leave':18} {weight.total / 1024:6.1f} KB  (neutral page, lang=en by design)")
     screenshot(page, f"leave-{locale}-768x1024")
-    for v in blocking(run_axe(page)):
-        failures.append(f"leave [{locale}]: axe {v['impact']} {v['id']}: {v['help']}")
+    failures.extend(f"leave [{locale}]: axe {v['impact']} {v['id']}: {v['help']}"
+                    for v in blocking(run_axe(page)))
     page.context.close()
 
 
