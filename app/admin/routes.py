@@ -1,18 +1,27 @@
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from app import accounts, audit
+from app import accounts, audit, org_settings
 from app.admin import bp
 from app.admin.forms import OrganizationForm, UserEditForm, UserForm
 from app.auth.routes import password_problem_message
+from app.crypto import format_phone
 from app.extensions import db
 from app.models import AuditEvent, Organization, User
 from app.security import roles
+
+SETTINGS_ERRORS = {
+    "timezone": lambda: _("Use a time zone name such as Europe/Paris."),
+    "contact_phone": lambda: _(
+        "This is not a phone number we can use. Include the country code, e.g. +44."
+    ),
+    "phone_region": lambda: _("Use a two-letter country code such as FR."),
+}
 
 
 def _org_choices() -> list[tuple[int, str]]:
@@ -120,7 +129,10 @@ def organization_edit(organization_id: int) -> Response | str | tuple[str, int]:
 
 
 def _organization_form(org: Organization | None) -> Response | str | tuple[str, int]:
+    original = org
     form = OrganizationForm(obj=org)
+    if org is not None and request.method == "GET" and org.contact_phone:
+        form.contact_phone.data = format_phone(org.contact_phone)
     if form.validate_on_submit():
         name = (form.name.data or "").strip()
         clash = db.session.scalar(
@@ -141,6 +153,18 @@ def _organization_form(org: Organization | None) -> Response | str | tuple[str, 
             org.kind = form.kind.data or org.kind
             org.totp_required = bool(form.totp_required.data)
             audit.record("organization.update", "organization", org.id)
+        try:
+            org_settings.update(
+                org,
+                timezone=form.timezone.data or "",
+                contact_phone=form.contact_phone.data,
+                region=form.phone_region.data,
+                default_region=current_app.config["HAVEN_PHONE_REGION"],
+            )
+        except org_settings.SettingsError as exc:
+            db.session.rollback()
+            getattr(form, exc.field).errors = [SETTINGS_ERRORS[exc.field]()]
+            return render_template("admin/organization_form.html", form=form, org=original), 400
         db.session.commit()
         flash(_("Saved."), "success")
         return redirect(url_for("admin.organizations"))
