@@ -111,6 +111,7 @@ def register_extensions(app: Flask) -> None:
     from app import crypto, security
     from app.database import init_engine_events
     from app.extensions import babel, csrf, db, login_manager, migrate
+    from app.formatting import request_zone
 
     crypto.init_app(app)
     db.init_app(app)
@@ -118,7 +119,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(
         app, db, directory=os.path.join(ROOT, "migrations"), render_as_batch=True, compare_type=True
     )
-    babel.init_app(app, locale_selector=_select_locale)
+    babel.init_app(app, locale_selector=_select_locale, timezone_selector=request_zone)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
@@ -165,9 +166,11 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from app import formatting
     from app.templating import register
 
     register(app)
+    formatting.register(app)
 
 
 def register_cli(app: Flask) -> None:

@@ -12,9 +12,9 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from app import audit, capacity, referrals
+from app import audit, capacity, org_settings, referrals
 from app.extensions import db
-from app.models import Service
+from app.models import Organization, Service
 from app.models.referrals import Referral
 from app.provider import bp
 from app.provider.forms import ActionForm, BedsForm, DeclineForm, OutcomeForm
@@ -112,6 +112,9 @@ def _render_detail(
         referral=referral,
         view=view,
         service=db.session.get(Service, referral.service_id),
+        referrer=org_settings.contact_line(
+            db.session.get(Organization, referral.referring_organization_id) or abort(404)
+        ),
         action_form=ActionForm(),
         decline_form=decline_form or DeclineForm(),
         outcome_form=outcome_form,
