@@ -1,5 +1,4 @@
-"""organization settings: its time zone (times shown to its staff) and its contact line
-(shown to providers on its referrals), the region its staff's phone numbers are read in
+"""organization settings: time zone, contact line for providers, phone region
 
 Revision ID: 0015_org_settings
 Revises: 0013_user_sessions
