@@ -230,14 +230,16 @@ def case_list() -> Any:
         )
     ) or 0
     counts["open"] = counts.get("open", 0) - draft_count  # drafts have their own tab
-    audit.record("case.list", "organization", current_user.organization_id)
-    db.session.commit()
-    return render_template(
+    if not query_error:  # a refused search shows nothing and changes nothing
+        audit.record("case.list", "organization", current_user.organization_id)
+        db.session.commit()
+    page_html = render_template(
         "intake/list.html", cases=rows, tab=tab, q=raw_query, query_error=query_error,
         search_form=search_form, searched=searched,
         page=page_number, has_more=has_more,
         counts=counts, sms_queue=sms_queue, draft_count=draft_count, **_labels(),
     )
+    return page_html, 400 if query_error else 200
 
 
 # --- intake: consent step first -----------------------------------------------------------
