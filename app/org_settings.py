@@ -70,7 +70,7 @@ def update(
         raise SettingsError("timezone")
     chosen_region = (region or "").strip().upper() or None
     if chosen_region is not None and chosen_region not in phonenumbers.SUPPORTED_REGIONS:
-        raise SettingsError("phone_region")
+        raise SettingsError("dialing_region")
     line = None
     if contact_phone and contact_phone.strip():
         try:

@@ -29,7 +29,7 @@ def admin(app, client):
 
 def _settings(org: Organization, **changes: str) -> dict[str, str]:
     data = {"name": org.name, "kind": org.kind, "timezone": "UTC", "contact_phone": "",
-            "phone_region": ""}
+            "dialing_region": ""}
     data.update(changes)
     return data
 
@@ -40,7 +40,7 @@ def test_admin_sets_time_zone_contact_line_and_region(admin, client):
     response = client.post(
         f"/admin/organizations/{org.id}",
         data=_settings(org, timezone="Europe/Paris", contact_phone="01 23 45 67 89",
-                       phone_region="fr"),
+                       dialing_region="fr"),
     )
     assert response.status_code == 302
     db.session.expire_all()
@@ -52,13 +52,13 @@ def test_admin_sets_time_zone_contact_line_and_region(admin, client):
         select(AuditEvent.id).where(AuditEvent.action == "organization.settings")
     )
     page = client.get(f"/admin/organizations/{org.id}").get_data(as_text=True)
-    assert "Europe/Paris" in page and "+33 1 23 45 67 89" in page
+    assert "Europe/Paris" in page and "+33 1 23 45 67 89" in page and 'value="FR"' in page
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("timezone", "Mars/Olympus"), ("timezone", "europe/paris"), ("timezone", ""),
-     ("contact_phone", "12"), ("contact_phone", "555-CALL-NOW"), ("phone_region", "ZZ")],
+     ("contact_phone", "12"), ("contact_phone", "555-CALL-NOW"), ("dialing_region", "ZZ")],
 )
 def test_bad_settings_re_render_with_a_field_error_and_change_nothing(admin, client, field, value):
     org = factories.make_org("ngo", name="Unchanged NGO")

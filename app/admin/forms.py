@@ -77,7 +77,7 @@ class OrganizationForm(HavenForm):
         validators=[Optional(), Length(max=32)],
         render_kw={"type": "tel", "autocomplete": "off"},
     )
-    phone_region = StringField(
+    dialing_region = StringField(
         _l("Country of phone numbers typed without a country code (two letters, e.g. FR)"),
         validators=[Optional(), Length(max=2)],
         render_kw={"autocomplete": "off", "spellcheck": "false"},

@@ -20,7 +20,7 @@ SETTINGS_ERRORS = {
     "contact_phone": lambda: _(
         "This is not a phone number we can use. Include the country code, e.g. +44."
     ),
-    "phone_region": lambda: _("Use a two-letter country code such as FR."),
+    "dialing_region": lambda: _("Use a two-letter country code such as FR."),
 }
 
 
@@ -131,8 +131,10 @@ def organization_edit(organization_id: int) -> Response | str | tuple[str, int]:
 def _organization_form(org: Organization | None) -> Response | str | tuple[str, int]:
     original = org
     form = OrganizationForm(obj=org)
-    if org is not None and request.method == "GET" and org.contact_phone:
-        form.contact_phone.data = format_phone(org.contact_phone)
+    if org is not None and request.method == "GET":
+        form.dialing_region.data = org.phone_region or ""
+        if org.contact_phone:
+            form.contact_phone.data = format_phone(org.contact_phone)
     if form.validate_on_submit():
         name = (form.name.data or "").strip()
         clash = db.session.scalar(
@@ -158,7 +160,7 @@ def _organization_form(org: Organization | None) -> Response | str | tuple[str, 
                 org,
                 timezone=form.timezone.data or "",
                 contact_phone=form.contact_phone.data,
-                region=form.phone_region.data,
+                region=form.dialing_region.data,
                 default_region=current_app.config["HAVEN_PHONE_REGION"],
             )
         except org_settings.SettingsError as exc:
