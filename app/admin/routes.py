@@ -16,7 +16,7 @@ from app.models import AuditEvent, Organization, User
 from app.security import roles
 
 SETTINGS_ERRORS = {
-    "timezone": lambda: _("Use a time zone name such as Europe/Paris."),
+    "timezone": lambda: _("Use a timezone name such as Europe/Paris."),
     "contact_phone": lambda: _(
         "This is not a phone number we can use. Include the country code, e.g. +44."
     ),
