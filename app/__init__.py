@@ -18,9 +18,10 @@ from app.admin.views import bp as admin_bp
 from app.auth.accounts import session_user
 from app.auth.views import bp as auth_bp
 from app.cases.views import bp as intake_bp
-from app.core import cli, crypto, errors, security, templating
+from app.core import cli, crypto, errors, formatting, security, templating
 from app.core.database import init_engine_events
 from app.core.extensions import babel, csrf, db, login_manager, migrate
+from app.core.formatting import request_zone
 from app.core.inputs import IdConverter
 from app.core.security import RequestIdFilter
 from app.directory.views import bp as directory_bp
@@ -124,7 +125,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(
         app, db, directory=os.path.join(ROOT, "migrations"), render_as_batch=True, compare_type=True
     )
-    babel.init_app(app, locale_selector=_select_locale)
+    babel.init_app(app, locale_selector=_select_locale, timezone_selector=request_zone)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
@@ -159,6 +160,7 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     templating.register(app)
+    formatting.register(app)
 
 
 def register_cli(app: Flask) -> None:

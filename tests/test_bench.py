@@ -27,7 +27,7 @@ from app.core.extensions import db
 from app.models import Case, Consent, DataKey, HotlineSession, Message, Need, utcnow
 from app.models.referrals import Referral, Release
 from app.sms import hotline
-from bench import bench_matching, bench_retention, common, sms_floor, soak
+from bench import bench_case_search, bench_matching, bench_retention, common, sms_floor, soak
 from bench.bench_sms_inbound import compile_loadgen, drive
 from tests import factories
 from tests.conftest import BACKEND, PG_SERVER
@@ -307,6 +307,28 @@ def test_the_matching_bench_judges_both_budgets(bench_backend: str,
                        f"{bench_backend}: p95 at 300 <= 3x p95 at 150"]
     assert not results.broken
     assert "pre-filter" in capsys.readouterr().out
+
+
+def test_the_case_search_bench_checks_its_answers_and_judges_against_the_floor(
+    bench_backend: str,
+) -> None:
+    args = argparse.Namespace(cases=60, queries=10, seed=7, backends=bench_backend,
+                              no_postgresql=False)
+    results = bench_case_search.measure(args)
+    assert not results.broken
+    names = {f.name for f in results.figures}
+    assert f"{bench_backend}: floor p95 (nothing decrypted), 60 open cases (floor)" in names
+    assert [v.budget for v in results.verdicts] == [
+        f"{bench_backend}: alias search p95 < 500 ms, 60 open cases"]
+
+
+def test_the_case_search_benchs_queries_find_what_they_should(app: Any) -> None:
+    import random
+
+    aliases = ["María García", "Amal Haddad"]
+    asked = bench_case_search.queries(random.Random(1), aliases, 10)
+    assert "MARIA GARCIA" in asked or "AMAL HADDAD" in asked
+    assert any(q in bench_case_search.MISSES for q in asked)
 
 
 def test_the_retention_bench_runs_haven_and_the_floor_on_the_same_data(

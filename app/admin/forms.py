@@ -65,4 +65,21 @@ class OrganizationForm(HavenForm):
         _l("Kind"), choices=list(ORG_KIND_LABELS.items()), validators=[DataRequired()]
     )
     totp_required = BooleanField(_l("Require two-step sign-in for every user"))
+    # Settings (app.org_settings checks them: one rule, one place).
+    timezone = StringField(
+        _l("Time zone (every time is shown in it)"),
+        validators=[DataRequired(), Length(max=64)],
+        default="UTC",
+        render_kw={"placeholder": "Europe/Paris", "autocomplete": "off", "spellcheck": "false"},
+    )
+    contact_phone = StringField(
+        _l("Contact line (providers call it about this organization's referrals)"),
+        validators=[Optional(), Length(max=32)],
+        render_kw={"type": "tel", "autocomplete": "off"},
+    )
+    dialing_region = StringField(
+        _l("Country of phone numbers typed without a country code (two letters, e.g. FR)"),
+        validators=[Optional(), Length(max=2)],
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
     submit = SubmitField(_l("Save"))

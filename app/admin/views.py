@@ -1,20 +1,29 @@
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from app.admin.forms import OrganizationForm, UserEditForm, UserForm
-from app.auth import accounts
+from app.auth import accounts, org_settings
 from app.auth.views import password_problem_message
 from app.core import audit
+from app.core.crypto import format_phone
 from app.core.extensions import db
 from app.core.security import get_or_404, roles
 from app.models import AuditEvent, Organization, User
 
 bp = Blueprint("admin", __name__)
+
+SETTINGS_ERRORS = {
+    "timezone": lambda: _("Use a timezone name such as Europe/Paris."),
+    "contact_phone": lambda: _(
+        "This is not a phone number we can use. Include the country code, e.g. +44."
+    ),
+    "dialing_region": lambda: _("Use a two-letter country code such as FR."),
+}
 
 
 def _org_choices() -> list[tuple[int, str]]:
@@ -122,7 +131,12 @@ def organization_edit(organization_id: int) -> Response | str | tuple[str, int]:
 
 
 def _organization_form(org: Organization | None) -> Response | str | tuple[str, int]:
+    original = org
     form = OrganizationForm(obj=org)
+    if org is not None and request.method == "GET":
+        form.dialing_region.data = org.phone_region or ""
+        if org.contact_phone:
+            form.contact_phone.data = format_phone(org.contact_phone)
     if form.validate_on_submit():
         name = (form.name.data or "").strip()
         clash = db.session.scalar(
@@ -143,6 +157,18 @@ def _organization_form(org: Organization | None) -> Response | str | tuple[str, 
             org.kind = form.kind.data or org.kind
             org.totp_required = bool(form.totp_required.data)
             audit.record("organization.update", "organization", org.id)
+        try:
+            org_settings.update(
+                org,
+                timezone=form.timezone.data or "",
+                contact_phone=form.contact_phone.data,
+                region=form.dialing_region.data,
+                default_region=current_app.config["HAVEN_PHONE_REGION"],
+            )
+        except org_settings.SettingsError as exc:
+            db.session.rollback()
+            getattr(form, exc.field).errors = [SETTINGS_ERRORS[exc.field]()]
+            return render_template("admin/organization_form.html", form=form, org=original), 400
         db.session.commit()
         flash(_("Saved."), "success")
         return redirect(url_for("admin.organizations"))

@@ -297,3 +297,14 @@ class DangerAcknowledgeForm(HavenForm):
         except ValueError:
             return None
         return value if value.tzinfo is not None else None
+
+
+class CaseSearchForm(HavenForm):
+    """The case list's search box (``app.case_search``): sent as a POST so that an alias or
+    a phone number never sits in a URL (browser history of a shared tablet, proxy logs)."""
+
+    q = StringField(
+        _l("Reference code, name or phone number"),
+        validators=[DataRequired(), Length(max=64)],
+        render_kw={"autocomplete": "off", "spellcheck": "false", "type": "search"},
+    )

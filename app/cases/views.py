@@ -31,11 +31,14 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from app.auth import org_settings
 from app.cases import danger, erasure
+from app.cases import search as case_search
 from app.cases import service as cases
 from app.cases.forms import (
     ActionForm,
     AnonymousForm,
+    CaseSearchForm,
     ChangeConsentForm,
     ConsentStepForm,
     DangerAcknowledgeForm,
@@ -90,6 +93,12 @@ SMS_QUEUE_ORDER = (
     Case.id,
 )
 PAGE_SIZE = 50
+SEARCH_ERRORS = {
+    "empty": lambda: _("Type a reference code, a name or a phone number."),
+    "phone": lambda: _(
+        "This is not a phone number we can use. Include the country code, e.g. +44."
+    ),
+}
 RESEND_WINDOW = timedelta(seconds=60)
 
 
@@ -126,26 +135,40 @@ def _labels() -> dict[str, Any]:
 # --- case list --------------------------------------------------------------------------
 
 
-@bp.get("/")
+@bp.route("/", methods=["GET", "POST"])
 @roles(*STAFF)
 def case_list() -> Any:
     tab = request.args.get("tab", "open")
     if tab not in ("open", "drafts", "closed", "sms"):
         tab = "open"
-    raw_query = (request.args.get("q") or "").strip()[:20]
-    query_error = None
+    search_form = CaseSearchForm(formdata=request.form if request.method == "POST" else None)
+    if request.method == "POST":
+        raw_query = (search_form.q.data or "").strip() if search_form.validate() else ""
+        if not raw_query and not search_form.errors:
+            search_form.q.errors = [SEARCH_ERRORS["empty"]()]
+    else:  # a reference code in a link (?q=K7Q-4MX)
+        raw_query = (request.args.get("q") or "").strip()[:20]
+        search_form.q.data = raw_query
+    query_error = search_form.q.errors[0] if search_form.q.errors else None
     stmt = (
         select(Case)
         .where(Case.organization_id == current_user.organization_id)
         .options(selectinload(Case.data_key), selectinload(Case.area), selectinload(Case.needs))
     )
-    if raw_query:
-        reference = cases.normalize_reference(raw_query)
-        if reference is None:
-            query_error = _("A reference code looks like K7Q-4MX.")
-            stmt = stmt.where(false())
-        else:
-            stmt = stmt.where(Case.reference == reference)
+    searched = None
+    if query_error:
+        stmt = stmt.where(false())
+    elif raw_query:
+        try:
+            searched = case_search.find_cases(
+                current_user.organization_id, raw_query,
+                phone_region=org_settings.phone_region(
+                    current_user.organization, current_app.config["HAVEN_PHONE_REGION"]
+                ),
+            )
+        except case_search.SearchError as exc:
+            query_error = SEARCH_ERRORS[exc.kind]()
+        stmt = stmt.where(false())
     elif tab == "sms":
         stmt = stmt.where(*SMS_QUEUE)
     elif tab == "drafts":
@@ -165,7 +188,11 @@ def case_list() -> Any:
     ).all()
     has_more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
+    if searched is not None:
+        rows, has_more = searched.cases, False
+        audit.record("case.search", "organization", current_user.organization_id)
     if raw_query and len(rows) == 1 and query_error is None:
+        db.session.commit()
         return redirect(url_for("intake.case_page", case_id=rows[0].id))
     counts = dict(
         db.session.execute(
@@ -185,13 +212,16 @@ def case_list() -> Any:
         )
     ) or 0
     counts["open"] = counts.get("open", 0) - draft_count  # drafts have their own tab
-    audit.record("case.list", "organization", current_user.organization_id)
-    db.session.commit()
-    return render_template(
+    if not query_error:  # a refused search shows nothing and changes nothing
+        audit.record("case.list", "organization", current_user.organization_id)
+        db.session.commit()
+    page_html = render_template(
         "intake/list.html", cases=rows, tab=tab, q=raw_query, query_error=query_error,
+        search_form=search_form, searched=searched,
         page=page_number, has_more=has_more,
         counts=counts, sms_queue=sms_queue, draft_count=draft_count, **_labels(),
     )
+    return page_html, 400 if query_error else 200
 
 
 # --- intake: consent step first -----------------------------------------------------------

@@ -43,4 +43,13 @@ def register(app: Flask) -> None:
             "language_names": LANGUAGE_NAMES,
             "navigation": nav,
             "idle_seconds": int(current_app.config["IDLE_TIMEOUT"].total_seconds()),
+            "idle_warn_seconds": idle_warning_seconds(
+                int(current_app.config["IDLE_TIMEOUT"].total_seconds())
+            ),
         }
+
+
+def idle_warning_seconds(idle_seconds: int) -> int:
+    """How long before the idle lock the page warns (issue 16): a minute, or half the
+    timeout when the timeout is two minutes or less."""
+    return 60 if idle_seconds > 120 else max(1, idle_seconds // 2)

@@ -40,6 +40,7 @@ from sqlalchemy import Select, Text, and_, bindparam, cast, select
 
 from app.core import vocab
 from app.core.extensions import db
+from app.core.formatting import km_number
 from app.models.accounts import Organization
 from app.models.areas import Area
 from app.models.base import utcnow
@@ -137,7 +138,7 @@ def _reason_text(code: str, p: dict[str, Any]) -> Any:  # noqa: C901 - one branc
     if code == "area":
         return _l("serves this area")
     if code == "distance":
-        return _l("about %(km)s km away", km=p["km"])
+        return _l("about %(km)s km away", km=km_number(p["km"]))
     if code == "beds_free":
         return lazy_ngettext("%(num)d bed free", "%(num)d beds free", int(p["n"]))
     if code == "full":

@@ -26,6 +26,13 @@ class Organization(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Open Referral HSDS organization id (directory import/export, revision 0003_directory).
     hsds_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    # Settings (revision 0015_org_settings): the IANA zone every time is shown in to its
+    # staff (app.formatting), and the public line providers call about its referrals (E.164;
+    # never a caseworker's own number).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    contact_phone: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Where its staff's numbers are read (ISO 3166 code; None: HAVEN_PHONE_REGION).
+    phone_region: Mapped[str | None] = mapped_column(String(2), default=None)
 
     users: Mapped[list[User]] = relationship(back_populates="organization")
 

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from app.auth import org_settings
 from app.core import audit
 from app.core.extensions import db
 from app.core.security import get_or_404, roles
 from app.core.vocab import CATEGORY_LABELS
 from app.directory import capacity
-from app.models import Service
+from app.models import Organization, Service
 from app.models.referrals import Referral
 from app.provider.forms import ActionForm, BedsForm, DeclineForm, OutcomeForm
 from app.referrals import service as referrals
@@ -104,6 +105,9 @@ def _render_detail(
         referral=referral,
         view=view,
         service=db.session.get(Service, referral.service_id),
+        referrer=org_settings.contact_line(
+            db.session.get(Organization, referral.referring_organization_id) or abort(404)
+        ),
         action_form=ActionForm(),
         decline_form=decline_form or DeclineForm(),
         outcome_form=outcome_form,

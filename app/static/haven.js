@@ -28,11 +28,40 @@
         headers: token ? { "X-CSRFToken": token.value } : {}
       }).catch(function () { /* offline: the lock still runs here */ });
     };
+    // The warning before the lock (issue 16): shown, announced to screen readers (the live
+    // region is in the page from the start, so the change is read), its button focused so
+    // one key keeps the session; any activity hides it again and gives the focus back.
+    var warnSeconds = parseInt(body.getAttribute("data-idle-warn-seconds") || "0", 10);
+    var warning = document.getElementById("idle-warning");
+    var live = document.getElementById("idle-live");
+    var stay = document.getElementById("idle-stay");
+    var warnTimer = null;
+    var focusBefore = null;
+    var warn = function () {
+      if (!warning || !warning.hidden) { return; }
+      focusBefore = document.activeElement;
+      warning.hidden = false;
+      if (live) { live.textContent = document.getElementById("idle-warning-text").textContent; }
+      if (stay) { stay.focus(); }
+    };
+    var unwarn = function () {
+      if (!warning || warning.hidden) { return; }
+      warning.hidden = true;
+      if (live) { live.textContent = ""; }
+      if (focusBefore && focusBefore !== document.body && focusBefore.focus) { focusBefore.focus(); }
+      focusBefore = null;
+    };
     var reset = function () {
       if (timer) { window.clearTimeout(timer); }
+      if (warnTimer) { window.clearTimeout(warnTimer); }
       timer = window.setTimeout(function () { leave(lockUrl); }, seconds * 1000);
+      if (warnSeconds > 0 && warnSeconds < seconds) {
+        warnTimer = window.setTimeout(warn, (seconds - warnSeconds) * 1000);
+      }
+      unwarn();
       tell();
     };
+    if (stay) { stay.addEventListener("click", reset); }
     ["pointerdown", "keydown", "touchstart", "scroll", "input"].forEach(function (name) {
       window.addEventListener(name, reset, { passive: true });
     });
