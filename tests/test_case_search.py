@@ -8,7 +8,7 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from app.cases.service import search as case_search
+from app.cases import search as case_search
 from app.core.extensions import db
 from app.models import AuditEvent, Case
 from tests import factories
