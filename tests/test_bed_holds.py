@@ -19,6 +19,10 @@ from app.extensions import db
 from app.models import Referral, Release, Service, utcnow
 from tests import factories
 
+# Behaviour that depends on the database, run on both: concurrent holds on one bed count (row
+# locks).
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture(autouse=True)
 def request_context(app):

@@ -163,6 +163,7 @@ def test_tabular_package_import(app: Any) -> None:
     assert count(Area) == 1  # "Eastside" once, shared
 
 
+@pytest.mark.both_databases
 def test_reimport_is_idempotent(app: Any) -> None:
     for folder in ("json", "tabular"):
         assert run_import(app, os.path.join(FIXTURES, folder)).exit_code == 0
@@ -570,6 +571,7 @@ def test_json_syntax_errors_name_line_and_column(app: Any, tmp_path: Any) -> Non
     assert "typo.json: not readable JSON (line 3, column 12: Expecting value)" in err
 
 
+@pytest.mark.both_databases
 def test_wrong_types_are_reported_per_row_and_never_become_names(
     app: Any, tmp_path: Any
 ) -> None:
@@ -861,6 +863,7 @@ def _import_never_raises(path: str) -> None:
         db.session.rollback()
 
 
+@pytest.mark.both_databases
 @FUZZ
 @given(value=DOCUMENTS)
 def test_fuzz_json_values_never_raise(app: Any, value: Any) -> None:
@@ -873,6 +876,7 @@ def test_fuzz_json_values_never_raise(app: Any, value: Any) -> None:
         _import_never_raises(path)
 
 
+@pytest.mark.both_databases
 @FUZZ
 @given(data=st.binary(max_size=400) | DOCUMENTS.map(lambda v: json.dumps(v).encode()[:-1]))
 def test_fuzz_json_bytes_never_raise(app: Any, data: bytes) -> None:
@@ -922,6 +926,7 @@ def csv_files(draw: Any) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.both_databases
 @FUZZ
 @given(files=csv_files(), descriptor=st.none() | JSON_VALUES)
 def test_fuzz_tabular_packages_never_raise(
