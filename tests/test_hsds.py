@@ -626,6 +626,27 @@ def test_wrong_types_are_reported_per_row_and_never_become_names(
     assert {s.name for s in db.session.scalars(select(Service))} == {"Asylum Advice Desk"}
 
 
+@pytest.mark.both_databases
+def test_a_nul_in_a_tabular_services_organization_id_is_a_row_problem(
+    app: Any, tmp_path: Any
+) -> None:
+    """PostgreSQL refuses a NUL in a query parameter: the organization a services.csv row
+    names goes through the same field checks as the rest of the row, before any query."""
+    folder = _tabular_copy(tmp_path)
+    (folder / "services.csv").write_text(
+        "id,organization_id,name\n"
+        "nul-1,44444444-0000-4000-8000-000000000001\x00x,Night shelter\n"
+        "ok-1,44444444-0000-4000-8000-000000000001,Day centre\n",
+        encoding="utf-8",
+    )
+    result = run_import(app, str(folder))
+    assert result.exit_code == 0, result.output
+    err = errors_of(result)
+    assert "services.csv, row 2: field organization_id contains a NUL character: ignored" in err
+    assert "services.csv, row 2: service has no organization (row skipped)" in err
+    assert {s.hsds_id for s in db.session.scalars(select(Service))} == {"ok-1"}
+
+
 def test_invalid_utf8_in_a_csv_is_named_with_its_line(app: Any, tmp_path: Any) -> None:
     folder = _tabular_copy(tmp_path)
     lines = (folder / "services.csv").read_bytes().split(b"\n")
