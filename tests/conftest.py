@@ -43,6 +43,31 @@ TEST_ENV = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``postgres_only`` are not collected on SQLite (deselected, never skipped).
+    Which tests run on both databases is the ``both_databases`` marker's: ``make test``
+    runs ``-m both_databases`` on SQLite and everything on PostgreSQL."""
+    if BACKEND != "sqlite":
+        return
+    elsewhere = [item for item in items if item.get_closest_marker("postgres_only")]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres_only")]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A skipped or xfailed test is a failure: a test that does not run proves nothing. A
+    test that cannot mean anything on one database is marked so (deselected there)."""
+    report = yield
+    if report.skipped or hasattr(report, "wasxfail"):
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+        report.outcome = "failed"
+        report.longrepr = f"tests must not skip or xfail (mark them instead): {report.longrepr}"
+    return report
+
+
 class Databases:
     """Makes fresh, empty databases of the backend under test, and drops them at the end."""
 

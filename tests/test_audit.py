@@ -17,6 +17,10 @@ from app.core.extensions import db
 from app.models import AuditEvent, AuditHead, LoginAttempt
 from tests import factories
 
+# Behaviour that depends on the database, run on both: the chain head upsert, its row lock and
+# concurrent writers.
+pytestmark = pytest.mark.both_databases
+
 USERNAME = "zelda.quartermain"
 NEW_PASSWORD = "violet-harbor-seven-22"
 UNKNOWN_USERNAME = "wilhelmina.x"

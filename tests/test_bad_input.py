@@ -65,6 +65,7 @@ def test_every_id_in_a_url_is_a_database_id(app: Flask) -> None:
     assert found > 10
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize(
     "value",
     ["2147483648", "99999999999999999999", "9" * 5000, "0", "007", "\u0666", str(MAX_ID)],
@@ -114,6 +115,7 @@ def caseworker_with_case(client: Any) -> tuple[Any, Any, Any]:
     return user, case, service
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize("step", ["preview", "send"])
 @pytest.mark.parametrize("bad", ["2147483648", "99999999999999999999", "9" * 5000, "x"])
 def test_chosen_services_out_of_range_are_a_400(
@@ -126,6 +128,7 @@ def test_chosen_services_out_of_range_are_a_400(
     assert response.status_code == 400
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize(
     ("path", "status"),
     [
@@ -144,6 +147,7 @@ def test_ids_and_numbers_in_query_strings(
     assert client.get(path).status_code == status
 
 
+@pytest.mark.both_databases  # each database refuses different things
 def test_a_preselected_service_out_of_range_is_a_400(
     client: Any, caseworker_with_case: Any
 ) -> None:
@@ -152,6 +156,7 @@ def test_a_preselected_service_out_of_range_is_a_400(
     assert response.status_code == 400
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize(
     ("role", "path", "field"),
     [
@@ -286,6 +291,7 @@ def test_every_form_field_refuses_a_nul_with_a_field_error(
     assert problems == [], "\n".join(problems)
 
 
+@pytest.mark.both_databases  # each database refuses different things
 def test_every_post_endpoint_survives_nul_in_every_field(
     app: Flask, client: Any, people: Any
 ) -> None:
@@ -364,6 +370,7 @@ def sms_client(app_factory: Any) -> Any:
         db.session.remove()
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize("field", ["From", "MessageSid"])
 def test_a_nul_in_the_sender_or_sid_of_an_inbound_sms_is_a_400(
     sms_client: Any, field: str
@@ -375,6 +382,7 @@ def test_a_nul_in_the_sender_or_sid_of_an_inbound_sms_is_a_400(
     assert db.session.scalar(select(func.count(AuditEvent.id))) == 0
 
 
+@pytest.mark.both_databases  # each database refuses different things
 @pytest.mark.parametrize("field", ["Body", "To", "Extra\x00Key"])
 def test_a_nul_in_a_survivors_text_is_answered_like_any_garbage(
     sms_client: Any, field: str

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.consent import changes
 from app.core.extensions import db
@@ -20,6 +20,10 @@ from app.directory import capacity
 from app.models import Referral, Release, Service, utcnow
 from app.referrals import service as referrals
 from tests import factories
+
+# Behaviour that depends on the database, run on both: concurrent holds on one bed count (row
+# locks).
+pytestmark = pytest.mark.both_databases
 
 
 @pytest.fixture(autouse=True)
@@ -311,19 +315,68 @@ def test_two_forms_to_one_service_at_once_make_one_open_referral(app):
     assert db.session.scalar(select(func.count(Release.id))) == 1
 
 
-def _slow_release_grant(monkeypatch: Any) -> None:
-    """The sending thread ("sender") pauses inside its transaction, after its first row
-    locks, so that a second transaction starts in the middle of it."""
+class _Meeting:
+    """The order of two racing transactions, by events rather than sleeps: the sender stops
+    inside its transaction (after its first row locks); the other one starts then; the
+    sender goes on once the other waits for one of its locks (PostgreSQL, seen in pg_locks)
+    or has finished. (SQLite: one writer at a time, the other waits for the whole commit.)"""
+
+    def __init__(self) -> None:
+        self.sender_inside = threading.Event()
+        self.other_started = threading.Event()
+        self.other_done = threading.Event()
+
+    def other(self, job: Any) -> Any:
+        def run() -> Any:
+            assert self.sender_inside.wait(30), "the sender never got inside its transaction"
+            self.other_started.set()
+            try:
+                return job()
+            finally:
+                self.other_done.set()
+
+        return run
+
+    def hold_the_sender(self) -> None:
+        self.sender_inside.set()
+        assert self.other_started.wait(30), "the other transaction never started"
+        if db.engine.dialect.name != "postgresql":
+            return
+        deadline = time.monotonic() + 10
+        with db.engine.connect() as watcher:
+            while not self.other_done.is_set() and time.monotonic() < deadline:
+                waiting = watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                        " ON a.pid = l.pid WHERE NOT l.granted"
+                        " AND a.datname = current_database()"
+                    )
+                )
+                watcher.rollback()
+                if waiting:
+                    return
+                self.other_done.wait(0.01)
+
+
+def _slow_release_grant(monkeypatch: Any) -> _Meeting:
+    """The sending thread ("sender") is held inside its transaction, after its first row
+    locks, until a second transaction has started in the middle of it."""
     from app.core import audit
 
     real = audit.record
+    meeting = _Meeting()
 
     def record(*args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread().name == "sender" and args[0] == "release.grant":
-            time.sleep(0.6)
+        if (
+            threading.current_thread().name == "sender"
+            and args[0] == "release.grant"
+            and not meeting.sender_inside.is_set()
+        ):
+            meeting.hold_the_sender()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(audit, "record", record)
+    return meeting
 
 
 def _sender(service_id: int, org_id: int, case_id: int) -> Any:
@@ -355,15 +408,14 @@ def test_a_withdrawal_racing_a_new_referral_at_the_same_shelter(app, monkeypatch
     refer(first, service)
     ids = (service.id, service.organization_id, first.id, second.id)
     db.session.commit()
-    _slow_release_grant(monkeypatch)
+    meeting = _slow_release_grant(monkeypatch)
 
     def withdraw() -> str:
-        time.sleep(0.2)  # while the sender is inside its transaction
         case = db.session.get(Case, ids[2])
         changes.change_consent(case, "share_shelter", False, "verbal", None, language="en")
         return "withdrawn"
 
-    results = run_together(app, [_sender(ids[0], ids[1], ids[3]), withdraw])
+    results = run_together(app, [_sender(ids[0], ids[1], ids[3]), meeting.other(withdraw)])
     assert not any(isinstance(r, Exception) for r in results), results
     assert beds(service) == 2  # 3 - 1 (first) + 1 (given back) - 1 (second)
 
@@ -376,13 +428,12 @@ def test_beds_by_sms_racing_a_new_referral(app, monkeypatch):
     case = factories.make_case(needs={"shelter": "immediate"})
     ids = (service.id, service.organization_id, case.id)
     db.session.commit()
-    _slow_release_grant(monkeypatch)
+    meeting = _slow_release_grant(monkeypatch)
 
     def beds_by_sms() -> list[str]:
-        time.sleep(0.2)
         return hotline.handle_inbound("SM" + "7" * 32, "+14155550100", "BEDS 5")
 
-    results = run_together(app, [_sender(*ids), beds_by_sms])
+    results = run_together(app, [_sender(*ids), meeting.other(beds_by_sms)])
     assert not any(isinstance(r, Exception) for r in results), results
     assert "5" in results[1][0]
     assert beds(service) in (4, 5)  # the update sets beds for new holds; order decides

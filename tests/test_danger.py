@@ -421,6 +421,7 @@ def test_the_survivors_export_holds_the_danger_report(client: Any, office: dict[
     assert minutes(0).isoformat() in page
 
 
+@pytest.mark.both_databases
 def test_two_caseworkers_acknowledging_at_once_record_one_acknowledgement(
     app_factory: Any,
 ) -> None:

@@ -35,6 +35,10 @@ from tests import factories
 from tests.conftest import login_session
 from tests.test_intake import consent_form, png_data_url
 
+# Behaviour that depends on the database, run on both: raw bytes on disk after erasure, row locks
+# and racing submissions.
+pytestmark = pytest.mark.both_databases
+
 
 def sqlite_path(app) -> str | None:
     url = app.config["SQLALCHEMY_DATABASE_URI"]

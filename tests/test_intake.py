@@ -148,6 +148,7 @@ def test_written_consent_needs_a_valid_signature_sealed_with_the_case_key(worker
     assert all(c.signature_id == sig.id for c in db.session.scalars(select(Consent)))
 
 
+@pytest.mark.both_databases
 def test_double_submission_makes_one_case(worker, client):
     first = client.post("/cases/new", data=consent_form())
     second = client.post("/cases/new", data=consent_form())

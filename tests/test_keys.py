@@ -13,6 +13,10 @@ from app.models import AuditEvent, DataKey, Service, User
 from tests import factories
 from tests.conftest import TEST_ENV
 
+# Behaviour that depends on the database, run on both: bulk re-wrapping of keys in batches,
+# resumable.
+pytestmark = pytest.mark.both_databases
+
 KEY_A = TEST_ENV["HAVEN_DATA_KEYS"]
 FP_A = crypto.fingerprint(KEY_A.encode())
 

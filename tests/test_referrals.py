@@ -329,6 +329,7 @@ def test_a_referral_without_a_recorded_need_of_its_category_names_the_category(a
 # --- idempotency and rollback -----------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_a_resent_batch_makes_nothing_new(app, survivor):
     legal, medical = provider_service("legal"), provider_service("medical")
     requests = [request_for(survivor, legal), request_for(survivor, medical)]
@@ -344,6 +345,7 @@ def test_a_resent_batch_makes_nothing_new(app, survivor):
     assert len(outbox("provider.referral_new")) == 2
 
 
+@pytest.mark.both_databases
 def test_a_failure_after_the_row_is_added_leaves_nothing(app, survivor, monkeypatch):
     shelter = provider_service("shelter", beds_total=3, beds_available=3)
     legal = provider_service("legal")
@@ -391,6 +393,7 @@ def test_a_rollback_after_sending_leaves_no_orphans(app, survivor):
     assert db.session.get(Service, shelter.id).beds_available == 3
 
 
+@pytest.mark.both_databases
 def test_two_open_referrals_to_one_service_are_refused(app, survivor):
     legal = provider_service("legal")
     referrals.create_referrals(survivor, [request_for(survivor, legal)], None, idempotency_key=None)

@@ -18,6 +18,9 @@ from app.reports import figures
 from tests import factories
 from tests.conftest import login_session
 
+# Behaviour that depends on the database, run on both: month grouping is dialect-specific SQL.
+pytestmark = pytest.mark.both_databases
+
 
 def table(cells):
     rows = [f"r{i}" for i in range(len(cells))]

@@ -31,6 +31,10 @@ from tests.sms_support import (
     sign,
 )
 
+# Behaviour that depends on the database, run on both: inbound deduplication and sessions by
+# upsert, racing retries.
+pytestmark = pytest.mark.both_databases
+
 PHONE = "+14155550123"
 PROVIDER_PHONE = "+14155550188"
 

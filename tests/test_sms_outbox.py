@@ -34,6 +34,10 @@ from tests.sms_support import (
     twilio_error,
 )
 
+# Behaviour that depends on the database, run on both: workers claiming rows (SKIP LOCKED on
+# PostgreSQL) and concurrent workers.
+pytestmark = pytest.mark.both_databases
+
 SURVIVOR = "+14155550123"
 PROVIDER = "+14155550188"
 

@@ -746,12 +746,9 @@ def _read_tables(  # noqa: C901 - one branch per field or reason, read top to bo
     by_id: dict[str, ServiceRecord] = {}
     for line, row in tables.get("services", []):
         before = len(parsed.services)
-        _service_record(
-            row,
-            src("services", line),
-            parsed,
-            org_hsds_id=_text(row.get("organization_id")) or None,
-        )
+        where = src("services", line)
+        row = parsed.clean(row, "service", where)  # its organization_id too, before a query
+        _service_record(row, where, parsed, org_hsds_id=_text(row.get("organization_id")) or None)
         if len(parsed.services) > before:
             by_id[parsed.services[-1].hsds_id] = parsed.services[-1]
 

@@ -191,10 +191,10 @@ def lock_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"[:64]
 
 
-def acquire_lock(owner: str, seconds: int | None = None) -> bool:
-    """Take the lock if it is free or expired; commits. True when taken."""
-
-    now = utcnow()
+def acquire_lock(owner: str, seconds: int | None = None, at: datetime | None = None) -> bool:
+    """Take the lock if it is free or expired (at ``at``, default now); commits. True when
+    taken."""
+    now = at or utcnow()
     ttl = timedelta(seconds=seconds if seconds is not None else cfg("RETENTION_LOCK_SECONDS"))
     upsert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else lite_insert
     db.session.execute(upsert(JobLock).values(name=LOCK_NAME).on_conflict_do_nothing())
@@ -207,9 +207,9 @@ def acquire_lock(owner: str, seconds: int | None = None) -> bool:
     return taken == 1
 
 
-def renew_lock(owner: str) -> None:
+def renew_lock(owner: str, at: datetime | None = None) -> None:
     """Inside a batch's transaction: extend our lock, or raise ``LockLost``."""
-    now = utcnow()
+    now = at or utcnow()
     ttl = timedelta(seconds=cfg("RETENTION_LOCK_SECONDS"))
     renewed = db.session.execute(
         update(JobLock)
@@ -230,9 +230,10 @@ def release_lock(owner: str) -> None:
     db.session.commit()
 
 
-def lock_holder() -> JobLock | None:
+def lock_holder(at: datetime | None = None) -> JobLock | None:
     row = db.session.get(JobLock, LOCK_NAME)
-    if row is None or row.owner is None or row.expires_at is None or row.expires_at <= utcnow():
+    now = at or utcnow()
+    if row is None or row.owner is None or row.expires_at is None or row.expires_at <= now:
         return None
     return row
 
@@ -926,23 +927,26 @@ def run(
     batch: int | None = None,
     owner: str | None = None,
     after_batch: Callable[[str, int], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> RunReport:
     """Apply every rule at ``now`` (default: the current time). ``after_batch(rule, n)`` is
-    called after each committed batch (progress; tests use it to interrupt a run)."""
-    now = now or utcnow()
+    called after each committed batch (progress; tests use it to interrupt a run). ``clock``
+    is the wall clock of the run's lock and its start and finish times (``now`` is the
+    moment the rules are applied at)."""
+    now = now or clock()
     report = RunReport(now=now, dry_run=dry_run)
     if dry_run:
         report.results = preview(now)
         return report
     size = batch or cfg("RETENTION_BATCH")
     owner = owner or lock_owner()
-    if not acquire_lock(owner):
+    if not acquire_lock(owner, at=clock()):
         raise RetentionLocked("another retention run holds the lock")
     touched: set[str] = set()  # tables where identifiers were deleted or scrubbed
     try:
         due = {r.name: r for r in preview(now)}
-        renew_lock(owner)
-        run_row = RetentionRun(as_of=now, started_at=utcnow(), counts={}, complete=False)
+        renew_lock(owner, at=clock())
+        run_row = RetentionRun(as_of=now, started_at=clock(), counts={}, complete=False)
         db.session.add(run_row)
         db.session.commit()
         report.run_id = run_row.id
@@ -952,7 +956,7 @@ def run(
             batches = rule.apply(now, size)
             started = time.perf_counter()
             while True:
-                renew_lock(owner)
+                renew_lock(owner, at=clock())
                 try:
                     handled = next(batches)
                 except StopIteration:
@@ -966,12 +970,12 @@ def run(
                 if after_batch is not None:
                     after_batch(rule.name, handled)
             result.seconds = time.perf_counter() - started
-        renew_lock(owner)
+        renew_lock(owner, at=clock())
         finished = db.session.get(RetentionRun, report.run_id)
         assert finished is not None
         run_row = finished
         run_row.counts = {r.name: r.count for r in report.results}
-        run_row.finished_at = utcnow()
+        run_row.finished_at = clock()
         run_row.complete = True
         audit.record("retention.run", "retention_run", run_row.id, actor_user_id=audit.SYSTEM)
         db.session.commit()
