@@ -102,7 +102,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 
-from app import audit
+from app import audit, followups
 from app.cases import checkpoint_sqlite, request_checkpoint
 from app.extensions import db
 from app.models.accounts import LoginAttempt
@@ -110,6 +110,7 @@ from app.models.audit import AuditEvent
 from app.models.base import UTCDateTime, utcnow
 from app.models.cases import Case, CaseStatistic, Consent, ConsentSignature, Need
 from app.models.directory import Service
+from app.models.followups import FollowUp
 from app.models.keys import DataKey
 from app.models.messages import HotlineSession, Message
 from app.models.retention import (
@@ -306,6 +307,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
                 "age_band": c.age_band,
                 "need_categories": need_categories(needs.get(c.id, [])),
                 "reason": reason,
+                "close_reason": c.close_reason,
             }
             for c in cases
         ],
@@ -324,6 +326,7 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
     db.session.execute(
         delete(Need).where(_in(Need.case_id, ids)).execution_options(synchronize_session=False)
     )
+    followups.delete_for_cases(ids)  # sealed with the keys deleted below
     db.session.execute(
         update(Case)
         .where(_in(Case.id, ids))
@@ -348,6 +351,8 @@ def erase_batch(case_ids: list[int], reason: str, at: datetime) -> list[int]:
             danger_reported_at=None,
             danger_acknowledged_at=None,
             danger_acknowledged_by_id=None,
+            assigned_to_id=None,
+            close_reason=None,
             status="erased",
             erased_at=at,
             data_key_id=None,
@@ -859,6 +864,8 @@ def _idle_where(now: datetime) -> Any:
         ~exists().where(Consent.case_id == Case.id, Consent.recorded_at > cutoff),
         ~exists().where(Message.case_id == Case.id, Message.created_at > cutoff),
         ~exists().where(HotlineSession.case_id == Case.id, HotlineSession.last_message_at > cutoff),
+        # A follow-up is contact: a case followed up is not idle (issue 16).
+        ~exists().where(FollowUp.case_id == Case.id, FollowUp.created_at > cutoff),
     ]
     for activity in ACTIVITY_SOURCES:
         conditions.append(~activity(cutoff))

@@ -172,7 +172,7 @@ def test_erasure_writes_statistics_without_identifiers(app, staffed, survivor):
     db.session.commit()
     columns = {c.name for c in CaseStatistic.__table__.columns}
     assert columns == {"id", "month", "organization_id", "area_id", "channel", "age_band",
-                       "need_categories", "reason"}
+                       "need_categories", "reason", "close_reason"}
     assert stat.need_categories == "shelter,other"
     assert cases.erase_case(case, user.id) is None  # idempotent
 

@@ -10,4 +10,4 @@ def _register_seed_hook(state) -> None:  # type: ignore[no-untyped-def]
     state.app.extensions.setdefault("haven_seed_hooks", []).append(seed_cases)
 
 
-from app.intake import routes  # noqa: E402,F401
+from app.intake import day_routes, routes  # noqa: E402,F401

@@ -30,7 +30,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent, danger, messaging, referrals, safe_hours
+from app import audit, cases, consent, danger, followups, messaging, referrals, safe_hours
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.inputs import parse_id
@@ -53,6 +53,7 @@ from app.security import roles
 from app.vocab import (
     AGE_BAND_LABELS,
     CATEGORY_LABELS,
+    CLOSE_REASON_LABELS,
     GENDER_LABELS,
     SERVICE_CATEGORIES,
     SURVIVOR_LANGUAGE_LABELS,
@@ -140,7 +141,7 @@ def _labels() -> dict[str, Any]:
 @roles(*STAFF)
 def case_list() -> Any:
     tab = request.args.get("tab", "open")
-    if tab not in ("open", "drafts", "closed", "sms"):
+    if tab not in ("open", "drafts", "closed", "sms", "mine", "unassigned"):
         tab = "open"
     raw_query = (request.args.get("q") or "").strip()[:20]
     query_error = None
@@ -162,6 +163,10 @@ def case_list() -> Any:
         stmt = stmt.where(Case.is_draft)
     elif tab == "open":
         stmt = stmt.where(Case.status == "open", ~Case.is_draft)
+    elif tab == "mine":  # issue 16: the cases she is responsible for
+        stmt = stmt.where(Case.status == "open", Case.assigned_to_id == current_user.id)
+    elif tab == "unassigned":
+        stmt = stmt.where(Case.status == "open", ~Case.is_draft, Case.assigned_to_id.is_(None))
     else:
         stmt = stmt.where(Case.status == tab)
     page = parse_id(request.args.get("page", "1")) or 1
@@ -455,8 +460,22 @@ def case_page(case_id: int) -> Any:
         "intake/case.html", case=case, states=states, permitted=permitted,
         phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
-        danger_pending=danger.is_pending(case), **_labels(),
+        danger_pending=danger.is_pending(case), **_labels(), **_day(case),
     )
+
+
+def _day(case: Case) -> dict[str, Any]:
+    """The case page's part of the caseworker's day (issue 16): follow-ups, assignment."""
+    people = (
+        cases.assignable_users(case.organization_id)
+        if current_user.role == "supervisor" and case.status == "open" else []
+    )
+    return {
+        "follow_ups": followups.for_case(case),
+        "follow_up_labels": {"kind": followups.KIND_LABELS, "outcome": followups.OUTCOME_LABELS},
+        "assignees": people,
+        "close_reason_labels": CLOSE_REASON_LABELS,
+    }
 
 
 @bp.post("/<int:case_id>/danger/acknowledge")
@@ -564,17 +583,6 @@ def _is_resend(case: Case, scope: str, granted: bool, method: str) -> bool:
 
 
 # --- status ---------------------------------------------------------------------------------
-
-
-@bp.post("/<int:case_id>/close")
-@roles(*STAFF)
-def close(case_id: int) -> Any:
-    case = _live_case_or_404(case_id)
-    if ActionForm().validate_on_submit() and case.status == "open":
-        cases.close_case(case)
-        db.session.commit()
-        flash(_("Case closed."), "success")
-    return redirect(url_for("intake.case_page", case_id=case.id))
 
 
 @bp.post("/<int:case_id>/reopen")
