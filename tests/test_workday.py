@@ -485,3 +485,17 @@ def test_my_cases_and_unassigned_tabs(office, client):
     assert hers.reference in page and nobody.reference not in page
     page = client.get("/cases/?tab=unassigned").get_data(as_text=True)
     assert nobody.reference in page and hers.reference not in page
+
+
+def test_the_thresholds_come_from_the_environment():
+    from config import TestingConfig
+
+    config = TestingConfig({
+        "HAVEN_QUEUE_UNANSWERED_SHELTER_HOURS": "6", "HAVEN_QUEUE_UNANSWERED_WORKING_DAYS": "3",
+        "HAVEN_QUEUE_ARRIVAL_SHELTER_HOURS": "24", "HAVEN_QUEUE_ARRIVAL_OTHER_DAYS": "10",
+        "HAVEN_QUEUE_ESCALATE_AFTER_HOURS": "12",
+    })
+    t = workqueue.Thresholds.from_config(vars(config))
+    assert t == workqueue.Thresholds(timedelta(hours=6), 3, timedelta(hours=24),
+                                     timedelta(days=10), timedelta(hours=12))
+    assert workqueue.Thresholds.from_config(vars(TestingConfig({}))) == workqueue.Thresholds()
