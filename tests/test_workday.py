@@ -499,3 +499,21 @@ def test_the_thresholds_come_from_the_environment():
     assert t == workqueue.Thresholds(timedelta(hours=6), 3, timedelta(hours=24),
                                      timedelta(days=10), timedelta(hours=12))
     assert workqueue.Thresholds.from_config(vars(TestingConfig({}))) == workqueue.Thresholds()
+
+
+def test_close_reasons_feed_the_figures_before_and_after_erasure(office):
+    from app import figures
+
+    ngo = office["ngo"]
+    held = [mine(office) for _ in range(6)]
+    for case in held:
+        cases.close_case(case, "goals_met")
+    cases.erase_case(held[0], None, reason="retention")
+    other = factories.make_org("ngo")
+    cases.close_case(factories.make_case(other), "goals_met")
+    db.session.commit()
+    table = figures.close_reasons(ngo.id)
+    row, column = table.rows.index("goals_met"), table.columns.index("tablet")
+    assert table.cells[row][column] == 6  # 5 closed cases held + 1 erased statistic
+    assert sum(map(sum, table.cells)) == 6  # the other organization's case is not counted
+    assert figures.close_reasons(None).cells[row][column] == 7
