@@ -183,6 +183,17 @@ class BaseConfig:
         self.REFERRAL_HOLD = timedelta(hours=_int(env, "HAVEN_REFERRAL_HOLD_HOURS", 4))
         self.REFERRAL_FLAG_BEFORE = timedelta(
             minutes=_int(env, "HAVEN_REFERRAL_FLAG_BEFORE_MINUTES", 60))
+        # The work queue (issue 16): a pending referral needs the caseworker after this long
+        # without an answer (shelters: hours; other services: working days), an accepted one
+        # with no arrival after this long, and goes to the supervisor this long after that.
+        self.QUEUE_UNANSWERED_SHELTER = timedelta(
+            hours=_int(env, "HAVEN_QUEUE_UNANSWERED_SHELTER_HOURS", 4))
+        self.QUEUE_UNANSWERED_WORKING_DAYS = _int(env, "HAVEN_QUEUE_UNANSWERED_WORKING_DAYS", 2)
+        self.QUEUE_ARRIVAL_SHELTER = timedelta(
+            hours=_int(env, "HAVEN_QUEUE_ARRIVAL_SHELTER_HOURS", 48))
+        self.QUEUE_ARRIVAL_OTHER = timedelta(days=_int(env, "HAVEN_QUEUE_ARRIVAL_OTHER_DAYS", 7))
+        self.QUEUE_ESCALATE_AFTER = timedelta(
+            hours=_int(env, "HAVEN_QUEUE_ESCALATE_AFTER_HOURS", 24))
         # Closed cases keep identifying data this long (DESIGN §5); retention erases after.
         self.CASE_RETENTION_AFTER_CLOSE = timedelta(days=_int(env, "HAVEN_CASE_RETENTION_DAYS", 90))
         self.KEY_ROTATION_BATCH = _int(env, "HAVEN_KEY_ROTATION_BATCH", 500)

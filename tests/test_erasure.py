@@ -179,7 +179,7 @@ def test_erasure_writes_statistics_without_identifiers(app, staffed, survivor):
     db.session.commit()
     columns = {c.name for c in CaseStatistic.__table__.columns}
     assert columns == {"id", "month", "organization_id", "area_id", "channel", "age_band",
-                       "need_categories", "reason"}
+                       "need_categories", "reason", "close_reason"}
     stat = db.session.scalars(select(CaseStatistic)).one()
     assert stat.need_categories == "shelter,other"
     assert erasure.erase_case(case, user.id) is False  # idempotent

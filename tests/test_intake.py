@@ -326,10 +326,10 @@ def test_close_reopen_and_retention_due(worker, client, app):
     user, _area = worker
     case = factories.make_case(user.organization)
     db.session.commit()
-    assert client.post(f"/cases/{case.id}/close").status_code == 302
+    assert client.post(f"/cases/{case.id}/close", data={"reason": "goals_met"}).status_code == 302
     db.session.expire_all()
     case = db.session.get(Case, case.id)
-    assert case.status == "closed"
+    assert case.status == "closed" and case.close_reason == "goals_met"
     assert case.retention_due_at - case.closed_at == app.config["CASE_RETENTION_AFTER_CLOSE"]
     assert client.post(f"/cases/{case.id}/reopen").status_code == 302
     db.session.expire_all()
@@ -556,8 +556,9 @@ def test_whole_intake_with_csrf_on_as_in_production(app_factory, app):
         csrf = tokens(case_url + "/needs")["csrf_token"]
         assert client.post(case_url + "/needs",
                            data={"need_legal": "soon", "csrf_token": csrf}).status_code == 302
-        csrf = tokens(case_url)["csrf_token"]
-        assert client.post(case_url + "/close", data={"csrf_token": csrf}).status_code == 302
+        csrf = tokens(case_url + "/close")["csrf_token"]
+        assert client.post(case_url + "/close",
+                           data={"csrf_token": csrf, "reason": "lost_contact"}).status_code == 302
         assert client.post(case_url + "/reopen").status_code == 400  # no token: refused
         csrf = tokens(case_url + "/erase")["csrf_token"]
         reference = db.session.scalar(select(Case.reference))

@@ -549,7 +549,7 @@ def test_erasure_leaves_statistics_with_referral_outcomes(app):
         at=T0,
     )
     referrals.accept(made[0], None, at=T0 + timedelta(hours=5, minutes=59))
-    cases.close_case(case, at=T0 + timedelta(days=10))
+    cases.close_case(case, "goals_met", at=T0 + timedelta(days=10))
     db.session.commit()
     counts = run(T0 + timedelta(days=101))
     assert counts["closed_cases"] == 1 and counts["erased_referrals"] == 0

@@ -245,7 +245,7 @@ def test_texting_again_resumes_the_case(client: Any) -> None:
     # The session is gone (e.g. retention), the case is closed: still the same case, reopened.
     from app.cases import service as cases
 
-    cases.close_case(case)
+    cases.close_case(case, "goals_met")
     db.session.execute(HotlineSession.__table__.delete())
     db.session.commit()
     resumed = text(client, "hello")

@@ -29,6 +29,7 @@ from datetime import date, datetime
 
 from sqlalchemy import delete, insert, or_, select, update
 
+from app.cases import followups
 from app.cases.service import NotADraft, need_categories, request_checkpoint
 from app.core import audit
 from app.core.database import any_of
@@ -116,6 +117,7 @@ def _scrub(cases: list[Case], reason: str, at: datetime) -> None:
                 "age_band": c.age_band,
                 "need_categories": need_categories(needs.get(c.id, [])),
                 "reason": reason,
+                "close_reason": c.close_reason,
             }
             for c in cases
         ],
@@ -123,6 +125,7 @@ def _scrub(cases: list[Case], reason: str, at: datetime) -> None:
     key_ids = [c.data_key_id for c in cases if c.data_key_id is not None]
     # Consent rows are append-only for the ORM (no UPDATE), and signatures must go before
     # the key they are sealed with.
+    followups.delete_for_cases(ids)  # sealed with the case key that goes below
     for model in (Consent, ConsentSignature, Need):
         db.session.execute(
             delete(model)
@@ -153,6 +156,8 @@ def _scrub(cases: list[Case], reason: str, at: datetime) -> None:
             danger_reported_at=None,
             danger_acknowledged_at=None,
             danger_acknowledged_by_id=None,
+            assigned_to_id=None,
+            close_reason=None,
             status="erased",
             erased_at=at,
             data_key_id=None,

@@ -25,10 +25,11 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, delete, event, or_, select
+from sqlalchemy import and_, delete, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.cases import followups
 from app.consent.safe_hours import Window, contact_rules
 from app.consent.safe_hours import write as write_safe_hours
 from app.consent.service import current_consents, has_consent
@@ -36,10 +37,11 @@ from app.core import audit
 from app.core.crypto import blind_index, format_phone, new_data_key
 from app.core.extensions import db
 from app.core.vocab import SERVICE_CATEGORIES, URGENCIES
-from app.models.accounts import Organization
+from app.models.accounts import Organization, User
 from app.models.audit import AuditEvent
 from app.models.base import utcnow
 from app.models.cases import (
+    CLOSE_REASONS,
     Case,
     ConsentSignature,
     Need,
@@ -123,6 +125,8 @@ def create_case(
             status="open",
             language=language,
             created_at=at or utcnow(),
+            # The creator is responsible by default; a hotline case waits to be taken.
+            assigned_to_id=created_by_id if channel == "tablet" else None,
         )
         try:
             with db.session.begin_nested():
@@ -259,11 +263,15 @@ def check_signature(data_url: str) -> None:
 # --- status -----------------------------------------------------------------------------
 
 
-def close_case(case: Case, at: datetime | None = None) -> None:
+def close_case(case: Case, reason: str, at: datetime | None = None) -> None:
+    """Close an open case for ``reason`` (one of ``CLOSE_REASONS``: they feed the figures)."""
     if case.status != "open":
         raise CaseError("only an open case can be closed")
+    if reason not in CLOSE_REASONS:
+        raise CaseError("unknown close reason")
     at = at or utcnow()
     case.status = "closed"
+    case.close_reason = reason
     case.closed_at = at
     case.retention_due_at = at + current_app.config["CASE_RETENTION_AFTER_CLOSE"]
     db.session.flush()
@@ -275,9 +283,73 @@ def reopen_case(case: Case, *, actor: audit.Actor = audit.SIGNED_IN) -> None:
         raise CaseError("only a closed case can be reopened")
     case.status = "open"
     case.closed_at = None
+    case.close_reason = None
     case.retention_due_at = None
     db.session.flush()
     audit.record("case.reopen", "case", case.id, actor_user_id=actor)
+
+
+# --- assignment (issue 16) ---------------------------------------------------------------
+
+
+class NotAssignable(CaseError):
+    """The case cannot be given to that person (another organization, not a caseworker or
+    supervisor, inactive), or is no longer open."""
+
+
+class AlreadyAssigned(CaseError):
+    """Someone took the case meanwhile: only an unassigned case can be taken."""
+
+
+def assignable_users(organization_id: int) -> list[User]:
+    """Who may be responsible for the organization's cases: its active caseworkers and
+    supervisors, by username."""
+    return list(
+        db.session.scalars(
+            select(User)
+            .where(
+                User.organization_id == organization_id,
+                User.role.in_(("caseworker", "supervisor")),
+                User.active.is_(True),
+            )
+            .order_by(User.username)
+        )
+    )
+
+
+def assign(case: Case, assignee_id: int | None, actor_id: int) -> bool:
+    """A supervisor gives ``case`` to ``assignee_id`` (None: back to unassigned), within the
+    case's organization only (audited ``case.assign``). False when nothing changed."""
+    if case.status != "open":
+        raise NotAssignable("only an open case can be assigned")
+    if assignee_id is not None and assignee_id not in {
+        u.id for u in assignable_users(case.organization_id)
+    }:
+        raise NotAssignable("not a caseworker of this organization")
+    if case.assigned_to_id == assignee_id:
+        return False
+    case.assigned_to_id = assignee_id
+    db.session.flush()
+    audit.record("case.assign", "case", case.id, actor_user_id=actor_id)
+    return True
+
+
+def take(case: Case, user_id: int) -> None:
+    """A caseworker takes an unassigned open case of her organization (audited
+    ``case.take``). One conditional UPDATE: of two people tapping at once, one wins and the
+    other gets ``AlreadyAssigned``."""
+    if case.status != "open":
+        raise NotAssignable("only an open case can be taken")
+    result = db.session.execute(
+        update(Case)
+        .where(Case.id == case.id, Case.status == "open", Case.assigned_to_id.is_(None))
+        .values(assigned_to_id=user_id)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire(case, ["assigned_to_id"])
+    if int(result.rowcount or 0) != 1:  # type: ignore[attr-defined]
+        raise AlreadyAssigned("the case was taken meanwhile")
+    audit.record("case.take", "case", case.id, actor_user_id=user_id)
 
 
 # --- drafts ----------------------------------------------------------------------------
@@ -354,6 +426,8 @@ def export_data(case: Case) -> dict[str, Any]:
             }
             for c in case.consents
         ],
+        "follow_ups": followups.export(case),
+        "close_reason": case.close_reason,
         "referrals": referrals,
         "releases": releases,
         "messages": _export_messages(case, {r["code"] for r in referrals}),

@@ -32,9 +32,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from app.auth import org_settings
-from app.cases import danger, erasure
+from app.cases import danger, erasure, followups
 from app.cases import search as case_search
 from app.cases import service as cases
+from app.cases.day_forms import AssignForm, CloseCaseForm, FollowUpForm
 from app.cases.forms import (
     ActionForm,
     AnonymousForm,
@@ -57,6 +58,7 @@ from app.core.security import get_or_404, roles
 from app.core.vocab import (
     AGE_BAND_LABELS,
     CATEGORY_LABELS,
+    CLOSE_REASON_LABELS,
     GENDER_LABELS,
     SERVICE_CATEGORIES,
     SURVIVOR_LANGUAGE_LABELS,
@@ -135,11 +137,26 @@ def _labels() -> dict[str, Any]:
 # --- case list --------------------------------------------------------------------------
 
 
+def _tab_filter(tab: str) -> tuple[Any, ...]:
+    """Which cases a tab of the case list shows ("mine": the cases she is responsible for)."""
+    if tab == "sms":
+        return tuple(SMS_QUEUE)
+    if tab == "drafts":
+        return (Case.is_draft,)
+    if tab == "open":
+        return (Case.status == "open", ~Case.is_draft)
+    if tab == "mine":
+        return (Case.status == "open", Case.assigned_to_id == current_user.id)
+    if tab == "unassigned":
+        return (Case.status == "open", ~Case.is_draft, Case.assigned_to_id.is_(None))
+    return (Case.status == tab,)
+
+
 @bp.route("/", methods=["GET", "POST"])
 @roles(*STAFF)
 def case_list() -> Any:
     tab = request.args.get("tab", "open")
-    if tab not in ("open", "drafts", "closed", "sms"):
+    if tab not in ("open", "drafts", "closed", "sms", "mine", "unassigned"):
         tab = "open"
     search_form = CaseSearchForm(formdata=request.form if request.method == "POST" else None)
     if request.method == "POST":
@@ -169,14 +186,8 @@ def case_list() -> Any:
         except case_search.SearchError as exc:
             query_error = SEARCH_ERRORS[exc.kind]()
         stmt = stmt.where(false())
-    elif tab == "sms":
-        stmt = stmt.where(*SMS_QUEUE)
-    elif tab == "drafts":
-        stmt = stmt.where(Case.is_draft)
-    elif tab == "open":
-        stmt = stmt.where(Case.status == "open", ~Case.is_draft)
     else:
-        stmt = stmt.where(Case.status == tab)
+        stmt = stmt.where(*_tab_filter(tab))
     page = parse_id(request.args.get("page", "1")) or 1
     page_number = page if page < 10_000 else 1
     if tab == "sms" and not raw_query:
@@ -475,8 +486,22 @@ def case_page(case_id: int) -> Any:
         "intake/case.html", case=case, states=states, permitted=permitted,
         phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
-        danger_pending=danger.is_pending(case), **_labels(),
+        danger_pending=danger.is_pending(case), **_labels(), **_day(case),
     )
+
+
+def _day(case: Case) -> dict[str, Any]:
+    """The case page's part of the caseworker's day (issue 16): follow-ups, assignment."""
+    people = (
+        cases.assignable_users(case.organization_id)
+        if current_user.role == "supervisor" and case.status == "open" else []
+    )
+    return {
+        "follow_ups": followups.for_case(case),
+        "follow_up_labels": {"kind": followups.KIND_LABELS, "outcome": followups.OUTCOME_LABELS},
+        "assignees": people,
+        "close_reason_labels": CLOSE_REASON_LABELS,
+    }
 
 
 @bp.post("/<int:case_id>/danger/acknowledge")
@@ -586,17 +611,6 @@ def _is_resend(case: Case, scope: str, granted: bool, method: str) -> bool:
 # --- status ---------------------------------------------------------------------------------
 
 
-@bp.post("/<int:case_id>/close")
-@roles(*STAFF)
-def close(case_id: int) -> Any:
-    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
-    if ActionForm().validate_on_submit() and case.status == "open":
-        cases.close_case(case)
-        db.session.commit()
-        flash(_("Case closed."), "success")
-    return redirect(url_for("intake.case_page", case_id=case.id))
-
-
 @bp.post("/<int:case_id>/reopen")
 @roles(*STAFF)
 def reopen(case_id: int) -> Any:
@@ -688,3 +702,100 @@ def erase(case_id: int) -> Any:
             return redirect(url_for("intake.case_list"))
     status = 400 if request.method == "POST" else 200
     return render_template("intake/erase.html", form=form, case=case), status
+
+
+# --- the caseworker's day on a case (issue 16): follow-up, close with a reason, assign, take
+
+UNASSIGNED = ""
+
+
+@bp.route("/<int:case_id>/follow-up", methods=["GET", "POST"])
+@roles(*STAFF)
+def follow_up(case_id: int) -> Any:
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
+    form = FollowUpForm()
+    if request.method == "GET":
+        form.occurred_on.data = utcnow().date()
+    if form.validate_on_submit():
+        spec = followups.FollowUpSpec(
+            occurred_on=form.occurred_on.data,
+            kind=form.kind.data,
+            outcome=form.outcome.data,
+            next_on=form.next_on.data,
+            note=form.note.data or None,
+        )
+        try:
+            followups.record(case, spec, current_user.id)
+        except followups.FollowUpError as exc:
+            db.session.rollback()
+            form.form_errors.append(str(exc.message))
+        else:
+            db.session.commit()
+            flash(_("Follow-up recorded."), "success")
+            return redirect(url_for("intake.case_page", case_id=case.id))
+    status = 400 if request.method == "POST" else 200
+    return render_template("intake/follow_up.html", case=case, form=form), status
+
+
+@bp.route("/<int:case_id>/close", methods=["GET", "POST"])
+@roles(*STAFF)
+def close(case_id: int) -> Any:
+    """Closing asks for confirmation and a reason from the list."""
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
+    if case.status != "open":
+        return redirect(url_for("intake.case_page", case_id=case.id))
+    form = CloseCaseForm()
+    if form.validate_on_submit():
+        cases.close_case(case, form.reason.data)
+        db.session.commit()
+        flash(_("Case closed."), "success")
+        return redirect(url_for("intake.case_page", case_id=case.id))
+    status = 400 if request.method == "POST" else 200
+    return render_template("intake/close.html", case=case, form=form), status
+
+
+@bp.post("/<int:case_id>/assign")
+@roles("supervisor")
+def assign(case_id: int) -> Any:
+    """A supervisor assigns or reassigns a case within her organization (audited)."""
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
+    form = AssignForm()
+    people = cases.assignable_users(case.organization_id)
+    form.assignee.choices = [(UNASSIGNED, _("Unassigned")), *((str(u.id), u.username)
+                                                             for u in people)]
+    if form.validate_on_submit():
+        chosen = form.assignee.data
+        try:
+            changed = cases.assign(
+                case, int(chosen) if chosen else None, current_user.id
+            )
+        except cases.CaseError:
+            db.session.rollback()
+            flash(_("This case cannot be assigned to that person now."), "error")
+        else:
+            db.session.commit()
+            if changed:
+                flash(_("Case assigned."), "success")
+    else:
+        flash(_("Choose someone from the list."), "error")
+    return redirect(url_for("intake.case_page", case_id=case.id))
+
+
+@bp.post("/<int:case_id>/take")
+@roles(*STAFF)
+def take(case_id: int) -> Any:
+    """Take an unassigned case: it becomes one of 'my cases'."""
+    case = get_or_404(Case, case_id, Case.organization_id, Case.status != "erased")
+    if ActionForm().validate_on_submit():
+        try:
+            cases.take(case, current_user.id)
+        except cases.AlreadyAssigned:
+            db.session.rollback()
+            flash(_("Someone else took this case a moment ago."), "error")
+        except cases.CaseError:
+            db.session.rollback()
+            flash(_("Only an open case can be taken."), "error")
+        else:
+            db.session.commit()
+            flash(_("The case is yours now."), "success")
+    return redirect(url_for("intake.case_page", case_id=case.id))

@@ -86,3 +86,12 @@ ACCESSIBILITY_LABELS = {
     "wheelchair": _l("Wheelchair access"),
     "hearing": _l("Hearing support (induction loop or sign language)"),
 }
+
+# Why a case was closed (issue 16; the keys are app.models.cases.CLOSE_REASONS).
+CLOSE_REASON_LABELS = {
+    "goals_met": _l("Goals met"),
+    "referred_elsewhere": _l("Referred elsewhere"),
+    "lost_contact": _l("Lost contact"),
+    "survivor_choice": _l("The survivor's choice"),
+    "moved_away": _l("Moved away"),
+}

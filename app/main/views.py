@@ -15,12 +15,14 @@ from flask_login import current_user
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.cases import danger
+from app.cases import danger, workqueue
 from app.cases import service as cases
 from app.consent import safe_hours
 from app.core import audit
 from app.core.extensions import db
 from app.core.security import ANY_ROLE, end_session, roles
+from app.main.queue_labels import workqueue_labels
+from app.models.base import utcnow
 
 bp = Blueprint("main", __name__)
 
@@ -37,6 +39,18 @@ def index() -> str:
             db.session.commit()
         context["danger_cases"] = pending
         context["drafts"] = cases.drafts(current_user.organization_id)
+        supervisor = current_user.role == "supervisor"
+        queue = workqueue.build(
+            current_user.organization_id,
+            user_id=None if supervisor else current_user.id,
+            now=utcnow(),
+            thresholds=workqueue.Thresholds.from_config(current_app.config),
+            danger_cases=pending,
+            supervisor=supervisor,
+        )
+        context["queue"] = queue
+        context["nav_counts"] = {"main.index": queue.count}
+        context["queue_labels"] = workqueue_labels()
     if current_user.role == "caseworker":
         # Cases whose old safe hours could not be read: no texts reach them until checked.
         context["safe_hours_checks"] = safe_hours.cases_to_check(current_user.organization_id)

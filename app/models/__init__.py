@@ -13,6 +13,7 @@ from app.models.cases import (
     Need,
 )
 from app.models.directory import Service, service_area
+from app.models.followups import FollowUp
 from app.models.keys import DataKey
 from app.models.messages import HotlineSession, Message, SmsOptOut
 from app.models.referrals import Referral, Release
@@ -37,6 +38,7 @@ __all__ = [
     "ConsentSignature",
     "ConsentTask",
     "DataKey",
+    "FollowUp",
     "HotlineSession",
     "JobLock",
     "LoginAttempt",

@@ -64,6 +64,9 @@ CONSENT_METHODS = ("verbal", "written", "sms")
 # What a consent record is: a grant; a withdrawal of the grant in force (or expired) just
 # before it; a refusal of a scope that was not granted (asked and answered "no").
 CONSENT_DECISIONS = ("grant", "withdraw", "refuse")
+# Why a case was closed (issue 16); asked when closing, counted in the figures.
+CLOSE_REASONS = ("goals_met", "referred_elsewhere", "lost_contact", "survivor_choice",
+                 "moved_away")
 ERASURE_REASONS = ("survivor_request", "consent_withdrawn", "retention", "draft_discarded")
 
 
@@ -76,6 +79,9 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (
         CheckConstraint(f"channel IN {_in(CHANNELS)}", name="channel"),
         CheckConstraint(f"status IN {_in(CASE_STATUSES)}", name="status"),
+        CheckConstraint(
+            f"close_reason IS NULL OR close_reason IN {_in(CLOSE_REASONS)}", name="close_reason"
+        ),
         Index("ix_survivor_case_org_status", "organization_id", "status"),
     )
 
@@ -134,10 +140,18 @@ class Case(db.Model):  # type: ignore[name-defined,misc]
     danger_acknowledged_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("user_account.id", ondelete="SET NULL")
     )
+    # The caseworker responsible (issue 16): the creator by default, none for a hotline
+    # case until someone takes it or a supervisor assigns it (``app.cases.assign``).
+    assigned_to_id: Mapped[int | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL"), index=True
+    )
+    # Why it was closed (``CLOSE_REASONS``); erasure keeps it in the ``CaseStatistic``.
+    close_reason: Mapped[str | None] = mapped_column(String(20))
 
     area = relationship("Area")
     created_by = relationship("User", foreign_keys=[created_by_id])
     danger_acknowledged_by = relationship("User", foreign_keys=[danger_acknowledged_by_id])
+    assigned_to = relationship("User", foreign_keys=[assigned_to_id])
     needs: Mapped[list[Need]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="Need.id"
     )
@@ -281,3 +295,5 @@ class CaseStatistic(db.Model):  # type: ignore[name-defined,misc]
     age_band: Mapped[str | None] = mapped_column(String(16))
     need_categories: Mapped[str] = mapped_column(String(100), default="")
     reason: Mapped[str] = mapped_column(String(20))
+    # Why the case had been closed, when it had (issue 16: reasons feed the figures).
+    close_reason: Mapped[str | None] = mapped_column(String(20))

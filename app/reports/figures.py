@@ -36,8 +36,8 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select, true
 
 from app.core.extensions import db
-from app.core.vocab import CATEGORY_LABELS, SERVICE_CATEGORIES
-from app.models.cases import AnonymousContact, Case, CaseStatistic, Need
+from app.core.vocab import CATEGORY_LABELS, CLOSE_REASON_LABELS, SERVICE_CATEGORIES
+from app.models.cases import CLOSE_REASONS, AnonymousContact, Case, CaseStatistic, Need
 from app.models.referrals import REFERRAL_STATUSES, Referral
 from app.models.retention import BedSnapshot, ReferralStatistic
 
@@ -440,12 +440,53 @@ def bed_occupancy(today: date | None = None) -> list[Occupancy]:
     ]
 
 
+def close_reasons(organization_id: int | None) -> Table:
+    """Why cases were closed (issue 16), by channel: closed cases still held, and the
+    statistics of erased cases that had been closed (an erased case counts once: its row
+    no longer has a reason)."""
+    rows = list(CLOSE_REASONS)
+    columns = ["tablet", "sms"]
+    counts: dict[tuple[str, str], int] = {}
+    for query in (
+        _scoped(
+            select(Case.close_reason, Case.channel, func.count(Case.id))
+            .where(Case.status == "closed", Case.close_reason.is_not(None))
+            .group_by(Case.close_reason, Case.channel),
+            Case.organization_id,
+            organization_id,
+        ),
+        _scoped(
+            select(CaseStatistic.close_reason, CaseStatistic.channel, func.count(CaseStatistic.id))
+            .where(CaseStatistic.close_reason.is_not(None))
+            .group_by(CaseStatistic.close_reason, CaseStatistic.channel),
+            CaseStatistic.organization_id,
+            organization_id,
+        ),
+    ):
+        for reason, channel, n in db.session.execute(query):
+            counts[(reason, channel)] = counts.get((reason, channel), 0) + int(n)
+    cells = [[counts.get((r, c), 0) for c in columns] for r in rows]
+    return suppress(
+        Table(
+            "close_reasons",
+            _l("Cases closed, by reason and channel"),
+            _l("Reason"),
+            rows,
+            columns,
+            CLOSE_REASON_LABELS,
+            CHANNEL_LABELS,
+            cells,
+        )
+    )
+
+
 def all_tables(organization_id: int | None, today: date | None = None) -> list[Table]:
     return [
         cases_by_month(organization_id, today),
         needs_by_month(organization_id, today),
         referrals_by_outcome(organization_id),
         answer_times(organization_id),
+        close_reasons(organization_id),
     ]
 
 

@@ -26,6 +26,7 @@ TABLES = {
     "needs": figures.needs_by_month,
     "referrals": figures.referrals_by_outcome,
     "answer_times": figures.answer_times,
+    "close_reasons": figures.close_reasons,
 }
 
 

@@ -109,6 +109,7 @@ from app.models.audit import AuditEvent
 from app.models.base import UTCDateTime, utcnow
 from app.models.cases import Case, Consent
 from app.models.directory import Service
+from app.models.followups import FollowUp
 from app.models.messages import HotlineSession, Message
 from app.models.referrals import Referral, Release
 from app.models.retention import (
@@ -559,6 +560,8 @@ def _idle_where(now: datetime) -> Any:
         ~exists().where(Consent.case_id == Case.id, Consent.recorded_at > cutoff),
         ~exists().where(Message.case_id == Case.id, Message.created_at > cutoff),
         ~exists().where(HotlineSession.case_id == Case.id, HotlineSession.last_message_at > cutoff),
+        # A follow-up is contact: a case followed up is not idle (issue 16).
+        ~exists().where(FollowUp.case_id == Case.id, FollowUp.created_at > cutoff),
     ]
     conditions.append(~referrals.recent_activity(cutoff))
     return and_(*conditions)
