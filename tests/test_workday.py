@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import event, func, select
 
-from app.cases import danger, followups, workqueue
+from app.cases import danger, erasure, followups, workqueue
 from app.cases import service as cases
 from app.core.crypto import keyring
 from app.core.extensions import db
@@ -355,7 +355,7 @@ def test_an_erased_follow_up_note_is_gone_from_the_database_bytes(office, client
         assert client.post(f"/cases/{case.id}/erase",
                            data={"reference": case.reference}).status_code == 302
     else:
-        retention.erase_batch([case.id], "retention", datetime.now(UTC))
+        erasure.erase_cases([case.id], None, reason="retention", at=datetime.now(UTC))
         db.session.commit()
         cases.checkpoint_sqlite()
     db.session.expire_all()
@@ -505,7 +505,7 @@ def test_the_thresholds_come_from_the_environment():
 
 
 def test_close_reasons_feed_the_figures_before_and_after_erasure(office):
-    from app import figures
+    from app.reports import figures
 
     ngo = office["ngo"]
     held = [mine(office) for _ in range(6)]

@@ -8,7 +8,7 @@ decides when the next one is due (``app.cases.workqueue`` reads ``next_on``).
 Recording one needs an open case with ``store`` consent: the note is survivor data. The
 survivor's export includes every follow-up (``export``); both erasure paths delete them
 (``delete_for_cases``, called explicitly by ``app.cases.erase_case`` and
-``app.retention.erase_batch``) before the case's key goes.
+the retention path, one pipeline) before the case's key goes.
 
 Domain functions flush, never commit.
 """
