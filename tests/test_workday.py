@@ -403,7 +403,7 @@ def test_closing_asks_for_a_reason_and_the_reason_outlives_erasure(office, clien
     db.session.expire_all()
     closed = db.session.get(Case, case.id)
     assert (closed.status, closed.close_reason) == ("closed", "moved_away")
-    cases.erase_case(closed, None, reason="retention")
+    erasure.erase_case(closed, None, reason="retention")
     db.session.commit()
     stat = db.session.scalar(select(CaseStatistic))
     assert (stat.reason, stat.close_reason) == ("retention", "moved_away")
@@ -511,7 +511,7 @@ def test_close_reasons_feed_the_figures_before_and_after_erasure(office):
     held = [mine(office) for _ in range(6)]
     for case in held:
         cases.close_case(case, "goals_met")
-    cases.erase_case(held[0], None, reason="retention")
+    erasure.erase_case(held[0], None, reason="retention")
     other = factories.make_org("ngo")
     cases.close_case(factories.make_case(other), "goals_met")
     db.session.commit()
