@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.crypto import MasterEncrypted
@@ -26,6 +26,8 @@ class Organization(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Open Referral HSDS organization id (directory import/export, revision 0003_directory).
     hsds_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    # HSDS organization description (import/export, revision 0016_hsds_interop).
+    description: Mapped[str] = mapped_column(Text, default="")
 
     users: Mapped[list[User]] = relationship(back_populates="organization")
 
