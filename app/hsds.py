@@ -55,6 +55,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -168,6 +169,9 @@ SERVICE_KEYS = {
     "interpretation_services",
 }
 HSDS_NAMESPACE = uuid.UUID("6c1f2f0e-4d57-4a8e-9a77-2f6d1f0e5a11")
+# A schedule's IANA zone travels as an attribute of this term (app.hsds_export).
+TIMEZONE_TERM_CODE = "iana_timezone"
+TIMEZONE_TERM_ID = str(uuid.uuid5(HSDS_NAMESPACE, "term-iana-timezone"))
 # HSDS 3.0 descriptors name resources in the singular ("service"); older packages and our
 # own fixtures use the table names.
 RESOURCE_TABLES = {
@@ -185,7 +189,7 @@ RESOURCE_TABLES = {
 # The fields Haven reads from each kind of record: each must be text or a number (ids,
 # ages and coordinates may come as JSON numbers).
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "organization": ("id", "name"),
+    "organization": ("id", "name", "description"),
     "service": (
         "id",
         "organization_id",
@@ -195,6 +199,9 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
         "status",
         "minimum_age",
         "maximum_age",
+        "eligibility_description",
+        "url",
+        "email",
     ),
     "term": ("id", "code", "name"),
     "attribute": ("link_id", "taxonomy_term_id"),
@@ -261,6 +268,7 @@ class OrgRecord:
     hsds_id: str
     name: str
     source: Source
+    description: str = ""
 
 
 @dataclass
@@ -281,6 +289,9 @@ class ServiceRecord:
     accessibility: list[str] = field(default_factory=list)
     minimum_age: Any = None
     maximum_age: Any = None
+    eligibility_description: str = ""
+    url: str = ""
+    email: str = ""
 
 
 @dataclass
@@ -588,7 +599,7 @@ def _org_record(obj: dict[str, Any], src: Source, parsed: Parsed) -> OrgRecord |
     if not name:
         parsed.problems.append(src.problem("organization without a name", True))
         return None
-    record = OrgRecord(hsds_id, name[:200], src)
+    record = OrgRecord(hsds_id, name[:200], src, _text(obj.get("description")))
     parsed.orgs.append(record)
     return record
 
@@ -614,6 +625,9 @@ def _service_record(
         status=_text(obj.get("status")) or None,
         minimum_age=obj.get("minimum_age"),
         maximum_age=obj.get("maximum_age"),
+        eligibility_description=_text(obj.get("eligibility_description")),
+        url=_text(obj.get("url")),
+        email=_text(obj.get("email")),
     )
     def cleaned(items: Iterable[dict[str, Any]], kind: str) -> list[tuple[dict[str, Any], Source]]:
         return [(parsed.clean(item, kind, src), src) for item in items]
@@ -871,6 +885,25 @@ def timezone_name(raw: Any, src: Source, problems: list[Problem]) -> str | None:
     return None
 
 
+def schedule_zone(raw: dict[str, Any]) -> str | None:
+    """The IANA zone a schedule names in an attribute of the term ``iana_timezone`` (how
+    Haven's export carries it beside the standard's numeric offset), if it is a known zone."""
+    attributes = raw.get("attributes")
+    for attr in attributes if isinstance(attributes, list) else []:
+        term = attr.get("taxonomy_term") if isinstance(attr, dict) else None
+        code = term.get("code") if isinstance(term, dict) else None
+        value = attr.get("value") if isinstance(attr, dict) else None
+        if (
+            (code == TIMEZONE_TERM_CODE or attr.get("taxonomy_term_id") == TIMEZONE_TERM_ID)
+            and isinstance(value, str)
+            and len(value) <= 64
+            and re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+\-]+)+|UTC", value)
+            and zone(value).key == value
+        ):
+            return value
+    return None
+
+
 def _clock(raw: Any) -> str | None:
     m = re.fullmatch(r"(\d{1,2}):(\d{2})(:\d{2}(\.\d+)?)?([+-]\d{2}:?\d{2}|Z)?", _text(raw))
     if not m:
@@ -943,6 +976,29 @@ def ages(
         problems.append(src.problem("minimum_age above maximum_age: ages ignored"))
         return None
     return None if unusable else (low, high)
+
+
+def web_address(text: str, src: Source, problems: list[Problem]) -> str | None:
+    """An absolute http(s) address of at most 500 characters (shown as a link on the
+    service page), or None (reported)."""
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or len(text) > 500 or (
+        any(c.isspace() for c in text)
+    ):
+        problems.append(src.problem("url is not an http(s) address: ignored"))
+        return None
+    return text
+
+
+def email_address(text: str, src: Source, problems: list[Problem]) -> str | None:
+    if not text:
+        return None
+    if len(text) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        problems.append(src.problem("email is not an email address: ignored"))
+        return None
+    return text
 
 
 def coordinates(
@@ -1024,7 +1080,9 @@ def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
             result.rows_skipped += 1
             return None
         else:
-            org = Organization(name=rec.name, kind="provider", hsds_id=rec.hsds_id)
+            org = Organization(
+                name=rec.name, kind="provider", hsds_id=rec.hsds_id, description=rec.description
+            )
             db.session.add(org)
             db.session.flush()
             audit.record("organization.import", "organization", org.id)
@@ -1038,6 +1096,8 @@ def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
         )
     else:
         org.name = rec.name
+    if rec.description:
+        org.description = rec.description
     if db.session.is_modified(org):
         db.session.flush()
         audit.record("organization.import", "organization", org.id)
@@ -1080,6 +1140,12 @@ def _upsert_service(
     service.organization = org
     service.name = rec.name[:200]
     service.description = rec.description
+    if rec.eligibility_description or created:
+        service.eligibility_description = rec.eligibility_description
+    if rec.url or created:
+        service.url = web_address(rec.url, rec.source, problems)
+    if rec.email or created:
+        service.email = email_address(rec.email, rec.source, problems)
     service.category = category_for(rec)
     if rec.status:
         active = STATUS_ACTIVE.get(rec.status.casefold())
@@ -1139,8 +1205,15 @@ def _upsert_service(
         coords = coordinates(raw, src, problems)
         if coords:
             break
-    if rec.locations or created:
+    if created:
+        # A refuge's place is secret unless someone who knows says otherwise (the service
+        # form): a new shelter from a feed starts confidential, as on the form.
+        service.location_confidential = service.category == "shelter"
+    if coords or ((rec.locations or created) and not service.location_confidential):
+        # A confidential service's place is never published, so a feed without one (Haven's
+        # own export) does not erase the place Haven keeps for matching.
         service.latitude, service.longitude = coords if coords else (None, None)
+    if rec.locations or created:
         text = " ".join(rec.accessibility).casefold()
         service.wheelchair_access = any(w in text for w in ("wheelchair", "step-free", "step free"))
         service.hearing_access = any(
@@ -1151,7 +1224,9 @@ def _upsert_service(
     tz: str | None = None
     for raw, src in rec.schedules:
         hours += [h for h in schedule_hours(raw, src, problems) if h not in hours]
-        tz = tz or timezone_name(raw.get("timezone_name") or raw.get("timezone"), src, problems)
+        tz = tz or schedule_zone(raw) or timezone_name(
+            raw.get("timezone_name") or raw.get("timezone"), src, problems
+        )
     if rec.schedules or created:
         service.hours = sorted(hours)
         service.timezone = tz or current_app.config.get("HAVEN_DIRECTORY_TIMEZONE", "UTC")
@@ -1182,117 +1257,6 @@ def _upsert_service(
         result.services_created += 1
     else:
         result.services_updated += 1
-
-
-# --- export ---------------------------------------------------------------------------------
-
-WEEKDAY_CODES = {v: k for k, v in BYDAY.items()}
-
-
-def org_hsds_id(org: Organization) -> str:
-    return org.hsds_id or str(uuid.uuid5(HSDS_NAMESPACE, f"organization-{org.id}"))
-
-
-def service_to_hsds(service: Service) -> dict[str, Any]:
-    sid = service.hsds_id or str(uuid.uuid5(HSDS_NAMESPACE, f"service-{service.id}"))
-    out: dict[str, Any] = {
-        "id": sid,
-        "organization_id": org_hsds_id(service.organization),
-        "name": service.name,
-        "description": service.description or "",
-        "status": "active" if service.active else "inactive",
-        "attributes": [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"attribute-{sid}")),
-                "link_type": "service",
-                "link_entity": "service",
-                "value": service.category,
-                "taxonomy_term": {
-                    "id": str(uuid.uuid5(HSDS_NAMESPACE, f"term-{service.category}")),
-                    "code": service.category,
-                    "name": service.category,
-                    "taxonomy": "haven",
-                },
-            }
-        ],
-        "languages": [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"language-{sid}-{c}")),
-                "code": c,
-                "name": vocab.SURVIVOR_LANGUAGE_LABELS[c],
-            }
-            for c in service.language_list
-        ],
-        "service_areas": [
-            {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"area-{sid}-{a.id}")), "name": a.name}
-            for a in service.areas
-        ],
-    }
-    if service.min_age is not None:
-        out["minimum_age"] = service.min_age
-    if service.max_age is not None:
-        out["maximum_age"] = service.max_age
-    by_time: dict[tuple[str, str], list[int]] = {}
-    for weekday, opens, closes in service.hours or []:
-        by_time.setdefault((opens, closes), []).append(int(weekday))
-    out["schedules"] = [
-        {
-            "id": str(uuid.uuid5(HSDS_NAMESPACE, f"schedule-{sid}-{opens}-{closes}")),
-            "freq": "WEEKLY",
-            "byday": ",".join(WEEKDAY_CODES[d] for d in sorted(days)),
-            "opens_at": opens,
-            "closes_at": closes,
-            "timezone_name": service.timezone,
-        }
-        for (opens, closes), days in sorted(by_time.items())
-    ]
-    # Haven keeps a service's IANA zone; HSDS 3.0 has only a numeric offset, so the name
-    # travels in the non-standard "timezone_name" and the importer reads it back.
-    location: dict[str, Any] = {
-        "id": str(uuid.uuid5(HSDS_NAMESPACE, f"location-{sid}")),
-        "location_type": "physical",
-        "name": service.name,
-    }
-    if service.latitude is not None and service.longitude is not None:
-        location["latitude"], location["longitude"] = service.latitude, service.longitude
-    access = []
-    if service.wheelchair_access:
-        access.append("Wheelchair access.")
-    if service.hearing_access:
-        access.append("Induction loop for hearing aids.")
-    if access:
-        location["accessibility"] = [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"access-{sid}")),
-                "description": " ".join(access),
-            }
-        ]
-    out["service_at_locations"] = [
-        {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"sal-{sid}")), "location": location}
-    ]
-    return out
-
-
-def export_organizations() -> list[dict[str, Any]]:
-    """Every organization that offers services, as HSDS organization objects with nested
-    services (the shape ``import_path`` reads back)."""
-    services = db.session.scalars(
-        select(Service).order_by(Service.organization_id, Service.id)
-    ).all()
-    by_org: dict[int, list[Service]] = {}
-    for s in services:
-        by_org.setdefault(s.organization_id, []).append(s)
-    out = []
-    for _org_id, rows in by_org.items():
-        org = rows[0].organization
-        out.append(
-            {
-                "id": org_hsds_id(org),
-                "name": org.name,
-                "services": [service_to_hsds(s) for s in rows],
-            }
-        )
-    return out
 
 
 def iter_problems(result: ImportResult) -> Iterator[str]:
