@@ -140,6 +140,7 @@ def register_blueprints(app: Flask) -> None:
     from app.admin import bp as admin_bp
     from app.auth import bp as auth_bp
     from app.directory import bp as directory_bp
+    from app.hsds_api import bp as hsds_api_bp
     from app.intake import bp as intake_bp
     from app.main import bp as main_bp
     from app.provider import bp as provider_bp
@@ -156,6 +157,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(referrals_bp, url_prefix="/referrals")
     app.register_blueprint(provider_bp, url_prefix="/provider")
+    app.register_blueprint(hsds_api_bp, url_prefix="/hsds")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -62,12 +62,40 @@ def _uid(kind: str) -> str:
 TAXONOMY_ID = _uid("taxonomy-haven-categories")
 
 
+def is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
+def published_id(kind: str, row_id: int, stored: str | None) -> str:
+    """The id HSDS 3.0 readers get: the stored HSDS id when it is a UUID (as the standard
+    requires), else a UUID derived from it (a feed's "org-7") or from the row."""
+    if stored and is_uuid(stored):
+        return stored
+    return _uid(f"{kind}-hsds:{stored}") if stored else _uid(f"{kind}-{row_id}")
+
+
 def org_hsds_id(org: Organization) -> str:
-    return org.hsds_id or _uid(f"organization-{org.id}")
+    return published_id("organization", org.id, org.hsds_id)
 
 
 def service_hsds_id(service: Service) -> str:
-    return service.hsds_id or _uid(f"service-{service.id}")
+    return hsds_id_of(service.id, service.hsds_id)
+
+
+def hsds_id_of(service_id: int, hsds_id: str | None) -> str:
+    return published_id("service", service_id, hsds_id)
+
+
+def sal_id(sid: str) -> str:
+    """The id of a service's (one) service_at_location, derived from the service's id."""
+    return _uid(f"sal-{sid}")
+
+
+def last_modified(service: Service) -> str:
+    return service.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def category_term_id(category: str, language: str = "en") -> str:
@@ -181,17 +209,15 @@ def _location(service: Service, sid: str) -> dict[str, Any]:
     return location
 
 
-def service_to_hsds(service: Service) -> dict[str, Any]:
-    """One service as a fully nested HSDS 3.0 service (without its organization). The only
-    place that decides what of a service is published."""
-    sid = service_hsds_id(service)
+def service_fields(service: Service) -> dict[str, Any]:
+    """A service's one-to-one fields (the API's list items)."""
     out: dict[str, Any] = {
-        "id": sid,
+        "id": service_hsds_id(service),
         "organization_id": org_hsds_id(service.organization),
         "name": service.name,
         "description": service.description or "",
         "status": "active" if service.active else "inactive",
-        "last_modified": service.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "last_modified": last_modified(service),
     }
     if service.eligibility_description:
         out["eligibility_description"] = service.eligibility_description
@@ -203,6 +229,14 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
         out["minimum_age"] = service.min_age
     if service.max_age is not None:
         out["maximum_age"] = service.max_age
+    return out
+
+
+def service_to_hsds(service: Service) -> dict[str, Any]:
+    """One service as a fully nested HSDS 3.0 service (without its organization). The only
+    place that decides what of a service is published."""
+    out = service_fields(service)
+    sid = out["id"]
     term = category_term(service.category, "en")
     out["attributes"] = [
         {
@@ -232,7 +266,7 @@ def service_to_hsds(service: Service) -> dict[str, Any]:
     location = _location(service, sid)
     out["service_at_locations"] = [
         {
-            "id": _uid(f"sal-{sid}"),
+            "id": sal_id(sid),
             "service_id": sid,
             "location_id": location["id"],
             "location": location,
