@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select
 
-from app import audit, vocab
+from app import audit, capacity, vocab
 from app.crypto import InvalidPhoneNumber, normalize_phone
 from app.extensions import db
 from app.models.accounts import Organization
@@ -94,6 +94,21 @@ DEFAULT_CATEGORY_KEYWORDS: dict[str, list[str]] = {
         "peer support",
     ],
     "medical": ["medical", "health", "clinic", "doctor", "hospital", "nurse", "dental", "pharmacy"],
+}
+
+# Category mapping by taxonomy code, before any keyword: a code matches an entry when the
+# entry is the code itself or one of its parents (AIRS / 211 LA codes: "BH-1800.1500" is
+# tried as BH-1800.1500, BH-1800, BH, B; Haven's own translated terms "shelter:es" as
+# shelter). Override with the HSDS_CATEGORY_TERMS setting (same shape).
+DEFAULT_CATEGORY_TERMS: dict[str, str] = {
+    # Haven's own taxonomy (app.hsds_export)
+    **{c: c for c in ("shelter", "legal", "medical", "psychosocial", "other")},
+    # AIRS / 211 LA taxonomy: Housing/Shelter, Criminal Justice and Legal Services, Health
+    # Care, Mental Health Care and Counseling
+    "BH": "shelter",
+    "F": "legal",
+    "L": "medical",
+    "R": "psychosocial",
 }
 
 # ISO 639-2/3 and common forms of the languages Haven knows.
@@ -281,6 +296,8 @@ class ServiceRecord:
     description: str = ""
     status: str | None = None
     terms: list[str] = field(default_factory=list)
+    term_codes: list[str] = field(default_factory=list)
+    capacities: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     languages: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     phones: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     locations: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
@@ -303,6 +320,7 @@ class ImportResult:
     services_updated: int = 0
     areas_created: int = 0
     rows_skipped: int = 0
+    services_in_other: int = 0
     # Files the import was pointed at that could not be read at all: nothing was imported.
     unreadable: list[str] = field(default_factory=list)
 
@@ -320,7 +338,9 @@ class ImportResult:
             f"organizations: {self.organizations_created} created, "
             f"{self.organizations_updated} updated; services: {self.services_created} created, "
             f"{self.services_updated} updated; areas created: {self.areas_created}; "
-            f"rows skipped: {self.rows_skipped}; problems reported: {len(self.problems)}"
+            f"rows skipped: {self.rows_skipped}; problems reported: {len(self.problems)}; "
+            f"services in other: {self.services_in_other} of "
+            f"{self.services_created + self.services_updated}"
         )
 
 
@@ -634,6 +654,7 @@ def _service_record(
 
     def term_texts(term: dict[str, Any]) -> list[str]:
         term = parsed.clean(term, "term", src)
+        rec.term_codes.append(_text(term.get("code")))
         return [_text(term.get("code")), _text(term.get("name"))]
 
     def accessibility(location: dict[str, Any]) -> None:
@@ -650,6 +671,8 @@ def _service_record(
     for term in parsed.items(obj, "taxonomy_terms", src):
         rec.terms += term_texts(term)
     rec.languages += cleaned(parsed.items(obj, "languages", src), "language")
+    # HSDS 3.1: service_capacity objects (with their unit) under "capacities".
+    rec.capacities += [(c, src) for c in parsed.items(obj, "capacities", src)]
     rec.phones += cleaned(parsed.items(obj, "phones", src), "phone")
     rec.schedules += cleaned(parsed.items(obj, "schedules", src), "schedule")
     rec.areas += cleaned(parsed.items(obj, "service_areas", src), "service_area")
@@ -674,9 +697,12 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     named: set[str] = set()  # tables whose file the descriptor names
     descriptor = os.path.join(path, "datapackage.json")
     limit = parsed.limits.max_file_bytes
+    declared_version: str | None = None
     if os.path.lexists(descriptor):
         try:
             package = parse_json(read_bytes(descriptor, path, limit), parsed.limits)
+            if isinstance(package, dict) and isinstance(package.get("version"), str):
+                declared_version = package["version"][:20]
             resources = package["resources"]
             for res in resources:
                 table, rel = RESOURCE_TABLES.get(str(res.get("name"))), res.get("path")
@@ -716,9 +742,40 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
         except Unreadable as exc:
             parsed.problems.append(Problem(rel, None, str(exc), skipped=True))
             parsed.unreadable.append(rel)
+    refuse_old_versions(path, tables, declared_version)
     if "services" not in tables and "organizations" not in tables and not parsed.unreadable:
         raise ImportFailed("the data package has neither organizations.csv nor services.csv")
     _read_tables(tables, {t: files[t] for t in tables}, parsed)
+
+
+# Files and columns only HSDS 1.x and 2.x have (3.0 has schedules.csv, languages with code
+# and name).
+OLD_VERSION_FILES = (
+    "regular_schedules.csv",
+    "holiday_schedules.csv",
+    "eligibility.csv",
+    "service_taxonomy.csv",
+    "payment_accepted.csv",
+)
+
+
+def refuse_old_versions(
+    path: str, tables: dict[str, list[tuple[int, dict[str, Any]]]], declared: str | None
+) -> None:
+    """An HSDS 1.x or 2.x package is refused with what gave it away: read as 3.0 it would
+    lose languages, hours and phones and report nonsense about them."""
+    signs = []
+    if declared and re.match(r"v?[12]\.", declared):
+        signs.append(f"datapackage.json declares version {declared}")
+    signs += [n for n in OLD_VERSION_FILES if os.path.lexists(os.path.join(path, n))]
+    languages = tables.get("languages") or []
+    if languages and "language" in languages[0][1] and not {"code", "name"} & set(languages[0][1]):
+        signs.append("languages.csv has a 'language' column")
+    if signs:
+        raise ImportFailed(
+            "this is an HSDS 1.x or 2.x package (" + "; ".join(signs) + "). Haven reads "
+            "HSDS 3.0 and 3.1: convert it first (Open Referral publishes the mapping)"
+        )
 
 
 def read_csv(data: bytes) -> list[tuple[int, dict[str, Any]]]:
@@ -823,12 +880,31 @@ def _read_tables(
         term = terms.get(_text(row.get("taxonomy_term_id")))
         if rec is not None and term is not None:
             rec.terms += [_text(term.get("code")), _text(term.get("name"))]
+            rec.term_codes.append(_text(term.get("code")))
 
 
 # --- field conversion -----------------------------------------------------------------------
 
 
+def _code_candidates(code: str) -> list[str]:
+    """A taxonomy code and its parents, most specific first."""
+    code = code.strip()
+    out = [code, code.split(":")[0]]
+    while re.search(r"[.\-]", code):
+        code = re.split(r"[.\-](?=[^.\-]*$)", code)[0]
+        out.append(code)
+    if len(code) > 1 and code[:2].isalpha():
+        out.append(code[:1])
+    return out
+
+
 def category_for(rec: ServiceRecord) -> str:
+    table: dict[str, str] = current_app.config.get("HSDS_CATEGORY_TERMS", DEFAULT_CATEGORY_TERMS)
+    for code in rec.term_codes:
+        for candidate in _code_candidates(code) if code else []:
+            found = table.get(candidate) or table.get(candidate.upper())
+            if found in vocab.SERVICE_CATEGORIES:
+                return found
     mapping: dict[str, list[str]] = current_app.config.get(
         "HSDS_CATEGORY_KEYWORDS", DEFAULT_CATEGORY_KEYWORDS
     )
@@ -1147,6 +1223,8 @@ def _upsert_service(
     if rec.email or created:
         service.email = email_address(rec.email, rec.source, problems)
     service.category = category_for(rec)
+    if service.category == "other":
+        result.services_in_other += 1
     if rec.status:
         active = STATUS_ACTIVE.get(rec.status.casefold())
         if active is None:
@@ -1164,6 +1242,8 @@ def _upsert_service(
             problems.append(
                 src.problem(
                     f"unknown language code '{shown[:20]}' (not one of Haven's languages): ignored"
+                    if shown
+                    else "language without a code or a name: ignored"
                 )
             )
         elif code not in codes:
@@ -1253,10 +1333,45 @@ def _upsert_service(
 
     db.session.flush()
     audit.record("service.import", "service", service.id)
+    _import_beds(rec, service, problems)
     if created:
         result.services_created += 1
     else:
         result.services_updated += 1
+
+
+BED_UNITS = {"bed", "beds"}
+
+
+def _import_beds(rec: ServiceRecord, service: Service, problems: list[Problem]) -> None:
+    """HSDS 3.1 capacity in beds (a unit named or identified "bed") becomes the bed counts,
+    through the one capacity rule: a count that the beds held for referrals contradict is
+    reported and not written."""
+    for raw, src in rec.capacities:
+        given = raw.get("unit")
+        unit: dict[str, Any] = given if isinstance(given, dict) else {}
+        names = {_text(unit.get(k)).casefold() for k in ("name", "identifier")}
+        if not names & BED_UNITS:
+            continue
+        try:
+            free, total = int(str(raw.get("available"))), int(str(raw.get("maximum")))
+        except ValueError:
+            problems.append(src.problem("bed capacity is not whole numbers: ignored"))
+            continue
+        try:
+            capacity.set_beds(service, total=total, free=free)
+        except capacity.BedCountError as exc:
+            if exc.reason in ("below_held", "over_total"):
+                reason = (
+                    f"service {rec.hsds_id}: the feed's beds ({free} free of {total}) "
+                    f"conflicts with the {exc.held} beds held for referrals: counts not changed"
+                )
+            elif exc.reason == "not_shelter":
+                reason = f"service {rec.hsds_id}: only shelters keep a bed count: ignored"
+            else:
+                reason = f"service {rec.hsds_id}: bed capacity refused ({exc.reason})"
+            problems.append(src.problem(reason))
+        return
 
 
 def iter_problems(result: ImportResult) -> Iterator[str]:
