@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from typing import Any
 from flask_babel import force_locale
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import defer, load_only, selectinload
 
 from app import vocab
 from app.extensions import db
@@ -62,11 +63,12 @@ def _uid(kind: str) -> str:
 TAXONOMY_ID = _uid("taxonomy-haven-categories")
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text.lower()
-    except ValueError:
-        return False
+    """The canonical hyphenated form (what the JSON Schema ``uuid`` format accepts)."""
+    return _UUID.fullmatch(text) is not None
 
 
 def published_id(kind: str, row_id: int, stored: str | None) -> str:
@@ -285,11 +287,45 @@ def organization_to_hsds(org: Organization, services: Iterable[Service]) -> dict
     }
 
 
+# What ``service_fields`` reads (the API's list pages load only these).
+LIST_COLUMNS = (
+    Service.id,
+    Service.hsds_id,
+    Service.organization_id,
+    Service.name,
+    Service.description,
+    Service.active,
+    Service.updated_at,
+    Service.eligibility_description,
+    Service.url,
+    Service.email,
+    Service.min_age,
+    Service.max_age,
+)
+
+
+def list_options() -> list[Any]:
+    return [
+        load_only(*LIST_COLUMNS, raiseload=True),
+        selectinload(Service.organization).load_only(
+            Organization.id, Organization.hsds_id, raiseload=True
+        ),
+    ]
+
+
+def full_options() -> list[Any]:
+    return [
+        defer(Service.intake_phone, raiseload=True),
+        defer(Service.intake_phone_index, raiseload=True),
+        selectinload(Service.organization),
+        selectinload(Service.areas),
+    ]
+
+
 def services_query(public_only: bool) -> Any:
     """Services with what ``service_to_hsds`` reads loaded in a fixed number of queries."""
-    query = select(Service).options(
-        selectinload(Service.organization), selectinload(Service.areas)
-    )
+    # The intake phone is never even read (trying to would raise, not leak).
+    query = select(Service).options(*full_options())
     if public_only:
         query = query.where(Service.active.is_(True))
     return query

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, func, or_, select
-from sqlalchemy.orm import selectinload
 
 from app import vocab
 from app.extensions import db
@@ -23,9 +22,11 @@ from app.hsds_export import (
     TAXONOMY_ID,
     category_term_id,
     category_terms,
+    full_options,
     hsds_id_of,
     is_uuid,
     last_modified,
+    list_options,
     org_hsds_id,
     organization_to_hsds,
     sal_id,
@@ -125,9 +126,7 @@ def _count(query: Select[Any]) -> int:
 def _page_rows(query: Select[Any], paging: Paging, total: int, full: bool) -> list[Service]:
     if (paging.page - 1) * paging.per_page >= total:
         return []  # past the end (also: no huge OFFSET reaches the database)
-    loads = [selectinload(Service.organization)]
-    if full:
-        loads.append(selectinload(Service.areas))
+    loads = full_options() if full else list_options()
     return list(
         db.session.scalars(
             query.options(*loads)
@@ -162,9 +161,7 @@ def services_page(
 
 
 def _full(query: Select[Any]) -> Service | None:
-    return db.session.scalar(
-        query.options(selectinload(Service.organization), selectinload(Service.areas))
-    )
+    return db.session.scalar(query.options(*full_options()))
 
 
 def _public_ids() -> Any:
@@ -235,7 +232,7 @@ def services_of(org_ids: list[int]) -> dict[int, list[Service]]:
     rows = db.session.scalars(
         _public()
         .where(Service.organization_id.in_(org_ids))
-        .options(selectinload(Service.organization), selectinload(Service.areas))
+        .options(*full_options())
         .order_by(Service.id)
     )
     out: dict[int, list[Service]] = {}

@@ -27,7 +27,7 @@ class Organization(db.Model):  # type: ignore[name-defined,misc]
     # Open Referral HSDS organization id (directory import/export, revision 0003_directory).
     hsds_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     # HSDS organization description (import/export, revision 0016_hsds_interop).
-    description: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     users: Mapped[list[User]] = relationship(back_populates="organization")
 
