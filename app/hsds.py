@@ -875,6 +875,19 @@ def _read_tables(
                 src("service_at_location", line).problem(f"location {loc_id} is not in locations")
             )
     terms = {_text(r.get("id")): r for _, r in rows("taxonomy_terms", "term")}
+    # A schedule's attributes (Haven's IANA zone): attached to that schedule's row.
+    schedules = {
+        _text(row.get("id")): row
+        for rec in by_id.values()
+        for row, _src in rec.schedules
+        if _text(row.get("id"))
+    }
+    for _, row in tables.get("attributes", []):
+        schedule = schedules.get(_text(row.get("link_id")))
+        if schedule is not None and _text(row.get("link_entity")) == "schedule":
+            schedule.setdefault("attributes", []).append(
+                {"taxonomy_term_id": _text(row.get("taxonomy_term_id")), "value": row.get("value")}
+            )
     for _, row in rows("attributes", "attribute"):
         rec = by_id.get(_text(row.get("link_id")))
         term = terms.get(_text(row.get("taxonomy_term_id")))

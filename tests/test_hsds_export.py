@@ -166,3 +166,18 @@ def test_export_reimports_as_it_was(app: Any, tmp_path: Path) -> None:
     refuge = made["refuge"]
     assert (refuge.latitude, refuge.longitude) == (SECRET_LAT, SECRET_LON)
     assert refuge.location_confidential
+
+
+def test_tabular_export_reimports_the_time_zone(app: Any, tmp_path: Path) -> None:
+    clinic = directory()["clinic"]
+    export(app, tmp_path / "tab", "--format", "tabular")
+    clinic.hours, clinic.timezone = [], "UTC"
+    db.session.commit()
+    result = app.test_cli_runner().invoke(
+        args=["directory", "import-hsds", str(tmp_path / "tab")]
+    )
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    assert clinic.timezone == "Europe/Paris"
+    assert [0, "09:00", "17:00"] in clinic.hours
+    assert "numeric timezone offset" not in result.stderr
