@@ -217,6 +217,8 @@ class BaseConfig:
         # the longest field accepted (a longer field is reported and ignored).
         self.HSDS_MAX_FILE_BYTES = _int(env, "HAVEN_HSDS_MAX_FILE_BYTES", 20_000_000)
         self.HSDS_MAX_FIELD_CHARS = _int(env, "HAVEN_HSDS_MAX_FIELD_CHARS", 10_000)
+        # HSDS API (app/hsds_api): requests per minute from one address, per web process.
+        self.HSDS_API_RATE_PER_MINUTE = _int(env, "HAVEN_HSDS_API_RATE_PER_MINUTE", 300)
         self.RETENTION_BATCH = _int(env, "HAVEN_RETENTION_BATCH", 1000)
         self.RETENTION_LOCK_SECONDS = _int(env, "HAVEN_RETENTION_LOCK_SECONDS", 300)
         # A liveness ping per checkout only where connections can go stale (a server).

@@ -25,6 +25,7 @@ from app.core.formatting import request_zone
 from app.core.inputs import IdConverter
 from app.core.security import RequestIdFilter
 from app.directory.views import bp as directory_bp
+from app.hsds_api.views import bp as hsds_api_bp
 from app.main.views import bp as main_bp
 from app.provider.views import bp as provider_bp
 from app.referrals.views import bp as referrals_bp
@@ -152,6 +153,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(referrals_bp, url_prefix="/referrals")
     app.register_blueprint(provider_bp, url_prefix="/provider")
+    app.register_blueprint(hsds_api_bp, url_prefix="/hsds")
 
 
 def register_errorhandlers(app: Flask) -> None:

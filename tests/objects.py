@@ -20,7 +20,7 @@ from tests import factories
 
 @dataclass(frozen=True)
 class ObjectFactory:
-    make: Callable[[Organization], int]  # other organization -> id of a new object there
+    make: Callable[[Organization], int | str]  # other organization -> id of a new object
     # True: another organization's object answers 404 for every role allowed on the endpoint;
     # a set of roles: only for those roles (the object is shared for reading by the others).
     scoped: bool | frozenset[str]
@@ -39,6 +39,12 @@ def _case(org: Organization) -> int:
 
 def _service(org: Organization) -> int:
     return factories.make_service(organization=org).id
+
+
+def _hsds_service(org: Organization) -> str:
+    from app.directory.hsds_export import service_hsds_id
+
+    return service_hsds_id(factories.make_service(org))
 
 
 def _area(org: Organization) -> int:
@@ -86,4 +92,6 @@ OBJECT_FACTORIES: dict[str, ObjectFactory] = {
     "referral_id": ObjectFactory(_referral, scoped=True),
     # Releases belong to a case: the case's NGO only.
     "release_id": ObjectFactory(_release, scoped=True),
+    # The HSDS API's ids (UUIDs, not database ids): public directory data, no sign-in.
+    "hsds_key": ObjectFactory(_hsds_service, scoped=False),
 }

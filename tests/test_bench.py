@@ -376,3 +376,16 @@ def test_a_failing_soak_thread_breaks_the_run_instead_of_lightening_it() -> None
 
     tally.guarded(provider)()
     assert tally.driver_errors == ["provider: ConnectionError: database gone"]
+
+
+def test_the_hsds_api_bench_measures_the_page_and_its_floor(bench_backend: str) -> None:
+    from bench import bench_hsds_api
+
+    args = argparse.Namespace(services=120, requests=6, per_page=10, seed=4,
+                              backends=bench_backend, no_postgresql=False)
+    results = bench_hsds_api.measure(args)
+    assert not results.broken
+    names = [f.name for f in results.figures]
+    assert f"{bench_backend}: page p95 / floor p95" in names
+    [verdict] = results.verdicts
+    assert verdict.ok, verdict.figure  # the same statements for 5 and 10 services a page

@@ -32,6 +32,8 @@ from flask import (
     session,
     url_for,
 )
+from flask import Response as FlaskResponse
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
@@ -43,7 +45,23 @@ from app.core.extensions import db
 from app.core.inputs import NUL, has_nul
 from app.models import ROLES, User
 
-PUBLIC_ENDPOINTS = frozenset(
+# The read-only HSDS API (app/hsds_api): anonymous, public directory data only.
+HSDS_API_ENDPOINTS = frozenset(
+    {
+        "hsds_api.meta",
+        "hsds_api.services",
+        "hsds_api.service",
+        "hsds_api.organizations",
+        "hsds_api.organization",
+        "hsds_api.taxonomies",
+        "hsds_api.taxonomy",
+        "hsds_api.taxonomy_terms",
+        "hsds_api.taxonomy_term",
+        "hsds_api.service_at_locations",
+        "hsds_api.service_at_location",
+    }
+)
+PUBLIC_ENDPOINTS = HSDS_API_ENDPOINTS | frozenset(
     {
         "static",
         "main.favicon",
@@ -65,7 +83,7 @@ PUBLIC_BODY_CHECKED = frozenset(
     {"auth.login", "auth.second_factor", "auth.enroll_totp", "sms.inbound"}
 )
 # Public files that hold nothing personal: the browser may cache them.
-CACHEABLE_ENDPOINTS = frozenset({"static", "main.favicon"})
+CACHEABLE_ENDPOINTS = frozenset({"static", "main.favicon"}) | HSDS_API_ENDPOINTS
 # Endpoints a logged-in user may reach whatever their role (no survivor data behind them).
 ANY_ROLE = tuple(ROLES)
 
@@ -247,7 +265,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class CookielessSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, except that the anonymous open-data endpoints
+    (``HSDS_API_ENDPOINTS``) never set or refresh a cookie, whatever the request carried."""
+
+    def save_session(self, app: Flask, session: Any, response: FlaskResponse) -> None:
+        if request.endpoint in HSDS_API_ENDPOINTS:
+            return
+        super().save_session(app, session, response)
+
+
 def init_app(app: Flask) -> None:
+    app.session_interface = CookielessSessions()
     # Order matters: the request id first, so even refused requests are traced; then NUL
     # bytes, refused before anything (the gate loads the user) touches the database.
     app.before_request(assign_request_id)

@@ -10,7 +10,8 @@ are counted apart, on the referrals. The rule, for every count a person writes:
 texted, and it checks under the lock. Every path calls it and maps ``BedCountError`` to its
 own words: the provider portal and the directory's beds form (a field error), SMS ``BEDS``
 ("send BEDS and a number from 0 to N", N = total - held), the service form (new and edit).
-The HSDS import never writes a count (HSDS carries none). A hold moves one bed from free to
+The HSDS import writes a feed's HSDS 3.1 bed capacity through ``set_beds`` too, and reports a
+count the holds contradict (``app.hsds``). A hold moves one bed from free to
 held and back (``app.referrals``: ``take_bed``, a returned hold), which keeps the sum.
 
 Both bed counts are kept, or neither (the shelter's capacity is not tracked and referrals

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -11,7 +10,7 @@ from flask import current_app
 
 from app.core import audit
 from app.core.extensions import db
-from app.directory import hsds
+from app.directory import hsds, hsds_export
 
 
 @click.group("directory")
@@ -58,18 +57,27 @@ def import_hsds(path: str) -> None:
 
 
 @directory_group.command("export-hsds")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "tabular"]),
+    default=None,
+    help="json: one file, an array of organizations with their services (the default for "
+    "a PATH ending in .json); tabular: a folder of CSV files and datapackage.json.",
+)
 @click.argument("path", type=click.Path())
-def export_hsds(path: str) -> None:
-    """Write the directory as HSDS 3.0 JSON: a list of organizations with nested services.
-    PATH is a file, or a folder (then PATH/organizations.json is written)."""
-    data = hsds.export_organizations()
-    target = os.path.join(path, "organizations.json") if os.path.isdir(path) else path
-    tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
-    os.replace(tmp, target)
+def export_hsds(path: str, fmt: str | None) -> None:
+    """Write the directory as HSDS 3.0. Never written: intake phones, anything about cases
+    or referrals, the place of a service whose location is confidential."""
+    fmt = fmt or ("json" if path.lower().endswith(".json") else "tabular")
+    data = hsds_export.export_organizations()
+    if fmt == "json":
+        target = os.path.join(path, "organizations.json") if os.path.isdir(path) else path
+        hsds_export.write_json(target, data)
+    else:
+        target = path
+        hsds_export.write_tabular(target, data, current_app.config["LANGUAGES"])
     audit.record("directory.export_hsds", actor_user_id=None)
     db.session.commit()
-    services = sum(len(o["services"]) for o in data)
-    click.echo(f"Exported {len(data)} organizations and {services} services to {target}")
+    orgs, services = hsds_export.export_summary(data)
+    click.echo(f"Exported {orgs} organizations and {services} services to {target} ({fmt})")

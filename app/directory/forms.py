@@ -114,6 +114,9 @@ class ServiceForm(HavenForm):
     areas = SelectMultipleField(_l("Areas served"), coerce=coerce_id, validate_choice=True)
     latitude = FloatField(_l("Latitude"), validators=[Optional(), NumberRange(-90, 90)])
     longitude = FloatField(_l("Longitude"), validators=[Optional(), NumberRange(-180, 180)])
+    location_confidential = BooleanField(
+        _l("Confidential location: its place is shown on staff pages only, never published")
+    )
     hours_0 = _hours_field(0)
     hours_1 = _hours_field(1)
     hours_2 = _hours_field(2)

@@ -55,6 +55,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -62,6 +63,7 @@ from sqlalchemy import func, select
 from app.core import audit, vocab
 from app.core.crypto import InvalidPhoneNumber, normalize_phone
 from app.core.extensions import db
+from app.directory import capacity
 from app.models.accounts import Organization
 from app.models.areas import Area
 from app.models.directory import MAX_AGE, Service, zone
@@ -93,6 +95,21 @@ DEFAULT_CATEGORY_KEYWORDS: dict[str, list[str]] = {
         "peer support",
     ],
     "medical": ["medical", "health", "clinic", "doctor", "hospital", "nurse", "dental", "pharmacy"],
+}
+
+# Category mapping by taxonomy code, before any keyword: a code matches an entry when the
+# entry is the code itself or one of its parents (AIRS / 211 LA codes: "BH-1800.1500" is
+# tried as BH-1800.1500, BH-1800, BH, B; Haven's own translated terms "shelter:es" as
+# shelter). Override with the HSDS_CATEGORY_TERMS setting (same shape).
+DEFAULT_CATEGORY_TERMS: dict[str, str] = {
+    # Haven's own taxonomy (app.hsds_export)
+    **{c: c for c in ("shelter", "legal", "medical", "psychosocial", "other")},
+    # AIRS / 211 LA taxonomy: Housing/Shelter, Criminal Justice and Legal Services, Health
+    # Care, Mental Health Care and Counseling
+    "BH": "shelter",
+    "F": "legal",
+    "L": "medical",
+    "R": "psychosocial",
 }
 
 # ISO 639-2/3 and common forms of the languages Haven knows.
@@ -168,6 +185,9 @@ SERVICE_KEYS = {
     "interpretation_services",
 }
 HSDS_NAMESPACE = uuid.UUID("6c1f2f0e-4d57-4a8e-9a77-2f6d1f0e5a11")
+# A schedule's IANA zone travels as an attribute of this term (app.hsds_export).
+TIMEZONE_TERM_CODE = "iana_timezone"
+TIMEZONE_TERM_ID = str(uuid.uuid5(HSDS_NAMESPACE, "term-iana-timezone"))
 # HSDS 3.0 descriptors name resources in the singular ("service"); older packages and our
 # own fixtures use the table names.
 RESOURCE_TABLES = {
@@ -185,7 +205,7 @@ RESOURCE_TABLES = {
 # The fields Haven reads from each kind of record: each must be text or a number (ids,
 # ages and coordinates may come as JSON numbers).
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
-    "organization": ("id", "name"),
+    "organization": ("id", "name", "description"),
     "service": (
         "id",
         "organization_id",
@@ -195,6 +215,9 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
         "status",
         "minimum_age",
         "maximum_age",
+        "eligibility_description",
+        "url",
+        "email",
     ),
     "term": ("id", "code", "name"),
     "attribute": ("link_id", "taxonomy_term_id"),
@@ -261,6 +284,7 @@ class OrgRecord:
     hsds_id: str
     name: str
     source: Source
+    description: str = ""
 
 
 @dataclass
@@ -273,6 +297,8 @@ class ServiceRecord:
     description: str = ""
     status: str | None = None
     terms: list[str] = field(default_factory=list)
+    term_codes: list[str] = field(default_factory=list)
+    capacities: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     languages: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     phones: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
     locations: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
@@ -281,6 +307,9 @@ class ServiceRecord:
     accessibility: list[str] = field(default_factory=list)
     minimum_age: Any = None
     maximum_age: Any = None
+    eligibility_description: str = ""
+    url: str = ""
+    email: str = ""
 
 
 @dataclass
@@ -292,6 +321,7 @@ class ImportResult:
     services_updated: int = 0
     areas_created: int = 0
     rows_skipped: int = 0
+    services_in_other: int = 0
     # Files the import was pointed at that could not be read at all: nothing was imported.
     unreadable: list[str] = field(default_factory=list)
 
@@ -309,7 +339,9 @@ class ImportResult:
             f"organizations: {self.organizations_created} created, "
             f"{self.organizations_updated} updated; services: {self.services_created} created, "
             f"{self.services_updated} updated; areas created: {self.areas_created}; "
-            f"rows skipped: {self.rows_skipped}; problems reported: {len(self.problems)}"
+            f"rows skipped: {self.rows_skipped}; problems reported: {len(self.problems)}; "
+            f"services in other: {self.services_in_other} of "
+            f"{self.services_created + self.services_updated}"
         )
 
 
@@ -588,7 +620,7 @@ def _org_record(obj: dict[str, Any], src: Source, parsed: Parsed) -> OrgRecord |
     if not name:
         parsed.problems.append(src.problem("organization without a name", True))
         return None
-    record = OrgRecord(hsds_id, name[:200], src)
+    record = OrgRecord(hsds_id, name[:200], src, _text(obj.get("description")))
     parsed.orgs.append(record)
     return record
 
@@ -614,12 +646,16 @@ def _service_record(
         status=_text(obj.get("status")) or None,
         minimum_age=obj.get("minimum_age"),
         maximum_age=obj.get("maximum_age"),
+        eligibility_description=_text(obj.get("eligibility_description")),
+        url=_text(obj.get("url")),
+        email=_text(obj.get("email")),
     )
     def cleaned(items: Iterable[dict[str, Any]], kind: str) -> list[tuple[dict[str, Any], Source]]:
         return [(parsed.clean(item, kind, src), src) for item in items]
 
     def term_texts(term: dict[str, Any]) -> list[str]:
         term = parsed.clean(term, "term", src)
+        rec.term_codes.append(_text(term.get("code")))
         return [_text(term.get("code")), _text(term.get("name"))]
 
     def accessibility(location: dict[str, Any]) -> None:
@@ -636,6 +672,8 @@ def _service_record(
     for term in parsed.items(obj, "taxonomy_terms", src):
         rec.terms += term_texts(term)
     rec.languages += cleaned(parsed.items(obj, "languages", src), "language")
+    # HSDS 3.1: service_capacity objects (with their unit) under "capacities".
+    rec.capacities += [(c, src) for c in parsed.items(obj, "capacities", src)]
     rec.phones += cleaned(parsed.items(obj, "phones", src), "phone")
     rec.schedules += cleaned(parsed.items(obj, "schedules", src), "schedule")
     rec.areas += cleaned(parsed.items(obj, "service_areas", src), "service_area")
@@ -660,9 +698,12 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     named: set[str] = set()  # tables whose file the descriptor names
     descriptor = os.path.join(path, "datapackage.json")
     limit = parsed.limits.max_file_bytes
+    declared_version: str | None = None
     if os.path.lexists(descriptor):
         try:
             package = parse_json(read_bytes(descriptor, path, limit), parsed.limits)
+            if isinstance(package, dict) and isinstance(package.get("version"), str):
+                declared_version = package["version"][:20]
             resources = package["resources"]
             for res in resources:
                 table, rel = RESOURCE_TABLES.get(str(res.get("name"))), res.get("path")
@@ -702,9 +743,40 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
         except Unreadable as exc:
             parsed.problems.append(Problem(rel, None, str(exc), skipped=True))
             parsed.unreadable.append(rel)
+    refuse_old_versions(path, tables, declared_version)
     if "services" not in tables and "organizations" not in tables and not parsed.unreadable:
         raise ImportFailed("the data package has neither organizations.csv nor services.csv")
     _read_tables(tables, {t: files[t] for t in tables}, parsed)
+
+
+# Files and columns only HSDS 1.x and 2.x have (3.0 has schedules.csv, languages with code
+# and name).
+OLD_VERSION_FILES = (
+    "regular_schedules.csv",
+    "holiday_schedules.csv",
+    "eligibility.csv",
+    "service_taxonomy.csv",
+    "payment_accepted.csv",
+)
+
+
+def refuse_old_versions(
+    path: str, tables: dict[str, list[tuple[int, dict[str, Any]]]], declared: str | None
+) -> None:
+    """An HSDS 1.x or 2.x package is refused with what gave it away: read as 3.0 it would
+    lose languages, hours and phones and report nonsense about them."""
+    signs = []
+    if declared and re.match(r"v?[12]\.", declared):
+        signs.append(f"datapackage.json declares version {declared}")
+    signs += [n for n in OLD_VERSION_FILES if os.path.lexists(os.path.join(path, n))]
+    languages = tables.get("languages") or []
+    if languages and "language" in languages[0][1] and not {"code", "name"} & set(languages[0][1]):
+        signs.append("languages.csv has a 'language' column")
+    if signs:
+        raise ImportFailed(
+            "this is an HSDS 1.x or 2.x package (" + "; ".join(signs) + "). Haven reads "
+            "HSDS 3.0 and 3.1: convert it first (Open Referral publishes the mapping)"
+        )
 
 
 def read_csv(data: bytes) -> list[tuple[int, dict[str, Any]]]:
@@ -801,17 +873,49 @@ def _read_tables(  # noqa: C901 - one branch per field or reason, read top to bo
                 src("service_at_location", line).problem(f"location {loc_id} is not in locations")
             )
     terms = {_text(r.get("id")): r for _, r in rows("taxonomy_terms", "term")}
+    # A schedule's attributes (Haven's IANA zone): attached to that schedule's row.
+    schedules = {
+        _text(row.get("id")): row
+        for rec in by_id.values()
+        for row, _src in rec.schedules
+        if _text(row.get("id"))
+    }
+    for _, row in tables.get("attributes", []):
+        schedule = schedules.get(_text(row.get("link_id")))
+        if schedule is not None and _text(row.get("link_entity")) == "schedule":
+            schedule.setdefault("attributes", []).append(
+                {"taxonomy_term_id": _text(row.get("taxonomy_term_id")), "value": row.get("value")}
+            )
     for _, row in rows("attributes", "attribute"):
         rec = by_id.get(_text(row.get("link_id")))
         term = terms.get(_text(row.get("taxonomy_term_id")))
         if rec is not None and term is not None:
             rec.terms += [_text(term.get("code")), _text(term.get("name"))]
+            rec.term_codes.append(_text(term.get("code")))
 
 
 # --- field conversion -----------------------------------------------------------------------
 
 
+def _code_candidates(code: str) -> list[str]:
+    """A taxonomy code and its parents, most specific first."""
+    code = code.strip()
+    out = [code, code.split(":")[0]]
+    while re.search(r"[.\-]", code):
+        code = re.split(r"[.\-](?=[^.\-]*$)", code)[0]
+        out.append(code)
+    if len(code) > 1 and code[:2].isalpha():
+        out.append(code[:1])
+    return out
+
+
 def category_for(rec: ServiceRecord) -> str:
+    table: dict[str, str] = current_app.config.get("HSDS_CATEGORY_TERMS", DEFAULT_CATEGORY_TERMS)
+    for code in rec.term_codes:
+        for candidate in _code_candidates(code) if code else []:
+            found = table.get(candidate) or table.get(candidate.upper())
+            if found in vocab.SERVICE_CATEGORIES:
+                return found
     mapping: dict[str, list[str]] = current_app.config.get(
         "HSDS_CATEGORY_KEYWORDS", DEFAULT_CATEGORY_KEYWORDS
     )
@@ -865,6 +969,25 @@ def timezone_name(raw: Any, src: Source, problems: list[Problem]) -> str | None:
         )
         return name
     problems.append(src.problem(f"numeric timezone offset '{text}' is not a whole hour: ignored"))
+    return None
+
+
+def schedule_zone(raw: dict[str, Any]) -> str | None:
+    """The IANA zone a schedule names in an attribute of the term ``iana_timezone`` (how
+    Haven's export carries it beside the standard's numeric offset), if it is a known zone."""
+    attributes = raw.get("attributes")
+    for attr in attributes if isinstance(attributes, list) else []:
+        term = attr.get("taxonomy_term") if isinstance(attr, dict) else None
+        code = term.get("code") if isinstance(term, dict) else None
+        value = attr.get("value") if isinstance(attr, dict) else None
+        if (
+            (code == TIMEZONE_TERM_CODE or attr.get("taxonomy_term_id") == TIMEZONE_TERM_ID)
+            and isinstance(value, str)
+            and len(value) <= 64
+            and re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+\-]+)+|UTC", value)
+            and zone(value).key == value
+        ):
+            return value
     return None
 
 
@@ -940,6 +1063,29 @@ def ages(
         problems.append(src.problem("minimum_age above maximum_age: ages ignored"))
         return None
     return None if unusable else (low, high)
+
+
+def web_address(text: str, src: Source, problems: list[Problem]) -> str | None:
+    """An absolute http(s) address of at most 500 characters (shown as a link on the
+    service page), or None (reported)."""
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or len(text) > 500 or (
+        any(c.isspace() for c in text)
+    ):
+        problems.append(src.problem("url is not an http(s) address: ignored"))
+        return None
+    return text
+
+
+def email_address(text: str, src: Source, problems: list[Problem]) -> str | None:
+    if not text:
+        return None
+    if len(text) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        problems.append(src.problem("email is not an email address: ignored"))
+        return None
+    return text
 
 
 def coordinates(
@@ -1021,7 +1167,9 @@ def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
             result.rows_skipped += 1
             return None
         else:
-            org = Organization(name=rec.name, kind="provider", hsds_id=rec.hsds_id)
+            org = Organization(
+                name=rec.name, kind="provider", hsds_id=rec.hsds_id, description=rec.description
+            )
             db.session.add(org)
             db.session.flush()
             audit.record("organization.import", "organization", org.id)
@@ -1035,6 +1183,8 @@ def _upsert_org(rec: OrgRecord, result: ImportResult) -> Organization | None:
         )
     else:
         org.name = rec.name
+    if rec.description:
+        org.description = rec.description
     if db.session.is_modified(org):
         db.session.flush()
         audit.record("organization.import", "organization", org.id)
@@ -1077,7 +1227,15 @@ def _upsert_service(  # noqa: C901 - one branch per field or reason, read top to
     service.organization = org
     service.name = rec.name[:200]
     service.description = rec.description
+    if rec.eligibility_description or created:
+        service.eligibility_description = rec.eligibility_description
+    if rec.url or created:
+        service.url = web_address(rec.url, rec.source, problems)
+    if rec.email or created:
+        service.email = email_address(rec.email, rec.source, problems)
     service.category = category_for(rec)
+    if service.category == "other":
+        result.services_in_other += 1
     if rec.status:
         active = STATUS_ACTIVE.get(rec.status.casefold())
         if active is None:
@@ -1095,6 +1253,8 @@ def _upsert_service(  # noqa: C901 - one branch per field or reason, read top to
             problems.append(
                 src.problem(
                     f"unknown language code '{shown[:20]}' (not one of Haven's languages): ignored"
+                    if shown
+                    else "language without a code or a name: ignored"
                 )
             )
         elif code not in codes:
@@ -1136,8 +1296,15 @@ def _upsert_service(  # noqa: C901 - one branch per field or reason, read top to
         coords = coordinates(raw, src, problems)
         if coords:
             break
-    if rec.locations or created:
+    if created:
+        # A refuge's place is secret unless someone who knows says otherwise (the service
+        # form): a new shelter from a feed starts confidential, as on the form.
+        service.location_confidential = service.category == "shelter"
+    if coords or ((rec.locations or created) and not service.location_confidential):
+        # A confidential service's place is never published, so a feed without one (Haven's
+        # own export) does not erase the place Haven keeps for matching.
         service.latitude, service.longitude = coords if coords else (None, None)
+    if rec.locations or created:
         text = " ".join(rec.accessibility).casefold()
         service.wheelchair_access = any(w in text for w in ("wheelchair", "step-free", "step free"))
         service.hearing_access = any(
@@ -1148,7 +1315,9 @@ def _upsert_service(  # noqa: C901 - one branch per field or reason, read top to
     tz: str | None = None
     for raw, src in rec.schedules:
         hours += [h for h in schedule_hours(raw, src, problems) if h not in hours]
-        tz = tz or timezone_name(raw.get("timezone_name") or raw.get("timezone"), src, problems)
+        tz = tz or schedule_zone(raw) or timezone_name(
+            raw.get("timezone_name") or raw.get("timezone"), src, problems
+        )
     if rec.schedules or created:
         service.hours = sorted(hours)
         service.timezone = tz or current_app.config.get("HAVEN_DIRECTORY_TIMEZONE", "UTC")
@@ -1175,121 +1344,45 @@ def _upsert_service(  # noqa: C901 - one branch per field or reason, read top to
 
     db.session.flush()
     audit.record("service.import", "service", service.id)
+    _import_beds(rec, service, problems)
     if created:
         result.services_created += 1
     else:
         result.services_updated += 1
 
 
-# --- export ---------------------------------------------------------------------------------
-
-WEEKDAY_CODES = {v: k for k, v in BYDAY.items()}
+BED_UNITS = {"bed", "beds"}
 
 
-def org_hsds_id(org: Organization) -> str:
-    return org.hsds_id or str(uuid.uuid5(HSDS_NAMESPACE, f"organization-{org.id}"))
-
-
-def service_to_hsds(service: Service) -> dict[str, Any]:
-    sid = service.hsds_id or str(uuid.uuid5(HSDS_NAMESPACE, f"service-{service.id}"))
-    out: dict[str, Any] = {
-        "id": sid,
-        "organization_id": org_hsds_id(service.organization),
-        "name": service.name,
-        "description": service.description or "",
-        "status": "active" if service.active else "inactive",
-        "attributes": [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"attribute-{sid}")),
-                "link_type": "service",
-                "link_entity": "service",
-                "value": service.category,
-                "taxonomy_term": {
-                    "id": str(uuid.uuid5(HSDS_NAMESPACE, f"term-{service.category}")),
-                    "code": service.category,
-                    "name": service.category,
-                    "taxonomy": "haven",
-                },
-            }
-        ],
-        "languages": [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"language-{sid}-{c}")),
-                "code": c,
-                "name": vocab.SURVIVOR_LANGUAGE_LABELS[c],
-            }
-            for c in service.language_list
-        ],
-        "service_areas": [
-            {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"area-{sid}-{a.id}")), "name": a.name}
-            for a in service.areas
-        ],
-    }
-    if service.min_age is not None:
-        out["minimum_age"] = service.min_age
-    if service.max_age is not None:
-        out["maximum_age"] = service.max_age
-    by_time: dict[tuple[str, str], list[int]] = {}
-    for weekday, opens, closes in service.hours or []:
-        by_time.setdefault((opens, closes), []).append(int(weekday))
-    out["schedules"] = [
-        {
-            "id": str(uuid.uuid5(HSDS_NAMESPACE, f"schedule-{sid}-{opens}-{closes}")),
-            "freq": "WEEKLY",
-            "byday": ",".join(WEEKDAY_CODES[d] for d in sorted(days)),
-            "opens_at": opens,
-            "closes_at": closes,
-            "timezone_name": service.timezone,
-        }
-        for (opens, closes), days in sorted(by_time.items())
-    ]
-    # Haven keeps a service's IANA zone; HSDS 3.0 has only a numeric offset, so the name
-    # travels in the non-standard "timezone_name" and the importer reads it back.
-    location: dict[str, Any] = {
-        "id": str(uuid.uuid5(HSDS_NAMESPACE, f"location-{sid}")),
-        "location_type": "physical",
-        "name": service.name,
-    }
-    if service.latitude is not None and service.longitude is not None:
-        location["latitude"], location["longitude"] = service.latitude, service.longitude
-    access = []
-    if service.wheelchair_access:
-        access.append("Wheelchair access.")
-    if service.hearing_access:
-        access.append("Induction loop for hearing aids.")
-    if access:
-        location["accessibility"] = [
-            {
-                "id": str(uuid.uuid5(HSDS_NAMESPACE, f"access-{sid}")),
-                "description": " ".join(access),
-            }
-        ]
-    out["service_at_locations"] = [
-        {"id": str(uuid.uuid5(HSDS_NAMESPACE, f"sal-{sid}")), "location": location}
-    ]
-    return out
-
-
-def export_organizations() -> list[dict[str, Any]]:
-    """Every organization that offers services, as HSDS organization objects with nested
-    services (the shape ``import_path`` reads back)."""
-    services = db.session.scalars(
-        select(Service).order_by(Service.organization_id, Service.id)
-    ).all()
-    by_org: dict[int, list[Service]] = {}
-    for s in services:
-        by_org.setdefault(s.organization_id, []).append(s)
-    out = []
-    for rows in by_org.values():
-        org = rows[0].organization
-        out.append(
-            {
-                "id": org_hsds_id(org),
-                "name": org.name,
-                "services": [service_to_hsds(s) for s in rows],
-            }
-        )
-    return out
+def _import_beds(rec: ServiceRecord, service: Service, problems: list[Problem]) -> None:
+    """HSDS 3.1 capacity in beds (a unit named or identified "bed") becomes the bed counts,
+    through the one capacity rule: a count that the beds held for referrals contradict is
+    reported and not written."""
+    for raw, src in rec.capacities:
+        given = raw.get("unit")
+        unit: dict[str, Any] = given if isinstance(given, dict) else {}
+        names = {_text(unit.get(k)).casefold() for k in ("name", "identifier")}
+        if not names & BED_UNITS:
+            continue
+        try:
+            free, total = int(str(raw.get("available"))), int(str(raw.get("maximum")))
+        except ValueError:
+            problems.append(src.problem("bed capacity is not whole numbers: ignored"))
+            continue
+        try:
+            capacity.set_beds(service, total=total, free=free)
+        except capacity.BedCountError as exc:
+            if exc.reason in ("below_held", "over_total"):
+                reason = (
+                    f"service {rec.hsds_id}: the feed's beds ({free} free of {total}) "
+                    f"conflicts with the {exc.held} beds held for referrals: counts not changed"
+                )
+            elif exc.reason == "not_shelter":
+                reason = f"service {rec.hsds_id}: only shelters keep a bed count: ignored"
+            else:
+                reason = f"service {rec.hsds_id}: bed capacity refused ({exc.reason})"
+            problems.append(src.problem(reason))
+        return
 
 
 def iter_problems(result: ImportResult) -> Iterator[str]:

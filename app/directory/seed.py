@@ -37,6 +37,7 @@ def seed_directory(orgs: dict[str, Organization]) -> None:
                 name="Riverside Emergency Shelter",
                 description="Confidential emergency shelter for women and their children.",
                 category="shelter",
+                location_confidential=True,  # a refuge's address is secret
                 languages="en,es,ar",
                 latitude=33.98,
                 longitude=-117.37,

@@ -145,6 +145,9 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
             form.timezone.data = "UTC"
             form.active.data = True
             form.accepts_children.data = True
+            # A refuge's place is secret unless someone who knows says otherwise: ticked
+            # for a new service (the category list starts at shelter).
+            form.location_confidential.data = True
 
     existing = service  # (``service`` becomes the new row below)
 
@@ -190,6 +193,7 @@ def _service_form(service: Service | None) -> Response | str | tuple[str, int]:
     service.areas = served
     service.latitude = form.latitude.data
     service.longitude = form.longitude.data
+    service.location_confidential = bool(form.location_confidential.data)
     service.hours = hours
     service.timezone = (form.timezone.data or "UTC").strip()
     phone_changed = phone != service.intake_phone

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.crypto import MasterEncrypted
@@ -33,6 +33,8 @@ class Organization(db.Model):  # type: ignore[name-defined,misc]
     contact_phone: Mapped[str | None] = mapped_column(String(16), default=None)
     # Where its staff's numbers are read (ISO 3166 code; None: HAVEN_PHONE_REGION).
     phone_region: Mapped[str | None] = mapped_column(String(2), default=None)
+    # HSDS organization description (import/export, revision 0016_hsds_interop).
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     users: Mapped[list[User]] = relationship(back_populates="organization")
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
@@ -153,6 +154,16 @@ class Service(db.Model):  # type: ignore[name-defined,misc]
     beds_total: Mapped[int | None] = mapped_column(Integer, default=None)
     beds_available: Mapped[int | None] = mapped_column(Integer, default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A confidential location (a refuge's secret address): coordinates and address appear
+    # only on staff pages, never in HSDS export or the HSDS API; matching still uses them
+    # internally (revision 0016_hsds_interop). On by default for new shelters (the form).
+    location_confidential: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # What a caseworker reads on the service page, as HSDS carries it.
+    eligibility_description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    url: Mapped[str | None] = mapped_column(String(500), default=None)
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
