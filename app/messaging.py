@@ -55,7 +55,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app import audit, safe_hours
+from app import audit, safe_hours, whatsapp
 from app.cases import REFERENCE_RE, request_checkpoint
 from app.crypto import blind_index, mask_phone, normalize_phone
 from app.extensions import db
@@ -193,6 +193,10 @@ TEMPLATES: dict[str, Template] = {
         ),
     ),
     "hotline.unclear": Template("hotline", _l("Sorry, we did not understand.")),
+    # WhatsApp: a photo, voice note, document or location is never fetched or kept.
+    "hotline.text_only": Template(
+        "hotline", _l("Sorry, we can only read text. Please write your answer.")
+    ),
     "hotline.offer_callback": Template(
         "hotline",
         _l(
@@ -504,6 +508,7 @@ def enqueue(
         message.next_attempt_at = when
         message.case_id = case.id
         message.counterpart_index = case.phone_index
+        message.channel = whatsapp.answer_channel(case.phone_index)
         # The survivor's language (the case's), never the interface language of whoever
         # caused the message.
         message.language = language or case.language or "en"
@@ -705,12 +710,14 @@ class ConsoleBackend:
 
     name = "console"
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
+    def send(self, to_e164: str, body: str, template_key: str, *, channel: str = "sms",
+             content_sid: str | None = None, content_variables: str | None = None) -> SendResult:
         logger = current_app.logger if has_app_context() else log
-        logger.info("sms: message of template %s went to %s", template_key, mask_phone(to_e164))
+        logger.info("sms: message of template %s went to %s by %s", template_key,
+                    mask_phone(to_e164), channel)
         return SendResult("SM" + secrets.token_hex(16), "delivered")
 
-    def delete(self, sid: str) -> bool:
+    def delete(self, sid: str, channel: str = "sms") -> bool:
         return True
 
 
@@ -724,6 +731,7 @@ class TwilioBackend:
         *,
         from_number: str = "",
         messaging_service_sid: str = "",
+        whatsapp_from: str = "",
         status_callback: str | None = None,
         http_client: Any = None,
         timeout: float | None = None,
@@ -739,11 +747,22 @@ class TwilioBackend:
         self.client = Client(account_sid, auth_token, http_client=http_client)
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
+        self.whatsapp_from = whatsapp_from
         self.status_callback = status_callback
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:
+    def send(self, to_e164: str, body: str, template_key: str, *, channel: str = "sms",
+             content_sid: str | None = None, content_variables: str | None = None) -> SendResult:
         kwargs: dict[str, Any] = {"to": to_e164, "body": body}
-        if self.messaging_service_sid:
+        if channel == "whatsapp":
+            # WhatsApp through the Messaging API: both ends as whatsapp: addresses; outside
+            # the 24-hour window an approved template (Content SID) instead of the body.
+            kwargs["to"] = "whatsapp:" + to_e164
+            kwargs["from_"] = "whatsapp:" + (self.whatsapp_from or self.from_number)
+            if content_sid:
+                del kwargs["body"]
+                kwargs["content_sid"] = content_sid
+                kwargs["content_variables"] = content_variables or "{}"
+        elif self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid
         else:
             kwargs["from_"] = self.from_number
@@ -759,9 +778,16 @@ class TwilioBackend:
         status = TWILIO_STATUS.get(created.status or "", "submitted")
         return SendResult(sid, status if status in ("submitted", "sent") else "submitted")
 
-    def delete(self, sid: str) -> bool:
-        """Delete the message (and its text) at Twilio. True when gone (404 counts)."""
+    def delete(self, sid: str, channel: str = "sms") -> bool:
+        """Delete the message (and its text, and any media sent with it) at Twilio, or a
+        voice call's record (``channel`` voice). True when gone (404 counts)."""
         try:
+            if channel == "voice":
+                self.client.calls(sid).delete()
+                return True
+            if sid.startswith("MM"):
+                for media in self.client.messages(sid).media.list():
+                    self.client.messages(sid).media(media.sid or "").delete()
             self.client.messages(sid).delete()
         except Exception as exc:  # noqa: BLE001
             err = classify(exc)
@@ -809,6 +835,7 @@ def backend(app: Flask | None = None) -> ConsoleBackend | TwilioBackend:
             app.config["TWILIO_AUTH_TOKEN"],
             from_number=app.config["TWILIO_FROM_NUMBER"],
             messaging_service_sid=app.config["TWILIO_MESSAGING_SERVICE_SID"],
+            whatsapp_from=app.config["TWILIO_WHATSAPP_FROM"],
             status_callback=status_callback_url(app),
             http_client=app.config.get("TWILIO_HTTP_CLIENT"),
             timeout=app.config["SMS_HTTP_TIMEOUT_SECONDS"],

@@ -41,7 +41,7 @@ def blind_index(e164: str) -> str:
     return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
 
 
-def write_row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
+def write_row(sid: str, e164: str, text: str, at: Any = None, **_channel: Any) -> list[str]:
     db = importlib.import_module("app.extensions").db
     when = at or datetime.now(UTC)
     raw = db.engine.raw_connection()
@@ -61,7 +61,7 @@ def write_row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
     return []
 
 
-def nothing(sid: str, e164: str, text: str, at: Any = None) -> list[str]:
+def nothing(sid: str, e164: str, text: str, at: Any = None, **_channel: Any) -> list[str]:
     return []
 
 
