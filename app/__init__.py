@@ -145,6 +145,7 @@ def register_blueprints(app: Flask) -> None:
     from app.provider import bp as provider_bp
     from app.referrals_web import bp as referrals_bp
     from app.reports import bp as reports_bp
+    from app.simulator import bp as simulator_bp
     from app.sms import bp as sms_bp
 
     app.register_blueprint(main_bp)
@@ -156,6 +157,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_bp, url_prefix="/reports")
     app.register_blueprint(referrals_bp, url_prefix="/referrals")
     app.register_blueprint(provider_bp, url_prefix="/provider")
+    app.register_blueprint(simulator_bp, url_prefix="/dev")
 
 
 def register_errorhandlers(app: Flask) -> None:
