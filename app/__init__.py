@@ -147,6 +147,7 @@ def register_blueprints(app: Flask) -> None:
     from app.reports import bp as reports_bp
     from app.simulator import bp as simulator_bp
     from app.sms import bp as sms_bp
+    from app.voice import bp as voice_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
@@ -158,6 +159,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(referrals_bp, url_prefix="/referrals")
     app.register_blueprint(provider_bp, url_prefix="/provider")
     app.register_blueprint(simulator_bp, url_prefix="/dev")
+    app.register_blueprint(voice_bp, url_prefix="/voice")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -49,6 +49,9 @@ PUBLIC_ENDPOINTS = frozenset(
         "auth.enroll_totp",
         "sms.inbound",
         "sms.status",
+        "voice.inbound",
+        "voice.step",
+        "voice.status",
     }
 )
 # Public endpoints that check every body field they read themselves, so a NUL byte there is

@@ -135,3 +135,19 @@ def test_development_env_gets_a_webhook_token_and_base_url(tmp_path: Any) -> Non
     with open(other) as handle:
         assert values["TWILIO_AUTH_TOKEN"] not in handle.read()
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_a_voice_call_through_the_simulator(sim_app: Any) -> None:
+    client = _signed_in(sim_app)
+    page = client.post("/dev/hotline", data={"number": PHONE, "channel": "voice",
+                                             "message": ""}).get_data(as_text=True)
+    assert "press 1" in page
+    call_sid = re.search(r'name="call_sid" type="hidden" value="(CA[0-9a-f]{32})"', page)
+    step = re.search(r'name="next_step" type="hidden" value="([^"]+)"', page)
+    assert call_sid and step and step.group(1) == "/voice/step?n=1"
+    page = client.post("/dev/hotline", data={
+        "number": PHONE, "channel": "voice", "message": "1",
+        "call_sid": call_sid.group(1), "next_step": step.group(1),
+    }).get_data(as_text=True)
+    assert "Press 1 to agree" in page
+    assert "/voice/step?n=2" in page
