@@ -36,9 +36,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 
-from app import messaging
+from app import messaging, whatsapp
 from app.extensions import db
-from app.models.messages import CHANNELS, IgnoredSender
+from app.models.cases import Case
+from app.models.messages import CHANNELS, HotlineSession, IgnoredSender, Message
 
 WHATSAPP_PREFIX = "whatsapp:"
 # Answers on the voice line that the SMS words do not cover: pressed digits at the consent
@@ -167,3 +168,43 @@ def count_ignored_sender(kind: str, at: datetime) -> None:
 def ignored_senders(day: date) -> dict[str, int]:
     rows = db.session.scalars(select(IgnoredSender).where(IgnoredSender.day == day))
     return {row.kind: row.count for row in rows}
+
+
+# --- what a caseworker sees on the case page --------------------------------------------------
+
+CHANNEL_LABELS = {"sms": _l("SMS"), "whatsapp": _l("WhatsApp"), "voice": _l("Voice call")}
+FAILURE_REASON_LABELS = {
+    whatsapp.NO_TEMPLATE: _l(
+        "Not sent: more than 24 hours since her last WhatsApp message, and no approved "
+        "WhatsApp template for this message in her language."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CaseChannels:
+    answer_on: str  # sms / whatsapp
+    used: tuple[str, ...]  # the channels she wrote or called on, newest first
+    unsent: tuple[tuple[datetime, str], ...]  # (queued at, reason) of messages not sent
+
+
+def case_channels(case: Case) -> CaseChannels | None:
+    """Which channel to answer the case's survivor on, the channels she used, and her
+    messages that were not sent for a reason (newest first, at most 10)."""
+    if not case.phone_index:
+        return None
+    used = tuple(db.session.scalars(
+        select(HotlineSession.channel)
+        .where(HotlineSession.phone_index == case.phone_index)
+        .order_by(HotlineSession.last_message_at.desc())
+    ))
+    unsent = tuple(
+        (row.created_at, row.failure_reason)
+        for row in db.session.execute(
+            select(Message.created_at, Message.failure_reason)
+            .where(Message.case_id == case.id, Message.failure_reason.is_not(None))
+            .order_by(Message.created_at.desc())
+            .limit(10)
+        )
+    )
+    return CaseChannels(whatsapp.answer_channel(case.phone_index), used, unsent)

@@ -288,3 +288,38 @@ def test_bad_content_sid_configuration_is_refused() -> None:
     good = TestingConfig({}, TWILIO_WHATSAPP_CONTENT_SIDS=json.dumps(
         {"survivor.update": {"en": CONTENT_SID}}))
     assert not any("TWILIO_WHATSAPP_CONTENT_SIDS" in p for p in good.problems())
+
+
+def test_the_case_page_shows_the_channel_to_answer_on_and_why_a_message_was_not_sent(
+    client: Any, wa_app: Any, network: StubNetwork
+) -> None:
+    from tests.conftest import login_session
+
+    converse_to_case(client, wa, language="1")
+    db.session.expire_all()
+    case = db.session.scalar(select(Case))
+    assert case is not None
+    _age_inbound(2)
+    messaging.enqueue("survivor.update", case=case, params={"reference": case.reference})
+    db.session.commit()
+    Worker(wa_app, sleep=lambda s: None).run(once=True)
+    from app.models import Organization
+
+    organization = db.session.get(Organization, case.organization_id)
+    caseworker = factories.make_user("caseworker", organization=organization, totp=False)
+    db.session.commit()
+    staff = wa_app.test_client()
+    login_session(staff, caseworker)
+    page = staff.get(f"/cases/{case.id}").get_data(as_text=True)
+    section = page[page.index('id="channels"'):]
+    assert "WhatsApp" in section.split("</dd>")[0]
+    assert "no approved WhatsApp template" in section
+    # Another organization's caseworker sees nothing of it.
+    other = factories.make_user("caseworker", organization=factories.make_org("ngo"),
+                                totp=False)
+    db.session.commit()
+    outsider = wa_app.test_client()
+    login_session(outsider, other)
+    response = outsider.get(f"/cases/{case.id}")
+    assert response.status_code == 404
+    assert "no approved WhatsApp template" not in response.get_data(as_text=True)

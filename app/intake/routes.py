@@ -30,7 +30,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from app import audit, cases, consent, danger, messaging, referrals, safe_hours
+from app import audit, cases, channels, consent, danger, messaging, referrals, safe_hours
 from app.crypto import InvalidPhoneNumber, format_phone, normalize_phone
 from app.extensions import db
 from app.inputs import parse_id
@@ -456,6 +456,8 @@ def case_page(case_id: int) -> Any:
         phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
         danger_pending=danger.is_pending(case), **_labels(),
+        reply=channels.case_channels(case), channel_labels=channels.CHANNEL_LABELS,
+        reason_labels=channels.FAILURE_REASON_LABELS,
     )
 
 
