@@ -271,6 +271,9 @@ class BaseConfig:
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
         found.extend(sms_lease_problems(self))
+        if self.HAVEN_ON_CALL_NUMBER and not re.fullmatch(r"\+[1-9][0-9]{6,14}",
+                                                          self.HAVEN_ON_CALL_NUMBER):
+            found.append("HAVEN_ON_CALL_NUMBER must be an E.164 number such as +14155550100")
         if content_sid_problem(self.TWILIO_WHATSAPP_CONTENT_SIDS):
             found.append(
                 'TWILIO_WHATSAPP_CONTENT_SIDS must be JSON: {"template_key": '

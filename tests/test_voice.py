@@ -240,3 +240,12 @@ def test_the_number_is_never_in_logs_or_plain_in_the_database(
     assert PHONE not in caplog.text and PHONE.lstrip("+") not in caplog.text
     assert scan_database(voice_app, [PHONE, PHONE.lstrip("+")]) == []
     assert db.session.scalar(select(Case.phone_index)) == blind_index(PHONE)
+
+
+def test_an_on_call_number_that_is_not_e164_is_refused() -> None:
+    from config import TestingConfig
+
+    bad = TestingConfig({}, HAVEN_ON_CALL_NUMBER="call Maria")
+    assert any("HAVEN_ON_CALL_NUMBER" in p for p in bad.problems())
+    good = TestingConfig({}, HAVEN_ON_CALL_NUMBER=ON_CALL)
+    assert not any("HAVEN_ON_CALL_NUMBER" in p for p in good.problems())
