@@ -84,6 +84,26 @@ VOICE_TEXTS: dict[str, Any] = {
 }
 
 
+# The voice language menu, one sentence per language, each spoken in its own language with
+# that language's voice (an English voice cannot say Arabic). Rendered in the locale it
+# speaks, so each catalog can correct its own sentence.
+VOICE_LANGUAGE_MENU: dict[str, Any] = {
+    "en": _l("For English, press 1."),
+    "es": _l("Para español, pulse 2."),
+    "fr": _l("Pour le français, appuyez sur 3."),
+    "ar": _l("للعربية، اضغط 4."),
+}
+
+
+def voice_language_menu() -> list[tuple[str, str]]:
+    """(language, sentence) of the voice language menu."""
+    out = []
+    for language, text in VOICE_LANGUAGE_MENU.items():
+        with force_locale(language):
+            out.append((language, str(text)))
+    return out
+
+
 @dataclass(frozen=True)
 class Channel:
     name: str

@@ -96,7 +96,7 @@ def next_action(root: ET.Element) -> str:
 
 def test_a_whole_call_in_english(client: Any) -> None:
     root = ring(client)
-    assert "press 1" in said(root)[0]
+    assert "press 1" in said(root)[0] and "English" in said(root)[0]
     assert next_action(root).endswith("/voice/step?n=1")
     root = press(client, 1, "1")
     assert "Press 1 to agree" in said(root)[0]
@@ -112,6 +112,13 @@ def test_a_whole_call_in_english(client: Any) -> None:
     assert {n.category for n in case.needs} == {"shelter", "medical"}
     session = db.session.scalar(select(HotlineSession))
     assert session is not None and session.channel == "voice"
+
+
+def test_the_language_menu_speaks_each_language_in_its_own_voice(client: Any) -> None:
+    root = ring(client)
+    says = list(root.iter("Say"))[:4]
+    assert [s.get("language") for s in says] == ["en-US", "es-US", "fr-FR", "arb"]
+    assert "2" in (says[1].text or "") and "4" in (says[3].text or "")
 
 
 def test_arabic_is_spoken_with_an_arabic_voice(client: Any) -> None:

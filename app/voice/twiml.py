@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from app.channels import VOICE
+from app.channels import VOICE, voice_language_menu
 from app.voice.calls import Turn
 
 # (voice, language) for <Say>, per shipped language.
@@ -41,8 +41,14 @@ def render(turn: Turn, next_url: str, on_call: str | None) -> str:
         return str(response)
     gather = Gather(input="dtmf", action=next_url, method="POST", finish_on_key="#",
                     timeout=GATHER_SECONDS, action_on_empty_result=False)
+    menu = VOICE.render("hotline.language_menu", "en")
     for text in turn.replies:
-        _say(gather, text, language)
+        if text == menu:
+            # Each language's choice in its own language and voice.
+            for each, sentence in voice_language_menu():
+                _say(gather, sentence, each)
+        else:
+            _say(gather, text, language)
     response.append(gather)
     _say(response, VOICE.render("voice.no_input", language), language)
     _say(response, VOICE.render("voice.goodbye", language), language)
