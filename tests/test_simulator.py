@@ -73,17 +73,18 @@ def test_whatsapp_in_the_simulator(sim_app: Any) -> None:
 
 def test_bad_input_re_renders_with_field_errors(sim_app: Any) -> None:
     client = _signed_in(sim_app)
-    page = say(client, "hello", number="not a number")  # type: ignore[arg-type]
-    assert "Enter a valid phone number" in page
-    page = client.post("/dev/hotline", data={"number": PHONE, "channel": "sms",
-                                             "message": ""}).get_data(as_text=True)
-    assert "Write a message." in page
-    page = client.post("/dev/hotline", data={"number": PHONE, "channel": "voice",
-                                             "message": "hello"}).get_data(as_text=True)
-    assert "press keys" in page
-    response = client.post("/dev/hotline", data={"number": PHONE, "channel": "fax",
-                                                 "message": "x"})
-    assert response.status_code == 200
+
+    def bad(**data: str) -> str:
+        response = client.post("/dev/hotline", data={"number": PHONE, "channel": "sms",
+                                                     "message": "hi", **data})
+        assert response.status_code == 400
+        return str(response.get_data(as_text=True))
+
+    assert "Enter a valid phone number" in bad(number="not a number")
+    assert "Write a message." in bad(message="")
+    assert "press keys" in bad(channel="voice", message="hello")
+    assert "Not a valid choice" in bad(channel="fax")
+    bad(channel="voice", message="1", next_step="/admin/users")
     assert db.session.scalar(select(func.count(Message.id))) == 0
 
 

@@ -3,7 +3,7 @@ role; development only, unless ``HAVEN_SIMULATOR=1``."""
 
 from __future__ import annotations
 
-from flask import abort, current_app, render_template
+from flask import abort, current_app, render_template, request
 
 from app.extensions import db
 from app.security import ANY_ROLE, roles
@@ -18,7 +18,7 @@ def simulator_enabled() -> bool:
 
 @bp.route("/hotline", methods=["GET", "POST"])
 @roles(*ANY_ROLE)
-def hotline() -> str:
+def hotline() -> tuple[str, int]:
     if not simulator_enabled():
         abort(404)
     form = PhoneForm()
@@ -43,5 +43,7 @@ def hotline() -> str:
         except phone.SimulatorError:
             problem = "token"
         form.message.data = ""
-    return render_template("simulator/hotline.html", form=form, exchange=exchange,
+    page = render_template("simulator/hotline.html", form=form, exchange=exchange,
                            problem=problem)
+    # A form sent back with errors is a 400, like every form of Haven's.
+    return page, 400 if request.method == "POST" and form.errors else 200
