@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -98,6 +100,25 @@ def supported_database_url(url: str) -> bool:
         return False
 
 
+def content_sid_problem(raw: str) -> bool:
+    """Whether TWILIO_WHATSAPP_CONTENT_SIDS is malformed (empty is fine: no templates)."""
+    if not raw:
+        return False
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(value, dict):
+        return True
+    for languages in value.values():
+        if not isinstance(languages, dict):
+            return True
+        for sid in languages.values():
+            if not isinstance(sid, str) or not re.fullmatch(r"HX[0-9a-fA-F]{32}", sid):
+                return True
+    return False
+
+
 class BaseConfig:
     """Settings shared by every environment. Instantiate to read the environment."""
 
@@ -119,6 +140,15 @@ class BaseConfig:
         self.TWILIO_MESSAGING_SERVICE_SID = _env(env, "TWILIO_MESSAGING_SERVICE_SID")
         self.TWILIO_DELETE_AFTER_DELIVERY = _bool(_env(env, "TWILIO_DELETE_AFTER_DELIVERY"), True)
         self.SMS_BACKEND = _env(env, "SMS_BACKEND", "console")
+        # Channels (issue 18, app/channels.py, app/whatsapp.py, app/voice.py). WhatsApp
+        # sender (E.164, without "whatsapp:"); its approved templates as JSON
+        # {"template_key": {"language": "HX…Content SID"}}; the voice line's on-call
+        # number, offered with <Dial> after the emergency number; the simulator outside
+        # development (HAVEN_SIMULATOR=1).
+        self.TWILIO_WHATSAPP_FROM = _env(env, "TWILIO_WHATSAPP_FROM")
+        self.TWILIO_WHATSAPP_CONTENT_SIDS = _env(env, "TWILIO_WHATSAPP_CONTENT_SIDS")
+        self.HAVEN_ON_CALL_NUMBER = _env(env, "HAVEN_ON_CALL_NUMBER")
+        self.HAVEN_SIMULATOR = _bool(_env(env, "HAVEN_SIMULATOR"), False)
         self.PUBLIC_BASE_URL = _env(env, "PUBLIC_BASE_URL").rstrip("/")
         self.PROXY_COUNT = _int(env, "PROXY_COUNT", 0)
         self.HAVEN_PHONE_REGION = _env(env, "HAVEN_PHONE_REGION", "US").upper()
@@ -253,6 +283,14 @@ class BaseConfig:
         if self.SMS_BACKEND not in {"twilio", "console"}:
             found.append("SMS_BACKEND must be 'twilio' or 'console'")
         found.extend(sms_lease_problems(self))
+        if self.HAVEN_ON_CALL_NUMBER and not re.fullmatch(r"\+[1-9][0-9]{6,14}",
+                                                          self.HAVEN_ON_CALL_NUMBER):
+            found.append("HAVEN_ON_CALL_NUMBER must be an E.164 number such as +14155550100")
+        if content_sid_problem(self.TWILIO_WHATSAPP_CONTENT_SIDS):
+            found.append(
+                'TWILIO_WHATSAPP_CONTENT_SIDS must be JSON: {"template_key": '
+                '{"language": "HX followed by 32 hex digits"}}'
+            )
         if self.RETENTION_LOGIN_ATTEMPT < self.LOGIN_WINDOW:
             found.append(
                 "HAVEN_RETENTION_LOGIN_ATTEMPT_DAYS must cover the sign-in throttle window "

@@ -30,7 +30,9 @@ from app.main.views import bp as main_bp
 from app.provider.views import bp as provider_bp
 from app.referrals.views import bp as referrals_bp
 from app.reports.views import bp as reports_bp
+from app.simulator.views import bp as simulator_bp
 from app.sms.views import bp as sms_bp
+from app.voice.views import bp as voice_bp
 from config import DEBUG_REFUSED, BaseConfig, ConfigError, config_from_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -154,6 +156,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(referrals_bp, url_prefix="/referrals")
     app.register_blueprint(provider_bp, url_prefix="/provider")
     app.register_blueprint(hsds_api_bp, url_prefix="/hsds")
+    app.register_blueprint(simulator_bp, url_prefix="/dev")
+    app.register_blueprint(voice_bp, url_prefix="/voice")
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -7,7 +7,10 @@ Budgets ("POST /sms/inbound under load, 2 gunicorn workers"):
     hotline) reach at least 0.75 of the floor's throughput;
   * whole conversations (first contact, language, consent: a case with consent records,
     a sealed phone and audit events; needs, area, follow-ups) at least 0.40 of it;
-  * p99 latency under 100 ms for both.
+  * whole WhatsApp conversations (the same script, ``From=whatsapp:+…``) and whole voice
+    calls (``/voice/inbound``, then the step URL with pressed digits) at least 0.40 of it
+    too, judged by the same floor (issue 18);
+  * p99 latency under 100 ms for each.
 
 The floor (``bench/sms_floor.py``) is Haven's own request cycle for the same URL (gate,
 signature, form and phone checks, the SQLite writers' queue, commit, TwiML) whose hotline
@@ -23,7 +26,8 @@ time every answer. On the 2 cores the server also uses, it spends about 0.2 ms o
 request; the Python threads it replaces spent about 1.3 ms (the server spends about 5).
 
     .venv/bin/python -m bench.bench_sms_inbound [--requests 2000] [--concurrency 6]
-        [--seconds 30] [--phones 300] [--mix both|conversation|followup] [--noop]
+        [--seconds 30] [--phones 300]
+        [--mix all|both|conversation|followup|whatsapp|voice] [--noop]
         [--backends sqlite,postgresql] [--strict] [--compare REV]
 
 Prints requests/s, p50 and p99 per target, CPU milliseconds per request of the server
@@ -54,9 +58,14 @@ from bench import common
 TOKEN = "bench-" + secrets.token_hex(16)
 ACCOUNT_SID = "AC" + "0" * 32
 GUNICORN = os.path.join(common.BIN, "gunicorn")
-BUDGET_RATIO = {"followup": 0.75, "conversation": 0.40}
+BUDGET_RATIO = {"followup": 0.75, "conversation": 0.40, "whatsapp": 0.40, "voice": 0.40}
 BUDGET_P99_MS = 100.0
-MIX_NAMES = {"followup": "follow-ups", "conversation": "whole conversations"}
+MIX_NAMES = {"followup": "follow-ups", "conversation": "whole conversations",
+             "whatsapp": "whole WhatsApp conversations", "voice": "whole voice calls"}
+# The channel each mix is sent on (issue 18): WhatsApp on the same URL with whatsapp:
+# senders; a voice call as /voice/inbound then its step URL with pressed digits.
+MIX_CHANNEL = {"followup": "sms", "conversation": "sms", "whatsapp": "whatsapp",
+               "voice": "voice"}
 
 SCRIPTS = {
     # A whole conversation per number: first contact, language, consent (the case is
@@ -64,35 +73,55 @@ SCRIPTS = {
     "conversation": ["hi", "1", "yes", "1 2", "1", "any news?", "HELP", "any news?"],
     # Numbers that already finished (set up before the clock starts) texting again.
     "followup": ["any news?", "thank you", "HELP", "are you there?"],
+    # The same conversation on WhatsApp.
+    "whatsapp": ["hi", "1", "yes", "1 2", "1", "any news?", "HELP", "any news?"],
+    # A call: ring (no digits), language, consent, needs, area, then more key presses.
+    "voice": ["", "1", "1", "12", "1", "", "9", ""],
 }
 # Numbers (+1415555NNNN): each measurement texts from its own block.
-BLOCKS = {"warmup": 9000, "conversation": 1000, "followup": 4000, "floor": 7000}
+BLOCKS = {"warmup": 9000, "conversation": 1000, "followup": 4000, "floor": 7000,
+          "whatsapp": 2000, "voice": 3000}
 
 
 # --- requests ---------------------------------------------------------------------------------
 
 
 def signed_requests(port: int, count: int, phones: int, script: list[str],
-                    first: int) -> list[bytes]:
+                    first: int, channel: str = "sms") -> list[bytes]:
     """``count`` complete HTTP requests, step by step across ``phones`` numbers (every number
     sends its first message, then every number its second, ...), signed for this port."""
     validator = RequestValidator(TOKEN)
-    url = f"http://127.0.0.1:{port}/sms/inbound"
     out: list[bytes] = []
     step = 0
+    calls = [f"CA{secrets.token_hex(16)}" for _ in range(phones)]
     while len(out) < count:
         for phone in range(phones):
-            params = {
-                "MessageSid": "SM" + secrets.token_hex(16),
-                "AccountSid": ACCOUNT_SID,
-                "From": f"+1415555{(first + phone) % 10000:04d}",
-                "To": "+15005550006",
-                "Body": script[min(step, len(script) - 1)],
-                "NumMedia": "0",
-            }
+            number = f"+1415555{(first + phone) % 10000:04d}"
+            text = script[min(step, len(script) - 1)]
+            path = "/sms/inbound"
+            params: dict[str, str]
+            if channel == "voice":
+                params = {"CallSid": calls[phone], "AccountSid": ACCOUNT_SID, "From": number,
+                          "To": "+15005550006", "CallStatus": "in-progress"}
+                if step:
+                    path = f"/voice/step?n={step}"
+                    params["Digits"] = text
+                else:
+                    path = "/voice/inbound"
+            else:
+                prefix = "whatsapp:" if channel == "whatsapp" else ""
+                params = {
+                    "MessageSid": "SM" + secrets.token_hex(16),
+                    "AccountSid": ACCOUNT_SID,
+                    "From": prefix + number,
+                    "To": prefix + "+15005550006",
+                    "Body": text,
+                    "NumMedia": "0",
+                }
+            url = f"http://127.0.0.1:{port}{path}"
             body = urlencode(params).encode()
             head = (
-                f"POST /sms/inbound HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                 "Content-Type: application/x-www-form-urlencoded\r\n"
                 f"Content-Length: {len(body)}\r\n"
                 f"X-Twilio-Signature: {validator.compute_signature(url, params)}\r\n"
@@ -248,7 +277,8 @@ def measure_target(target: str, env: dict[str, str], args: argparse.Namespace, m
         else:  # warm-up on other numbers
             drive(loadgen, folder, port, signed_requests(
                 port, 200, 25, SCRIPTS["conversation"], BLOCKS["warmup"]), args.concurrency, 60)
-        requests = signed_requests(port, args.requests, args.phones, SCRIPTS[mix], first)
+        requests = signed_requests(port, args.requests, args.phones, SCRIPTS[mix], first,
+                                   MIX_CHANNEL[mix])
         server_before, client_before = tree_cpu(process.pid), os.times()
         result = drive(loadgen, folder, port, requests, args.concurrency, args.seconds)
         server_after, client_after = tree_cpu(process.pid), os.times()
@@ -287,7 +317,8 @@ def line(name: str, r: dict[str, Any]) -> str:
 def measure(args: argparse.Namespace) -> common.Results:
     results = common.Results("sms_inbound")
     backends = common.backends(args)
-    mixes = list(SCRIPTS) if args.mix == "both" else [args.mix]
+    mixes = (list(SCRIPTS) if args.mix == "all"
+             else ["conversation", "followup"] if args.mix == "both" else [args.mix])
     floors = ["row"] + (["noop"] if args.noop else [])
     print(f"POST /sms/inbound, gunicorn 2 sync workers, {args.requests} signed requests per "
           f"target from the compiled generator, {args.concurrency} connections, at most "
@@ -366,8 +397,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most this long per measured target (default 30)")
     parser.add_argument("--phones", type=int, default=300,
                         help="numbers texting in each measurement (default 300)")
-    parser.add_argument("--mix", choices=[*SCRIPTS, "both"], default="both",
-                        help="conversation, followup, or both (default)")
+    parser.add_argument("--mix", choices=[*SCRIPTS, "both", "all"], default="all",
+                        help="conversation, followup, whatsapp, voice, both (the two SMS "
+                             "mixes) or all (default)")
     parser.add_argument("--noop", action="store_true",
                         help="also measure the request cycle with no database work")
 

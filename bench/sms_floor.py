@@ -41,7 +41,7 @@ def blind_index(e164: str) -> str:
     return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
 
 
-def write_row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:  # noqa: ARG001 - the row-writer signature
+def write_row(sid: str, e164: str, text: str, at: Any = None, **_channel: Any) -> list[str]:  # noqa: ARG001 - the row-writer signature
     try:
         db = importlib.import_module("app.core.extensions").db
     except ModuleNotFoundError:  # a tree from before the feature packages (--compare REV)
@@ -64,7 +64,7 @@ def write_row(sid: str, e164: str, text: str, at: Any = None) -> list[str]:  # n
     return []
 
 
-def nothing(sid: str, e164: str, text: str, at: Any = None) -> list[str]:  # noqa: ARG001 - the row-writer signature
+def nothing(sid: str, e164: str, text: str, at: Any = None, **_channel: Any) -> list[str]:  # noqa: ARG001 - the row-writer signature
     return []
 
 

@@ -344,7 +344,7 @@ def test_the_retention_bench_runs_haven_and_the_floor_on_the_same_data(
         "memory flat (peak 40 <= 1.25x peak 20)"]
 
 
-def test_the_sms_bench_measures_the_floor_and_both_mixes(bench_backend: str,
+def test_the_sms_bench_measures_the_floor_and_every_mix(bench_backend: str,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
@@ -362,6 +362,10 @@ def test_the_sms_bench_measures_the_floor_and_both_mixes(bench_backend: str,
         f"{bench_backend}: whole conversations p99 < 100 ms",
         f"{bench_backend}: follow-ups >= 0.75 of the floor",
         f"{bench_backend}: follow-ups p99 < 100 ms",
+        f"{bench_backend}: whole WhatsApp conversations >= 0.40 of the floor",
+        f"{bench_backend}: whole WhatsApp conversations p99 < 100 ms",
+        f"{bench_backend}: whole voice calls >= 0.40 of the floor",
+        f"{bench_backend}: whole voice calls p99 < 100 ms",
     ]
     figures = {f.name: f.value for f in results.figures}
     assert figures[f"{bench_backend}: floor (one raw row) throughput"] > 0

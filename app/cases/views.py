@@ -69,7 +69,7 @@ from app.models import AnonymousContact, Area, Case, Need
 from app.models.base import utcnow
 from app.models.cases import CONSENT_SCOPES
 from app.referrals import service as referrals
-from app.sms import messaging
+from app.sms import channels, messaging
 
 bp = Blueprint("intake", __name__)
 
@@ -487,6 +487,8 @@ def case_page(case_id: int) -> Any:
         phone=format_phone(phone) if phone else None, rules=_contact_rules(case),
         events=cases.case_audit_events(case, limit=100), action_form=ActionForm(),
         danger_pending=danger.is_pending(case), **_labels(), **_day(case),
+        reply=channels.case_channels(case), channel_labels=channels.CHANNEL_LABELS,
+        reason_labels=channels.FAILURE_REASON_LABELS,
     )
 
 

@@ -23,6 +23,10 @@ def main(path: str = ".env") -> int:
         f"HAVEN_DATA_KEYS={Fernet.generate_key().decode()}",
         f"HAVEN_INDEX_KEY={base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}",
         "SMS_BACKEND=console",
+        # The hotline's webhooks work locally: the simulator (/dev/hotline) signs its
+        # requests with this token, as Twilio would, for this address.
+        f"TWILIO_AUTH_TOKEN={secrets.token_hex(16)}",
+        "PUBLIC_BASE_URL=http://127.0.0.1:5000",
         "HAVEN_PHONE_REGION=US",
         "HAVEN_EMERGENCY_NUMBER=911",
         "",

@@ -72,6 +72,9 @@ PUBLIC_ENDPOINTS = HSDS_API_ENDPOINTS | frozenset(
         "auth.enroll_totp",
         "sms.inbound",
         "sms.status",
+        "voice.inbound",
+        "voice.step",
+        "voice.status",
     }
 )
 # Public endpoints that check every body field they read themselves, so a NUL byte there is

@@ -15,7 +15,7 @@ from app.models.cases import (
 from app.models.directory import Service, service_area
 from app.models.followups import FollowUp
 from app.models.keys import DataKey
-from app.models.messages import HotlineSession, Message, SmsOptOut
+from app.models.messages import HotlineSession, IgnoredSender, Message, SmsOptOut
 from app.models.referrals import Referral, Release
 from app.models.retention import (
     BedSnapshot,
@@ -40,6 +40,7 @@ __all__ = [
     "DataKey",
     "FollowUp",
     "HotlineSession",
+    "IgnoredSender",
     "JobLock",
     "LoginAttempt",
     "Message",

@@ -19,17 +19,19 @@ What is kept, and what never is:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -53,6 +55,8 @@ MESSAGE_STATUSES = (
 )
 FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "cancelled", "received"})
 HOTLINE_STEPS = ("language", "consent", "needs", "area", "done", "callback")
+# The hotline's channels (app.channels): one conversation per number and channel.
+CHANNELS = ("sms", "whatsapp", "voice")
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -67,6 +71,7 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
         CheckConstraint(f"audience IN {_in(AUDIENCES)}", name="audience"),
         # The worker's claim query: due rows of the outbox.
         Index("ix_sms_message_status_next_attempt_at", "status", "next_attempt_at"),
+        CheckConstraint(f"channel IN {_in(CHANNELS)}", name="channel"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -94,6 +99,12 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
         ForeignKey("referral.id", ondelete="SET NULL"), index=True
     )
 
+    # sms / whatsapp / voice (a voice row is a call: its CallSid, or CallSid:step).
+    channel: Mapped[str] = mapped_column(String(10), default="sms", server_default="sms")
+    # Why a message was not sent, in words a caseworker is shown (e.g. "whatsapp_window":
+    # outside WhatsApp's 24-hour window with no approved template). Never message text.
+    failure_reason: Mapped[str | None] = mapped_column(String(24))
+
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -113,13 +124,19 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
 
 
 class HotlineSession(db.Model):  # type: ignore[name-defined,misc]
-    """The state of one SMS conversation, keyed by the phone's blind index only."""
+    """The state of one hotline conversation, keyed by the phone's blind index and the
+    channel (a number that used SMS and WhatsApp has two conversations, one case)."""
 
     __tablename__ = "hotline_session"
-    __table_args__ = (CheckConstraint(f"step IN {_in(HOTLINE_STEPS)}", name="step"),)
+    __table_args__ = (
+        CheckConstraint(f"step IN {_in(HOTLINE_STEPS)}", name="step"),
+        CheckConstraint(f"channel IN {_in(CHANNELS)}", name="channel"),
+        UniqueConstraint("phone_index", "channel", name="uq_hotline_session_phone_channel"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    phone_index: Mapped[str] = mapped_column(String(64), unique=True)
+    phone_index: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(10), default="sms", server_default="sms")
     step: Mapped[str] = mapped_column(String(12), default="language")
     # Where LANG returns to once a language is chosen again.
     return_step: Mapped[str | None] = mapped_column(String(12))
@@ -148,3 +165,17 @@ class SmsOptOut(db.Model):  # type: ignore[name-defined,misc]
     phone_index: Mapped[str] = mapped_column(String(64), unique=True)
     source: Mapped[str] = mapped_column(String(12))  # "keyword" or "twilio_21610"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IgnoredSender(db.Model):  # type: ignore[name-defined,misc]
+    """Messages from senders that are not phone numbers (short codes, alphanumeric
+    senders, numbers that do not parse), counted per day and kind. Nothing else about
+    them is kept: not the sender, not the text."""
+
+    __tablename__ = "hotline_ignored_sender"
+    __table_args__ = (UniqueConstraint("day", "kind", name="uq_hotline_ignored_sender_day_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16))  # short_code / alphanumeric / invalid
+    count: Mapped[int] = mapped_column(Integer, default=0)

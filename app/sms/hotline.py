@@ -64,6 +64,7 @@ from app.models.directory import Service
 from app.models.messages import HotlineSession, Message, SmsOptOut
 from app.referrals import service as referrals
 from app.sms import messaging
+from app.sms.channels import SMS, STORE_ONLY, Channel
 
 # --- keywords (text is compared in ``app.textnorm.normalize``'s form) -------------------
 
@@ -289,6 +290,7 @@ def _inbound_insert(dialect: str) -> Any:
             twilio_sid=bindparam("sid"), counterpart_index=bindparam("phone_index"),
             final_at=bindparam("at"), created_at=bindparam("at"), updated_at=bindparam("at"),
             attempts=0, params={}, language="en", remote_delete_attempts=0,
+            channel=bindparam("channel"),
         )
         .on_conflict_do_nothing(index_elements=["twilio_sid"])
         .returning(table.c.id, table.c.audience)
@@ -304,7 +306,8 @@ _HOTLINE = HotlineSession.__table__
 # also takes the row lock that serialises messages from one number.
 _TOUCH_SESSION = (
     _HOTLINE.update()
-    .where(_HOTLINE.c.phone_index == bindparam("session_index"))
+    .where(_HOTLINE.c.phone_index == bindparam("session_index"),
+           _HOTLINE.c.channel == bindparam("session_channel"))
     .values(last_message_at=bindparam("touched_at"))
     .returning(
         _HOTLINE.c.step, _HOTLINE.c.language, _HOTLINE.c.case_id,
@@ -318,13 +321,15 @@ _TOUCH_SESSION = (
 # open two cases). On SQLite the clause is dropped; BEGIN IMMEDIATE serialises already.
 _SESSION_BY_PHONE = (
     select(HotlineSession)
-    .where(HotlineSession.phone_index == bindparam("phone_index"))
+    .where(HotlineSession.phone_index == bindparam("phone_index"),
+           HotlineSession.channel == bindparam("channel"))
     .with_for_update()
 )
 
 
 def record_inbound(
-    connection: Any, sid: str, phone_index: str, claimed_provider: bool, at: datetime
+    connection: Any, sid: str, phone_index: str, claimed_provider: bool, at: datetime,
+    channel: str = "sms",
 ) -> str | None:
     """Insert the inbound row (no text) and return its audience ("provider" or "survivor"),
     or None when this MessageSid was already handled (a Twilio retry). ``INSERT ... ON
@@ -333,19 +338,26 @@ def record_inbound(
     statement = _inbound_insert(connection.dialect.name)
     row = connection.execute(statement, {
         "sid": sid, "phone_index": phone_index, "claimed": claimed_provider, "at": at,
+        "channel": channel,
     }).first()
     return None if row is None else str(row.audience)
 
 
-def handle_inbound(sid: str, e164: str, text: str, at: datetime | None = None) -> list[str]:
-    """Handle one inbound SMS; return the reply texts (rendered, never stored)."""
+def handle_inbound(
+    sid: str, e164: str, text: str, at: datetime | None = None, channel: Channel = SMS,
+    media: int = 0,
+) -> list[str]:
+    """Handle one inbound message (or a voice call's step: ``sid`` is then the call's step
+    key) on ``channel``; return the reply texts (rendered, never stored). ``media``: how
+    many media the message came with (never fetched): the survivor is told that only text
+    is read."""
     at = at or utcnow()
     index = blind_index(e164)
     connection = db.session.connection()
     norm = normalize(text)
     command = parse_provider_command(norm)
     claimed = command is not None and command.action in ("accept", "decline")
-    audience = record_inbound(connection, sid, index, claimed, at)
+    audience = record_inbound(connection, sid, index, claimed, at, channel.name)
     if audience is None:
         return []
     if audience == "provider":
@@ -357,29 +369,49 @@ def handle_inbound(sid: str, e164: str, text: str, at: datetime | None = None) -
         if command is None:
             return [messaging.render("provider.help", language)]
         return _provider_reply(services, command, language, at)
-    quick = _follow_up(connection, index, norm, at)
+    if media and not norm:
+        return [messaging.render("hotline.text_only", replies_language(index))]
+    quick = _follow_up(connection, index, norm, at, channel)
     if quick is not None:
         return quick
-    return Conversation(index, e164, at).answer(norm)
+    replies = Conversation(index, e164, at, channel).answer(norm)
+    if media:
+        replies.insert(0, messaging.render("hotline.text_only", replies_language(index)))
+    return replies
 
 
-def _follow_up(connection: Any, index: str, norm: str, at: datetime) -> list[str] | None:
+def replies_language(index: str) -> str:
+    """The language of the number's newest conversation (English when none chose one)."""
+    language = db.session.scalar(
+        select(HotlineSession.language)
+        .where(HotlineSession.phone_index == index, HotlineSession.language.is_not(None))
+        .order_by(HotlineSession.last_message_at.desc())
+        .limit(1)
+    )
+    return language or "en"
+
+
+def _follow_up(
+    connection: Any, index: str, norm: str, at: datetime, channel: Channel = SMS
+) -> list[str] | None:
     """The hotline's steady state, without ORM objects: a number whose conversation is done
     texts again about its open case ("any news?", HELP). One UPDATE touches the session
     and returns its state with its case's code and status. None when the message needs
     the whole conversation (no session yet, another step, another keyword, a danger word,
     a case that is not open)."""
-    row = connection.execute(_TOUCH_SESSION, {"session_index": index, "touched_at": at}).first()
+    row = connection.execute(_TOUCH_SESSION, {
+        "session_index": index, "session_channel": channel.name, "touched_at": at,
+    }).first()
     if row is None or row.step != "done" or row.case_id is None or row.language is None:
         return None
     kind = keyword(norm)
     if kind not in (None, "help") or means_danger(norm):
         return None
     if kind == "help":
-        return [messaging.render("hotline.help", row.language)]
+        return [channel.render("hotline.help", row.language)]
     if row.case_status != "open":
         return None
-    return [messaging.render("hotline.resume", row.language, {"reference": row.reference})]
+    return [channel.render("hotline.resume", row.language, {"reference": row.reference})]
 
 
 def _provider_language(norm: str) -> str | None:
@@ -426,7 +458,7 @@ _LATEST_CASE = (
 @lru_cache(maxsize=4)
 def _session_insert(dialect: str) -> Any:
     insert = pg_insert if dialect == "postgresql" else lite_insert
-    return insert(_HOTLINE).on_conflict_do_nothing(index_elements=["phone_index"])
+    return insert(_HOTLINE).on_conflict_do_nothing(index_elements=["phone_index", "channel"])
 
 
 def find_case(phone_index: str) -> Case | None:
@@ -436,13 +468,18 @@ def find_case(phone_index: str) -> Case | None:
 
 
 class Conversation:
-    def __init__(self, phone_index: str, e164: str, at: datetime) -> None:
+    def __init__(
+        self, phone_index: str, e164: str, at: datetime, channel: Channel = SMS
+    ) -> None:
         self.index = phone_index
         self.e164 = e164
         self.at = at
+        self.channel = channel
         self.replies: list[str] = []
         self._areas: list[AreaOption] | None = None
-        self.session = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": phone_index})
+        self.session = db.session.scalar(
+            _SESSION_BY_PHONE, {"phone_index": phone_index, "channel": channel.name}
+        )
 
     # -- helpers --
 
@@ -451,7 +488,7 @@ class Conversation:
         return (self.session.language if self.session else None) or "en"
 
     def say(self, key: str, language: str | None = None, **params: object) -> None:
-        self.replies.append(messaging.render(key, language or self.language, params))
+        self.replies.append(self.channel.render(key, language or self.language, params))
 
     def case(self) -> Case | None:
         if self.session is None or self.session.case_id is None:
@@ -471,12 +508,14 @@ class Conversation:
         values = {
             "phone_index": self.index, "step": "language", "failures": 0, "menu_page": 0,
             "urgent": False, "created_at": self.at, "last_message_at": self.at,
-            "case_id": None, "language": None,
+            "case_id": None, "language": None, "channel": self.channel.name,
         }
         if existing is not None:
             values.update(case_id=existing.id, language=existing.language, step="done")
         connection.execute(_session_insert(connection.dialect.name), values)
-        found = db.session.scalar(_SESSION_BY_PHONE, {"phone_index": self.index})
+        found = db.session.scalar(
+            _SESSION_BY_PHONE, {"phone_index": self.index, "channel": self.channel.name}
+        )
         assert found is not None
         return found
 
@@ -502,7 +541,7 @@ class Conversation:
             else:
                 self.say("hotline.language_menu", "en")
         else:
-            getattr(self, f"step_{session.step}")(norm)
+            getattr(self, f"step_{session.step}")(self.channel.read(session.step, norm))
         self.carry_danger()
         if self.session is not None:
             # Already so after the touch in `_follow_up` or the session insert; assigned last
@@ -592,8 +631,8 @@ class Conversation:
 
     def step_consent(self, norm: str) -> None:
         assert self.session is not None
-        if norm in _YES:
-            case = self.case() or self.open_case()
+        if norm in _YES or norm == STORE_ONLY:
+            case = self.case() or self.open_case(texts=norm != STORE_ONLY)
             if case is None:
                 self.say("hotline.unavailable")
                 db.session.delete(self.session)
@@ -611,7 +650,7 @@ class Conversation:
         else:
             self.unclear()
 
-    def open_case(self) -> Case | None:
+    def open_case(self, texts: bool = True) -> Case | None:
         assert self.session is not None
         org_id = hotline_organization()
         if org_id is None:
@@ -623,7 +662,7 @@ class Conversation:
                 org_id, None, idempotency_key=None, language=self.language, channel="sms",
                 at=self.at,
             )
-            for scope in ("store", "contact_sms"):
+            for scope in ("store", "contact_sms") if texts else ("store",):
                 change_consent(case, scope, True, "sms", None, language=self.language, at=self.at)
         case.phone = self.e164
         case.phone_index = self.index
@@ -665,7 +704,7 @@ class Conversation:
     def unnamed_options(self, count: int) -> tuple[str, ...]:
         """The menu texts of options 1..count for areas offered by number only."""
         return tuple(
-            messaging.render("hotline.area_unnamed", self.language, {"number": n})
+            self.channel.render("hotline.area_unnamed", self.language, {"number": n})
             for n in range(1, min(count, MAX_MENU_OPTIONS) + 1)
         )
 
@@ -673,14 +712,14 @@ class Conversation:
         """Menu pages that fit in 2 segments in the conversation's language."""
         areas = tuple(self.areas())
         return [list(page) for page in _area_pages(
-            areas, self.language, messaging.render("hotline.area_more", self.language),
-            messaging.render("hotline.area_menu", self.language, {"options": "\x00"}),
+            areas, self.language, self.channel.render("hotline.area_more", self.language),
+            self.channel.render("hotline.area_menu", self.language, {"options": "\x00"}),
             self.unnamed_options(len(areas)),
         )]
 
     def area_text(self, page: list[AreaOption], more: bool) -> str:
-        template = messaging.render("hotline.area_menu", self.language, {"options": "\x00"})
-        more_text = messaging.render("hotline.area_more", self.language) if more else None
+        template = self.channel.render("hotline.area_menu", self.language, {"options": "\x00"})
+        more_text = self.channel.render("hotline.area_more", self.language) if more else None
         return _area_text(template, page, more_text, self.unnamed_options(len(page)))
 
     def area_menu(self) -> None:

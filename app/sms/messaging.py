@@ -78,6 +78,7 @@ from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.messages import Message, SmsOptOut
 from app.models.referrals import Referral
+from app.sms import whatsapp
 
 log = logging.getLogger("haven.sms")
 
@@ -201,6 +202,10 @@ TEMPLATES: dict[str, Template] = {
         ),
     ),
     "hotline.unclear": Template("hotline", _l("Sorry, we did not understand.")),
+    # WhatsApp: a photo, voice note, document or location is never fetched or kept.
+    "hotline.text_only": Template(
+        "hotline", _l("Sorry, we can only read text. Please write your answer.")
+    ),
     "hotline.offer_callback": Template(
         "hotline",
         _l(
@@ -510,6 +515,7 @@ def enqueue(
         message.next_attempt_at = when
         message.case_id = case.id
         message.counterpart_index = case.phone_index
+        message.channel = whatsapp.answer_channel(case.phone_index)
         # The survivor's language (the case's), never the interface language of whoever
         # caused the message.
         message.language = language or case.language or "en"
@@ -656,12 +662,16 @@ class ConsoleBackend:
 
     name = "console"
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:  # noqa: ARG002 - the SMS backend interface
+    def send(  # the SMS backend interface: the console logs no body and no content
+        self, to_e164: str, body: str, template_key: str, *, channel: str = "sms",  # noqa: ARG002 - the SMS backend interface
+        content_sid: str | None = None, content_variables: str | None = None,  # noqa: ARG002 - the SMS backend interface
+    ) -> SendResult:
         logger = current_app.logger if has_app_context() else log
-        logger.info("sms: message of template %s went to %s", template_key, mask_phone(to_e164))
+        logger.info("sms: message of template %s went to %s by %s", template_key,
+                    mask_phone(to_e164), channel)
         return SendResult("SM" + secrets.token_hex(16), "delivered")
 
-    def delete(self, sid: str) -> bool:  # noqa: ARG002 - the SMS backend interface
+    def delete(self, sid: str, channel: str = "sms") -> bool:  # noqa: ARG002 - the SMS backend interface
         return True
 
 
@@ -675,6 +685,7 @@ class TwilioBackend:
         *,
         from_number: str = "",
         messaging_service_sid: str = "",
+        whatsapp_from: str = "",
         status_callback: str | None = None,
         http_client: Any = None,
         timeout: float | None = None,
@@ -687,11 +698,24 @@ class TwilioBackend:
         self.client = Client(account_sid, auth_token, http_client=http_client)
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
+        self.whatsapp_from = whatsapp_from
         self.status_callback = status_callback
 
-    def send(self, to_e164: str, body: str, template_key: str) -> SendResult:  # noqa: ARG002 - the SMS backend interface
+    def send(
+        self, to_e164: str, body: str, template_key: str, *, channel: str = "sms",  # noqa: ARG002 - the SMS backend interface
+        content_sid: str | None = None, content_variables: str | None = None,
+    ) -> SendResult:
         kwargs: dict[str, Any] = {"to": to_e164, "body": body}
-        if self.messaging_service_sid:
+        if channel == "whatsapp":
+            # WhatsApp through the Messaging API: both ends as whatsapp: addresses; outside
+            # the 24-hour window an approved template (Content SID) instead of the body.
+            kwargs["to"] = "whatsapp:" + to_e164
+            kwargs["from_"] = "whatsapp:" + (self.whatsapp_from or self.from_number)
+            if content_sid:
+                del kwargs["body"]
+                kwargs["content_sid"] = content_sid
+                kwargs["content_variables"] = content_variables or "{}"
+        elif self.messaging_service_sid:
             kwargs["messaging_service_sid"] = self.messaging_service_sid
         else:
             kwargs["from_"] = self.from_number
@@ -707,9 +731,16 @@ class TwilioBackend:
         status = TWILIO_STATUS.get(created.status or "", "submitted")
         return SendResult(sid, status if status in ("submitted", "sent") else "submitted")
 
-    def delete(self, sid: str) -> bool:
-        """Delete the message (and its text) at Twilio. True when gone (404 counts)."""
+    def delete(self, sid: str, channel: str = "sms") -> bool:
+        """Delete the message (and its text, and any media sent with it) at Twilio, or a
+        voice call's record (``channel`` voice). True when gone (404 counts)."""
         try:
+            if channel == "voice":
+                self.client.calls(sid).delete()
+                return True
+            if sid.startswith("MM"):
+                for media in self.client.messages(sid).media.list():
+                    self.client.messages(sid).media(media.sid or "").delete()
             self.client.messages(sid).delete()
         except Exception as exc:  # noqa: BLE001
             err = classify(exc)
@@ -755,6 +786,7 @@ def backend(app: Flask | None = None) -> ConsoleBackend | TwilioBackend:
             app.config["TWILIO_AUTH_TOKEN"],
             from_number=app.config["TWILIO_FROM_NUMBER"],
             messaging_service_sid=app.config["TWILIO_MESSAGING_SERVICE_SID"],
+            whatsapp_from=app.config["TWILIO_WHATSAPP_FROM"],
             status_callback=status_callback_url(app),
             http_client=app.config.get("TWILIO_HTTP_CLIENT"),
             timeout=app.config["SMS_HTTP_TIMEOUT_SECONDS"],

@@ -18,7 +18,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from app.core.crypto import InvalidPhoneNumber, normalize_phone
 from app.core.extensions import csrf, db
-from app.sms import hotline, messaging
+from app.models.base import utcnow
+from app.sms import channels, hotline, messaging
 from app.sms import status as sms_status
 
 bp = Blueprint("sms", __name__)
@@ -100,21 +101,51 @@ def twiml(replies: list[str]) -> Response:
     return Response(_twiml(tuple(replies)), status=200, content_type="text/xml; charset=utf-8")
 
 
+def ignore_sender(raw: str) -> Response:
+    """A sender that is not a phone number (short code, alphanumeric, invalid): 200 with
+    empty TwiML (a 4xx would alarm operators as a webhook error), counted, nothing kept."""
+    with sqlite_writers_queue():
+        channels.count_ignored_sender(channels.sender_kind(raw), utcnow())
+        db.session.commit()
+    return twiml([])
+
+
 @bp.post("/inbound")
 def inbound() -> Response:
+    """SMS, and WhatsApp (``From=whatsapp:+E164``). WhatsApp's extra fields are never
+    stored or logged: ProfileName and WaId are not read, location fields are ignored, and
+    media are never fetched (the reply says only text is read; the worker deletes the
+    message with its media at Twilio)."""
     check_signature()
     form = request.form
     sid = form.get("MessageSid", "")
     sender = form.get("From", "")
     body = form.get("Body")
-    if not SID_RE.match(sid) or body is None or not sender.startswith("+"):
+    num_media = form.get("NumMedia", "0") or "0"
+    if not SID_RE.match(sid) or body is None or not sender or "\x00" in sender:
+        abort(400)  # (a NUL is a broken request, not a sender Twilio could have seen)
+    if not num_media.isascii() or not num_media.isdigit() or len(num_media) > 2:
         abort(400)
+    channel = channels.SMS
+    number = sender
+    if sender.startswith(channels.WHATSAPP_PREFIX):
+        channel = channels.WHATSAPP
+        number = sender.removeprefix(channels.WHATSAPP_PREFIX)
+        # A quick-reply button's text, when the body is empty.
+        body = body or form.get("ButtonText", "") or ""
+    if not number.startswith("+"):
+        return ignore_sender(sender)
     try:
-        e164 = normalize_phone(sender)
+        e164 = normalize_phone(number)
     except InvalidPhoneNumber:
-        abort(400)
+        return ignore_sender(sender)
     with sqlite_writers_queue():
-        replies = hotline.handle_inbound(sid, e164, body[:MAX_BODY])
+        if channel is channels.SMS:
+            replies = hotline.handle_inbound(sid, e164, body[:MAX_BODY])
+        else:
+            replies = hotline.handle_inbound(
+                sid, e164, body[:MAX_BODY], channel=channel, media=int(num_media)
+            )
         db.session.commit()
     del body
     return twiml(replies)

@@ -69,7 +69,7 @@ from app.models.base import utcnow
 from app.models.cases import Case
 from app.models.directory import Service
 from app.models.messages import FINAL_STATUSES, Message
-from app.sms import messaging
+from app.sms import messaging, whatsapp
 from app.sms import status as sms_status
 
 log = logging.getLogger("haven.sms")
@@ -95,6 +95,9 @@ class Prepared:
     body: str
     template_key: str
     lease_expires_at: datetime
+    # WhatsApp (app.whatsapp): the channel, and outside the 24-hour window the approved
+    # template to send instead of the body.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RateLimiter:
@@ -244,7 +247,7 @@ class Worker:
             return self.give_back(message_id)
         try:
             result = messaging.backend(self.app).send(
-                prepared.to, prepared.body, prepared.template_key
+                prepared.to, prepared.body, prepared.template_key, **prepared.extra
             )
         except messaging.SendError as err:
             return self.finish_error(message_id, err)
@@ -300,11 +303,19 @@ class Worker:
             to = message.recipient
             if to is None:
                 return self.fail(message, now, None)
+        extra: dict[str, Any] = {}
+        if message.channel == "whatsapp":
+            plan = whatsapp.plan(message, now, self.app.config["TWILIO_WHATSAPP_CONTENT_SIDS"])
+            if plan.reason is not None:
+                message.failure_reason = plan.reason
+                return self.fail(message, now, None)
+            extra = {"channel": "whatsapp", "content_sid": plan.content_sid,
+                     "content_variables": plan.content_variables}
         body = messaging.render(
             message.template_key or "", message.language, message.params, explicit=explicit
         )
         prepared = Prepared(
-            message.id, to, body, message.template_key or "", message.lease_expires_at
+            message.id, to, body, message.template_key or "", message.lease_expires_at, extra
         )
         db.session.commit()
         return prepared
@@ -418,7 +429,7 @@ class Worker:
         if messaging.backend(self.app).name != "twilio":
             return 0  # nothing of ours is kept at Twilio
         rows = db.session.execute(
-            select(Message.id, Message.twilio_sid)
+            select(Message.id, Message.twilio_sid, Message.channel)
             .where(
                 Message.twilio_sid.is_not(None),
                 Message.final_at.is_not(None),
@@ -431,10 +442,10 @@ class Worker:
         db.session.commit()
         done = 0
         backend = messaging.backend(self.app)
-        for message_id, sid in rows:
+        for message_id, sid, channel in rows:
             ok = False
             try:
-                ok = backend.delete(sid or "")
+                ok = backend.delete(sid or "", channel)
             except messaging.SendError:
                 ok = False
             except Exception as exc:  # noqa: BLE001
