@@ -1,7 +1,7 @@
 """organization settings: time zone, contact line for providers, phone region
 
 Revision ID: 0015_org_settings
-Revises: 0013_user_sessions
+Revises: 0014_caseworker_day
 Create Date: 2026-12-08 03:30:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0015_org_settings'
-down_revision = '0013_user_sessions'
+down_revision = '0014_caseworker_day'
 branch_labels = None
 depends_on = None
 

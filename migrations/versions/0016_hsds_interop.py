@@ -5,7 +5,7 @@ Existing shelters become confidential: a refuge's address is secret unless someo
 says otherwise, so the safe default applies to rows made before the setting existed too.
 
 Revision ID: 0016_hsds_interop
-Revises: 0013_user_sessions
+Revises: 0015_org_settings
 Create Date: 2026-12-08 03:30:00
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0016_hsds_interop'
-down_revision = '0013_user_sessions'
+down_revision = '0015_org_settings'
 branch_labels = None
 depends_on = None
 

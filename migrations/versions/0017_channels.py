@@ -3,7 +3,7 @@ number and channel; messages carry their channel and a failure reason a casework
 messages from senders that are not phone numbers are only counted, per day and kind.
 
 Revision ID: 0017_channels
-Revises: 0013_user_sessions
+Revises: 0016_hsds_interop
 Create Date: 2026-12-08 03:30:00
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0017_channels'
-down_revision = '0013_user_sessions'
+down_revision = '0016_hsds_interop'
 branch_labels = None
 depends_on = None
 
