@@ -54,9 +54,9 @@ def search_module() -> Any:
 def build(rng: random.Random, n_open: int) -> tuple[int, list[str]]:
     """The data (see the module doc); returns the searched organization's id and its
     aliases."""
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     models = common.find("app.models")
-    keyring = common.find("app.crypto:keyring")
+    keyring = common.find("app.core.crypto:keyring", "app.crypto:keyring")
     master = keyring().multi
     fp = keyring().current_fp
     db.session.execute(insert(models.Organization), [
@@ -114,7 +114,7 @@ def queries(rng: random.Random, aliases: list[str], n: int) -> list[str]:
 
 
 def timed(fn: Any, items: list[Any]) -> list[float]:
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     out = []
     for item in items:
         start = time.perf_counter()
@@ -125,7 +125,7 @@ def timed(fn: Any, items: list[Any]) -> list[float]:
 
 
 def one_backend(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     app = common.make_app(dict(common.secrets_env(), DATABASE_URL=url))
     search = search_module()
     try:

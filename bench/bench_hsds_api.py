@@ -45,7 +45,7 @@ def statements(db: Any, fn: Any) -> int:
 
 
 def one_backend(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    db = common.find("app.extensions:db")
+    db = common.find("app.core.extensions:db", "app.extensions:db")
     env = dict(common.secrets_env(), DATABASE_URL=url, HAVEN_HSDS_API_RATE_PER_MINUTE="100000000")
     app = common.make_app(env)
     out: dict[str, Any] = {"broken": []}
