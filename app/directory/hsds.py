@@ -162,7 +162,13 @@ TABLES = (
     "accessibility",
     "attributes",
     "taxonomy_terms",
+    # HSDS 3.1: capacity of a service in units (Haven reads beds).
+    "service_capacity",
+    "unit",
 )
+# Other names a table's file goes by when the descriptor does not name it (HSDS 3.2 calls
+# the unit table units.csv).
+OTHER_FILE_NAMES = {"unit": "units.csv"}
 ORG_ONLY_KEYS = {
     "website",
     "tax_status",
@@ -236,12 +242,15 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "service_at_location": ("service_id", "location_id"),
     "location": ("id", "latitude", "longitude"),
     "accessibility": ("location_id", "description", "details"),
+    "capacity": ("service_id", "unit_id", "available", "maximum"),
+    "unit": ("id", "name", "identifier"),
 }
 TABLE_KINDS = {
     "phones": "phone",
     "languages": "language",
     "schedules": "schedule",
     "service_areas": "service_area",
+    "service_capacity": "capacity",
 }
 # HSDS nests five or six levels deep (organization > services > service_at_locations >
 # location > phones); anything far deeper is hostile.
@@ -731,6 +740,10 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     tables: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for table, rel in files.items():
         full = os.path.join(path, rel)
+        other = OTHER_FILE_NAMES.get(table)
+        if not os.path.lexists(full) and table not in named and other is not None:
+            rel, full = other, os.path.join(path, other)
+            files[table] = rel
         if not os.path.lexists(full):
             if table in named:
                 parsed.problems.append(
@@ -845,6 +858,21 @@ def _read_tables(  # noqa: C901 - one branch per field or reason, read top to bo
     attach("languages", "service_id", "languages")
     attach("schedules", "service_id", "schedules")
     attach("service_areas", "service_id", "areas")
+    attach("service_capacity", "service_id", "capacities")
+    # A capacity row names its unit by id (3.1 tabular); the unit goes inside it, as in JSON.
+    units = {_text(r.get("id")): r for _, r in rows("unit", "unit")}
+    for rec in by_id.values():
+        for capacity_row, where in rec.capacities:
+            unit_id = _text(capacity_row.get("unit_id"))
+            if unit_id in units:
+                capacity_row["unit"] = units[unit_id]
+            else:
+                unit_file = names.get("unit", "unit.csv")
+                parsed.problems.append(
+                    where.problem(f"unit {unit_id[:64]} is not in {unit_file}: ignored")
+                    if unit_id
+                    else where.problem("capacity without a unit_id: ignored")
+                )
     locations = {_text(r.get("id")): (line, r) for line, r in rows("locations", "location")}
     accessibility: dict[str, list[str]] = {}
     for _, row in rows("accessibility", "accessibility"):
