@@ -278,3 +278,26 @@ def test_a_taxonomy_version_is_not_an_hsds_version(app: Any, tmp_path: Path) -> 
     result = run_import(app, feed(tmp_path, [dict(REFUGE, taxonomy_terms=[term])]))
     assert result.exit_code == 0, result.output
     assert count(Service) == 1
+
+
+def test_a_3_2_units_csv_is_read_when_unit_csv_is_absent(app: Any, tmp_path: Path) -> None:
+    folder = tabular_refuge(tmp_path, 2, 6)
+    (folder / "unit.csv").rename(folder / "units.csv")
+    (folder / "datapackage.json").unlink()
+    result = run_import(app, folder)
+    assert result.exit_code == 0, result.output
+    refuge = db.session.scalar(select(Service).where(Service.hsds_id == "s1"))
+    assert refuge is not None and (refuge.beds_total, refuge.beds_available) == (6, 2)
+
+
+def test_an_old_file_in_a_folder_of_json_refuses_the_whole_import(
+    app: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    feed(folder, [dict(REFUGE)])  # a good 3.0 file, feed.json
+    (folder / "old.json").write_text(json.dumps([{
+        "id": "s9", "organization_id": "o9", "name": "Old", "holiday_schedule": [],
+    }]))
+    result = run_import(app, folder)
+    assert_refused(result, "old.json", "'holiday_schedule'")
