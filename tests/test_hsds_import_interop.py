@@ -156,3 +156,148 @@ def test_taxonomy_codes_map_to_categories_and_other_is_counted(
         "Service 4": "psychosocial", "Service 5": "other", "Service 6": "shelter",
     }
     assert "services in other: 1 of 6" in result.output
+
+
+# --- HSDS 3.1 capacity in the tabular package ---------------------------------------------
+
+BED_UNIT = "44444444-0000-4000-8000-0000000000b1"
+
+
+def tabular_refuge(tmp_path: Path, available: int, maximum: int, unit_id: str = BED_UNIT) -> Path:
+    folder = tmp_path / "hsds31"
+    folder.mkdir(exist_ok=True)
+    write_csv(folder, "organizations.csv", ["id,name,description", "o1,Feed Org,Runs a refuge"])
+    write_csv(
+        folder, "services.csv", ["id,organization_id,name,status", "s1,o1,Harbour Refuge,active"]
+    )
+    write_csv(
+        folder,
+        "service_capacity.csv",
+        ["id,service_id,unit_id,available,maximum,description,updated",
+         f"c1,s1,{unit_id},{available},{maximum},Beds,2026-12-01T10:00:00Z"],
+    )
+    write_csv(folder, "unit.csv", ["id,name,scheme,identifier,uri", f"{BED_UNIT},Bed,,bed,"])
+    (folder / "datapackage.json").write_text(json.dumps({
+        "name": "hsds", "version": "3.1",
+        "resources": [
+            {"name": n, "path": f"{n}.csv"}
+            for n in ("organizations", "services", "service_capacity", "unit")
+        ],
+    }))
+    return folder
+
+
+def test_tabular_hsds_3_1_capacity_becomes_the_bed_counts(app: Any, tmp_path: Path) -> None:
+    result = run_import(app, tabular_refuge(tmp_path, 4, 12))
+    assert result.exit_code == 0, result.output
+    refuge = db.session.scalar(select(Service).where(Service.hsds_id == "s1"))
+    assert refuge is not None
+    assert (refuge.category, refuge.beds_total, refuge.beds_available) == ("shelter", 12, 4)
+
+
+def test_tabular_capacity_that_conflicts_with_holds_is_reported_and_not_written(
+    app: Any, tmp_path: Path
+) -> None:
+    assert run_import(app, tabular_refuge(tmp_path, 4, 12)).exit_code == 0
+    refuge = db.session.scalar(select(Service).where(Service.hsds_id == "s1"))
+    for _ in range(3):
+        factories.make_referral(service=refuge, hold_status="held")
+    refuge.beds_available = 1
+    db.session.commit()
+    result = run_import(app, tabular_refuge(tmp_path, 10, 12))
+    assert result.exit_code == 0, result.output
+    assert "service_capacity.csv, row 2: service s1: the feed's beds (10 free of 12) conflicts " \
+        "with the 3 beds held for referrals" in result.stderr
+    assert (refuge.beds_total, refuge.beds_available) == (12, 1)
+
+
+def test_tabular_capacity_with_an_unknown_unit_is_reported(app: Any, tmp_path: Path) -> None:
+    result = run_import(app, tabular_refuge(tmp_path, 4, 12, unit_id="no-such-unit"))
+    assert result.exit_code == 0, result.output
+    assert "service_capacity.csv, row 2: unit no-such-unit is not in unit.csv: ignored" in (
+        result.stderr
+    )
+    refuge = db.session.scalar(select(Service).where(Service.hsds_id == "s1"))
+    assert refuge is not None and refuge.beds_total is None
+
+
+# --- version detection in JSON feeds --------------------------------------------------------
+
+
+def write_json(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def assert_refused(result: Any, *signs: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "HSDS 1.x or 2.x" in result.stderr
+    for sign in signs:
+        assert sign in result.stderr, sign
+    assert "unknown language code ''" not in result.stderr
+    assert count(Service) == 0 and count(Organization) == 0
+
+
+def test_an_hsds_1_x_json_organization_is_refused(app: Any, tmp_path: Path) -> None:
+    old = {
+        "id": "o1", "name": "Old Org", "description": "An org",
+        "services": [{"id": "s1", "name": "Old Desk", "status": "active",
+                      "languages": [{"id": "l1", "language": "Spanish"}]}],
+        "locations": [{
+            "id": "loc1", "name": "Main office",
+            "physical_address": {"address_1": "1 Main St", "city": "Town"},
+            "phones": [{"id": "p1", "number": "+14155550123", "language": "English"}],
+        }],
+    }
+    result = run_import(app, write_json(tmp_path, [old]))
+    assert_refused(result, "old.json", "physical_address", "'language'")
+
+
+def test_an_hsds_2_x_json_service_is_refused(app: Any, tmp_path: Path) -> None:
+    old = {
+        "id": "s1", "organization_id": "o1", "name": "Old Desk", "status": "active",
+        "regular_schedule": [{"weekday": 1, "opens_at": "09:00", "closes_at": "17:00"}],
+        "languages": ["Spanish"],
+    }
+    result = run_import(app, write_json(tmp_path, {"contents": [old]}))
+    assert_refused(result, "regular_schedule")
+
+
+def test_a_json_feed_declaring_an_old_version_is_refused(app: Any, tmp_path: Path) -> None:
+    doc = {"version": "2.0.1", "contents": [{
+        "id": "o1", "name": "Org", "website": "https://org.example.org/", "services": [],
+    }]}
+    result = run_import(app, write_json(tmp_path, doc))
+    assert_refused(result, "declares version 2.0.1")
+
+
+def test_a_taxonomy_version_is_not_an_hsds_version(app: Any, tmp_path: Path) -> None:
+    term = {"id": "t1", "code": "BH-1800", "name": "Shelter",
+            "taxonomy_detail": {"id": "x1", "name": "AIRS", "version": "2.0"}}
+    result = run_import(app, feed(tmp_path, [dict(REFUGE, taxonomy_terms=[term])]))
+    assert result.exit_code == 0, result.output
+    assert count(Service) == 1
+
+
+def test_a_3_2_units_csv_is_read_when_unit_csv_is_absent(app: Any, tmp_path: Path) -> None:
+    folder = tabular_refuge(tmp_path, 2, 6)
+    (folder / "unit.csv").rename(folder / "units.csv")
+    (folder / "datapackage.json").unlink()
+    result = run_import(app, folder)
+    assert result.exit_code == 0, result.output
+    refuge = db.session.scalar(select(Service).where(Service.hsds_id == "s1"))
+    assert refuge is not None and (refuge.beds_total, refuge.beds_available) == (6, 2)
+
+
+def test_an_old_file_in_a_folder_of_json_refuses_the_whole_import(
+    app: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "feeds"
+    folder.mkdir()
+    feed(folder, [dict(REFUGE)])  # a good 3.0 file, feed.json
+    (folder / "old.json").write_text(json.dumps([{
+        "id": "s9", "organization_id": "o9", "name": "Old", "holiday_schedule": [],
+    }]))
+    result = run_import(app, folder)
+    assert_refused(result, "old.json", "'holiday_schedule'")

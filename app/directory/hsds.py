@@ -8,7 +8,13 @@ Import reads
 * the tabular data package: a folder with ``datapackage.json`` and the HSDS CSV files
   (``organizations.csv``, ``services.csv``, ``phones.csv``, ``languages.csv``,
   ``schedules.csv``, ``service_areas.csv``, ``service_at_location.csv``, ``locations.csv``,
-  ``accessibility.csv``, ``attributes.csv``, ``taxonomy_terms.csv``).
+  ``accessibility.csv``, ``attributes.csv``, ``taxonomy_terms.csv``, and HSDS 3.1's
+  ``service_capacity.csv`` with ``unit.csv`` (or ``units.csv``)).
+
+HSDS 3.1 capacity in beds becomes the bed counts through the one capacity rule
+(``_import_beds``), from JSON and tables alike. HSDS 1.x and 2.x are refused, packages and
+JSON documents alike, naming what gave the version away (``refuse_old_versions``,
+``refuse_old_json``): read as 3.0 they would lose languages, hours and phones.
 
 Real directories are messy: every bad row or field becomes a ``Problem`` naming the file,
 the row (1-based object index for JSON, CSV line number for tables) and the reason; a bad
@@ -162,7 +168,13 @@ TABLES = (
     "accessibility",
     "attributes",
     "taxonomy_terms",
+    # HSDS 3.1: capacity of a service in units (Haven reads beds).
+    "service_capacity",
+    "unit",
 )
+# Other names a table's file goes by when the descriptor does not name it (HSDS 3.2 calls
+# the unit table units.csv).
+OTHER_FILE_NAMES = {"unit": "units.csv"}
 ORG_ONLY_KEYS = {
     "website",
     "tax_status",
@@ -236,12 +248,15 @@ TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "service_at_location": ("service_id", "location_id"),
     "location": ("id", "latitude", "longitude"),
     "accessibility": ("location_id", "description", "details"),
+    "capacity": ("service_id", "unit_id", "available", "maximum"),
+    "unit": ("id", "name", "identifier"),
 }
 TABLE_KINDS = {
     "phones": "phone",
     "languages": "language",
     "schedules": "schedule",
     "service_areas": "service_area",
+    "service_capacity": "capacity",
 }
 # HSDS nests five or six levels deep (organization > services > service_at_locations >
 # location > phones); anything far deeper is hostile.
@@ -541,6 +556,7 @@ def _read_json_file(path: str, parsed: Parsed, folder: str | None) -> None:
         if folder is None:
             parsed.unreadable.append(name)
         return
+    refuse_old_json(name, data)
     if isinstance(data, dict) and data and all(str(k).endswith(".csv") for k in data):
         tables = {
             k[:-4]: [(i + 2, r) for i, r in enumerate(v or []) if isinstance(r, dict)]
@@ -731,6 +747,10 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     tables: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for table, rel in files.items():
         full = os.path.join(path, rel)
+        other = OTHER_FILE_NAMES.get(table)
+        if not os.path.lexists(full) and table not in named and other is not None:
+            rel, full = other, os.path.join(path, other)
+            files[table] = rel
         if not os.path.lexists(full):
             if table in named:
                 parsed.problems.append(
@@ -749,15 +769,51 @@ def _read_tabular_folder(path: str, parsed: Parsed) -> None:
     _read_tables(tables, {t: files[t] for t in tables}, parsed)
 
 
-# Files and columns only HSDS 1.x and 2.x have (3.0 has schedules.csv, languages with code
-# and name).
-OLD_VERSION_FILES = (
-    "regular_schedules.csv",
-    "holiday_schedules.csv",
-    "eligibility.csv",
-    "service_taxonomy.csv",
-    "payment_accepted.csv",
+# Tables (CSV files, JSON keys) only HSDS 1.x and 2.x have (3.0 has schedules, languages
+# with code and name, addresses).
+OLD_VERSION_TABLES = (
+    "regular_schedules",
+    "holiday_schedules",
+    "eligibility",
+    "service_taxonomy",
+    "payment_accepted",
 )
+OLD_VERSION_FILES = tuple(f"{t}.csv" for t in OLD_VERSION_TABLES)
+# Keys of 1.x/2.x JSON (HSDA) objects that 3.0 does not have.
+OLD_VERSION_KEYS = frozenset(
+    {
+        *OLD_VERSION_TABLES,
+        "regular_schedule",
+        "holiday_schedule",
+        "service_taxonomys",
+        "physical_address",
+        "physical_addresses",
+        "postal_address",
+        "postal_addresses",
+        "accessibility_for_disabilities",
+    }
+)
+OLD_VERSION_SHOWN = 5  # signs named in the refusal at most
+
+
+def _old_version(declared: Any) -> bool:
+    return isinstance(declared, str) and re.match(r"v?[12](\.|$)", declared.strip()) is not None
+
+
+def _old_language(item: Any) -> bool:
+    """A 1.x/2.x language: a record with a ``language`` field and neither ``code`` nor
+    ``name`` (3.0). (A stray text item in a 3.0 list is a row's problem, not a version.)"""
+    return isinstance(item, dict) and "language" in item and not {"code", "name"} & set(item)
+
+
+def _refuse_old_version(what: str, signs: list[str]) -> ImportFailed:
+    shown = list(dict.fromkeys(signs))
+    more = len(shown) - OLD_VERSION_SHOWN
+    text = "; ".join(shown[:OLD_VERSION_SHOWN]) + (f"; {more} more" if more > 0 else "")
+    return ImportFailed(
+        f"{what} is an HSDS 1.x or 2.x package ({text}). Haven reads HSDS 3.0 and 3.1: "
+        "convert it first (Open Referral publishes the mapping)"
+    )
 
 
 def refuse_old_versions(
@@ -766,17 +822,56 @@ def refuse_old_versions(
     """An HSDS 1.x or 2.x package is refused with what gave it away: read as 3.0 it would
     lose languages, hours and phones and report nonsense about them."""
     signs = []
-    if declared and re.match(r"v?[12]\.", declared):
+    if _old_version(declared):
         signs.append(f"datapackage.json declares version {declared}")
     signs += [n for n in OLD_VERSION_FILES if os.path.lexists(os.path.join(path, n))]
     languages = tables.get("languages") or []
-    if languages and "language" in languages[0][1] and not {"code", "name"} & set(languages[0][1]):
+    if languages and _old_language(languages[0][1]):
         signs.append("languages.csv has a 'language' column")
     if signs:
-        raise ImportFailed(
-            "this is an HSDS 1.x or 2.x package (" + "; ".join(signs) + "). Haven reads "
-            "HSDS 3.0 and 3.1: convert it first (Open Referral publishes the mapping)"
-        )
+        raise _refuse_old_version("this", signs)
+
+
+def refuse_old_json(name: str, data: Any) -> None:
+    """A JSON document of HSDS 1.x or 2.x (HSDA) is refused with what gave it away, as a
+    package is (``refuse_old_versions``): read as 3.0 it would import organizations without
+    their services, and services without languages, hours and phones. What gives it away: a
+    version declared at the top (an object that is no record: no ``id``), a key only 1.x/2.x
+    objects have (``regular_schedule``, ``physical_address``...), languages given as
+    ``language`` fields, phones with a ``language`` field. The walk uses a stack, so no
+    nesting makes it recurse (``parse_json`` has bounded the depth anyway)."""
+    signs: list[str] = []
+    if isinstance(data, dict) and "id" not in data and _old_version(data.get("version")):
+        signs.append(f"it declares version {data['version'].strip()[:20]}")
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            # The JSON form of a tabular package names its tables "languages.csv".
+            table = key[:-4] if isinstance(key, str) and key.endswith(".csv") else key
+            if table in OLD_VERSION_KEYS:
+                signs.append(f"objects have '{table}'")
+            elif (
+                table == "languages"
+                and isinstance(value, list)
+                and any(_old_language(item) for item in value)
+            ):
+                signs.append("languages have a 'language' field instead of code and name")
+            elif (
+                table == "phones"
+                and isinstance(value, list)
+                and any(isinstance(item, dict) and "language" in item for item in value)
+            ):
+                signs.append("phones have a 'language' field")
+            if isinstance(value, dict | list):
+                stack.append(value)
+    if signs:
+        raise _refuse_old_version(name, signs)
 
 
 def read_csv(data: bytes) -> list[tuple[int, dict[str, Any]]]:
@@ -845,6 +940,21 @@ def _read_tables(  # noqa: C901 - one branch per field or reason, read top to bo
     attach("languages", "service_id", "languages")
     attach("schedules", "service_id", "schedules")
     attach("service_areas", "service_id", "areas")
+    attach("service_capacity", "service_id", "capacities")
+    # A capacity row names its unit by id (3.1 tabular); the unit goes inside it, as in JSON.
+    units = {_text(r.get("id")): r for _, r in rows("unit", "unit")}
+    for with_capacity in by_id.values():
+        for capacity_row, where in with_capacity.capacities:
+            unit_id = _text(capacity_row.get("unit_id"))
+            if unit_id in units:
+                capacity_row["unit"] = units[unit_id]
+            else:
+                unit_file = names.get("unit", "unit.csv")
+                parsed.problems.append(
+                    where.problem(f"unit {unit_id[:64]} is not in {unit_file}: ignored")
+                    if unit_id
+                    else where.problem("capacity without a unit_id: ignored")
+                )
     locations = {_text(r.get("id")): (line, r) for line, r in rows("locations", "location")}
     accessibility: dict[str, list[str]] = {}
     for _, row in rows("accessibility", "accessibility"):
