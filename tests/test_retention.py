@@ -283,6 +283,62 @@ def test_rule_applies_from_its_due_moment_not_a_second_before(app, rule):
     assert audit.verify_chain().ok
 
 
+# Per rule: (count due, oldest due date) the preview reports just after the due moment.
+# The date is the rule's due column: the moment itself for closed cases and holds, the
+# time the row was last touched plus the period for age rules, the row's own time for
+# the message, hotline and sign-in rules (as `retention status` has always shown them).
+PREVIEW_EXPECTED = {
+    "hotline_unconsented": (1, T0),
+    "inbound_messages": (2, T0),
+    "outbound_messages": (1, T0),
+    "closed_cases": (1, T0 + timedelta(days=120)),
+    "consent_expired_erase": (1, T0 + timedelta(days=365 + 30)),
+    "idle_cases": (1, T0 + timedelta(days=180)),
+    "drafts": (1, T0 + timedelta(hours=24)),
+    "consent_expired": (2, T0 + timedelta(days=365)),
+    "audit_events": (3, T0 + timedelta(days=6 * 365 + 2)),  # HAVEN_RETENTION_AUDIT_DAYS
+    "login_attempts": (1, T0),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(PREVIEW_EXPECTED))
+def test_preview_counts_and_oldest_due_date_per_rule(app, rule):
+    org = factories.make_org()
+    due, _applied = RULE_SETUPS[rule](org)
+    db.session.commit()
+    result = {r.name: r for r in retention.preview(due + SECOND)}[rule]
+    assert (result.count, result.oldest_due) == PREVIEW_EXPECTED[rule]
+
+
+def test_preview_of_holds_and_the_daily_bed_count(app):
+    org = factories.make_org()
+    due, _applied = setup_referral(org)
+    factories.make_service(category="shelter", beds_total=10, beds_available=4)
+    db.session.commit()
+    results = {r.name: r for r in retention.preview(due + SECOND)}
+    assert (results["releases_and_holds"].count, results["releases_and_holds"].oldest_due) == (
+        1,
+        due,
+    )
+    midnight = (due + SECOND).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (results["bed_snapshot"].count, results["bed_snapshot"].oldest_due) == (1, midnight)
+
+
+def test_preview_of_referrals_left_by_an_erased_case(app):
+    org = factories.make_org()
+    setup_referral(org)
+    referral = db.session.scalars(select(Referral)).one()
+    erased_at = T0 + timedelta(days=3)
+    db.session.execute(
+        update(Case)
+        .where(Case.id == referral.case_id)
+        .values(status="erased", erased_at=erased_at)
+    )
+    db.session.commit()
+    result = {r.name: r for r in retention.preview(T0 + timedelta(days=4))}["erased_referrals"]
+    assert (result.count, result.oldest_due) == (1, erased_at)
+
+
 def test_every_rule_is_named_and_configurable(app):
     assert set(RULE_SETUPS) | {"erased_referrals", "bed_snapshot"} == set(retention.RULE_NAMES)
     for key in (

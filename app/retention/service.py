@@ -1,5 +1,10 @@
 """Retention: forgetting on a schedule (DESIGN §1.7, §5). ``flask retention run`` applies the
-rules below; ``flask retention status`` previews them (app/retention_cli.py).
+rules below; ``flask retention status`` previews them (app/retention/cli.py).
+
+Each rule is data (``Rule``: the rows it handles, the condition that makes a row due, the
+column whose minimum is the oldest due date, and an ``Action``: delete rows, scrub columns,
+erase cases, close cases, …), listed in ``RULES``; ``preview_rule`` and ``apply_rule`` are
+the one preview and the one apply of them all.
 
 Rules, in the order a run applies them (each has a name, a period from ``config.py`` and an
 environment variable):
@@ -87,6 +92,7 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
+    false,
     func,
     insert,
     or_,
@@ -137,18 +143,6 @@ class RuleResult:
     count: int = 0
     oldest_due: datetime | None = None
     seconds: float = 0.0
-
-
-@dataclass
-class Rule:
-    name: str
-    label: Any
-    # (now) -> (count, oldest due date) of what is due at ``now``
-    preview: Callable[[datetime], tuple[int, datetime | None]]
-    # (now, batch size) -> yields the number of records handled by each committed batch
-    apply: Callable[[datetime, int], Iterator[int]]
-    # Tables in which the rule deletes or scrubs identifiers: checkpointed / VACUUMed.
-    identifier_tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -239,22 +233,269 @@ def lock_holder(at: datetime | None = None) -> JobLock | None:
     return row
 
 
-# --- rules ------------------------------------------------------------------------------
+# --- rules as data ----------------------------------------------------------------------
+#
+# A rule is data: the rows it handles (``model``, batched by ``key``), the condition that
+# makes a row due at ``now`` (``where``), the column whose minimum is the oldest due date
+# (``due``, plus the period ``due_after`` names for rules that measure an age), and what
+# is done to each batch of due rows (``action``). ``preview_rule`` and ``apply_rule`` are
+# the one preview and the one apply of every rule.
+
+# (rule, now, the rule's condition, due keys of one batch) -> records handled. Runs inside
+# the batch's transaction and re-checks the condition there: a row that stopped being due
+# since it was listed is left alone.
+BatchWork = Callable[["Rule", datetime, Any, list[int]], int]
 
 
-def _count_oldest(query: Any) -> tuple[int, datetime | None]:
-    row = db.session.execute(query).one()
-    return int(row[0] or 0), row[1]
+@dataclass(frozen=True)
+class Action:
+    """What a rule does to its due rows: ``work`` on each batch, then ``finish`` once in the
+    last batch's transaction; or ``loop`` (now, batch size), for a rule whose own module
+    picks its batches, yielding the records handled by each."""
+
+    name: str
+    work: BatchWork | None = None
+    finish: Callable[[], None] | None = None
+    loop: Callable[[datetime, int], Iterator[int]] | None = None
 
 
-def _simple_rule_batches(
-    id_query: Any, work: Callable[[list[int]], int], batch: int
-) -> Iterator[int]:
-    for ids in _ids_batches(id_query, batch):
-        yield work(ids)
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    label: Any
+    model: Any
+    # (now) -> SQL condition on ``model``: the rows due at ``now``
+    where: Callable[[datetime], Any]
+    # (now) -> the column (or expression, correlated to ``model``) whose minimum over the
+    # due rows is the oldest due date; None: a daily task, due from the start of the day
+    due: Callable[[datetime], Any] | None
+    action: Action
+    # Config period added to min(due): for rules whose column is when the row was last
+    # touched rather than when it falls due.
+    due_after: str | None = None
+    # Tables in which the rule deletes or scrubs identifiers: checkpointed / VACUUMed.
+    identifier_tables: tuple[str, ...] = ()
+    # The column batches are keyed and counted by (default ``model.id``).
+    key: Any = None
+
+    @property
+    def key_column(self) -> Any:
+        return self.key if self.key is not None else self.model.id
 
 
-# hotline_unconsented
+def preview_rule(rule: Rule, now: datetime) -> tuple[int, datetime | None]:
+    """(count, oldest due date) of what ``rule`` would handle at ``now``; read-only."""
+    if rule.due is None:
+        count = int(
+            db.session.scalar(select(func.count(rule.key_column)).where(rule.where(now))) or 0
+        )
+        return count, (datetime(now.year, now.month, now.day, tzinfo=now.tzinfo) if count else None)
+    row = db.session.execute(
+        select(func.count(rule.key_column), func.min(rule.due(now))).where(rule.where(now))
+    ).one()
+    count, oldest = int(row[0] or 0), row[1]
+    if oldest is not None and rule.due_after is not None:
+        oldest = oldest + cfg(rule.due_after)
+    return count, oldest
+
+
+def apply_rule(rule: Rule, now: datetime, batch: int) -> Iterator[int]:
+    """Apply ``rule`` at ``now``: yields the number of records handled by each batch; the
+    caller commits after each one. The condition is built once, at the first batch (the
+    audit rule's prefix is fixed then: the run's own events come after it)."""
+    action = rule.action
+    if action.loop is not None:
+        yield from action.loop(now, batch)
+        return
+    assert action.work is not None
+    condition = rule.where(now)
+    for ids in _ids_batches(select(rule.key_column).where(condition), batch):
+        yield action.work(rule, now, condition, ids)
+    if action.finish is not None:
+        action.finish()
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+def _delete_work(rule: Rule, _now: datetime, condition: Any, ids: list[int]) -> int:
+    return int(
+        db.session.execute(
+            delete(rule.model).where(any_of(rule.key_column, ids), condition)
+        ).rowcount  # type: ignore[attr-defined]
+        or 0
+    )
+
+
+DELETE_ROWS = Action("delete rows", work=_delete_work)
+
+
+def scrub(**values: Any) -> Action:
+    """Clear these columns of the due rows (the rows stay)."""
+
+    def work(rule: Rule, _now: datetime, condition: Any, ids: list[int]) -> int:
+        return int(
+            db.session.execute(
+                update(rule.model)
+                .where(any_of(rule.key_column, ids), condition)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            or 0
+        )
+
+    return Action("scrub", work=work)
+
+
+def erase(reason: str, *, discard_draft: bool = False) -> Action:
+    """Erase the due cases through ``app.cases.erasure.erase_cases`` (the one pipeline).
+    ``discard_draft``: re-check with the rows locked (PostgreSQL; after the audit lock, the
+    usual order), so a draft whose profile was saved meanwhile is no longer due and one
+    being saved now waits for this batch; the discard is audited before the erasure."""
+
+    def work(_rule: Rule, now: datetime, condition: Any, ids: list[int]) -> int:
+        # Re-checked under the batch's lock: a case reopened meanwhile is left alone.
+        query = select(Case.id).where(any_of(Case.id, ids), condition)
+        if discard_draft and db.session.get_bind().dialect.name == "postgresql":
+            audit.lock()
+            query = query.with_for_update()
+        due = list(db.session.scalars(query))
+        if not due:
+            return 0
+        if discard_draft:
+            audit.record_many("case.discard_draft", "case", due)
+        return len(erasure.erase_cases(due, None, reason=reason, at=now))
+
+    return Action("erase cases", work=work)
+
+
+def _close_work(_rule: Rule, now: datetime, condition: Any, ids: list[int]) -> int:
+    due = list(db.session.scalars(select(Case.id).where(any_of(Case.id, ids), condition)))
+    if due:
+        db.session.execute(
+            update(Case)
+            .where(any_of(Case.id, due))
+            .values(
+                status="closed",
+                closed_at=now,
+                updated_at=now,
+                retention_due_at=now + cfg("CASE_RETENTION_AFTER_CLOSE"),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        audit.record_many("case.close", "case", due)
+    return len(due)
+
+
+CLOSE_CASES = Action("close cases", work=_close_work)
+
+
+def _consent_task_work(_rule: Rule, now: datetime, condition: Any, ids: list[int]) -> int:
+    rows = db.session.execute(
+        select(Consent.id, Consent.case_id, Consent.scope, Consent.expires_at).where(
+            any_of(Consent.id, ids), condition
+        )
+    ).all()
+    cases = {
+        c.id: c
+        for c in db.session.scalars(select(Case).where(any_of(Case.id, {r.case_id for r in rows})))
+    }
+    for row in rows:
+        case = cases[row.case_id]
+        changes.apply_withdrawal(case, row.scope, None, now)
+        db.session.add(
+            ConsentTask(
+                consent_id=row.id,
+                case_id=row.case_id,
+                organization_id=case.organization_id,
+                scope=row.scope,
+                expired_at=row.expires_at,
+                created_at=now,
+            )
+        )
+    db.session.flush()
+    audit.record_many("consent.expire", "case", sorted({r.case_id for r in rows}))
+    return len(rows)
+
+
+WITHDRAW_AND_ASK = Action("withdraw and ask again", work=_consent_task_work)
+
+
+def _erased_referrals_work(_rule: Rule, _now: datetime, condition: Any, ids: list[int]) -> int:
+    release_ids = list(
+        db.session.scalars(select(Referral.release_id).where(any_of(Referral.id, ids)))
+    )
+    done = db.session.execute(
+        delete(Referral).where(any_of(Referral.id, ids), condition)
+    ).rowcount  # type: ignore[attr-defined]
+    still_used = select(Referral.id).where(Referral.release_id == Release.id)
+    db.session.execute(
+        delete(Release).where(any_of(Release.id, release_ids), ~still_used.exists())
+    )
+    return int(done or 0)
+
+
+def _unused_erased_releases() -> None:
+    """Releases of erased cases that no referral used."""
+    db.session.execute(
+        delete(Release).where(
+            exists().where(Case.id == Release.case_id, Case.status == "erased"),
+            ~select(Referral.id).where(Referral.release_id == Release.id).exists(),
+        )
+    )
+
+
+DELETE_ERASED_REFERRALS = Action(
+    "delete rows", work=_erased_referrals_work, finish=_unused_erased_releases
+)
+
+
+def _expire_referrals(now: datetime, batch: int) -> Iterator[int]:
+    while True:
+        result = referrals.expire_due(now, batch=batch)
+        if not result.expired and not result.flagged:
+            return
+        yield result.expired
+
+
+EXPIRE_REFERRALS = Action("expire", loop=_expire_referrals)
+
+
+def _prune_audit_work(_rule: Rule, _now: datetime, _condition: Any, seqs: list[int]) -> int:
+    pruned = audit.prune_through(seqs[-1])
+    audit.record("audit.prune", "audit_event", seqs[-1], actor_user_id=audit.SYSTEM, at=utcnow())
+    return pruned
+
+
+PRUNE_AUDIT = Action("prune", work=_prune_audit_work)
+
+
+def _snapshot_work(_rule: Rule, now: datetime, _condition: Any, ids: list[int]) -> int:
+    rows = db.session.execute(
+        select(
+            Service.id, Service.organization_id, Service.beds_total, Service.beds_available
+        ).where(any_of(Service.id, ids))
+    ).all()
+    db.session.execute(
+        insert(BedSnapshot),
+        [
+            {
+                "day": now.date(),
+                "service_id": r.id,
+                "organization_id": r.organization_id,
+                "beds_total": r.beds_total,
+                "beds_available": r.beds_available,
+            }
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+SNAPSHOT_BEDS = Action("snapshot", work=_snapshot_work)
+
+
+# --- conditions -------------------------------------------------------------------------
 
 
 def _hotline_where(now: datetime) -> Any:
@@ -262,29 +503,6 @@ def _hotline_where(now: datetime) -> Any:
         HotlineSession.case_id.is_(None),
         HotlineSession.last_message_at <= now - cfg("RETENTION_HOTLINE_UNCONSENTED"),
     )
-
-
-def _hotline_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(HotlineSession.id), func.min(HotlineSession.last_message_at)).where(
-            _hotline_where(now)
-        )
-    )
-
-
-def _hotline_apply(now: datetime, batch: int) -> Iterator[int]:
-    def work(ids: list[int]) -> int:
-        return int(
-            db.session.execute(
-                delete(HotlineSession).where(any_of(HotlineSession.id, ids), _hotline_where(now))
-            ).rowcount  # type: ignore[attr-defined]
-            or 0
-        )
-
-    return _simple_rule_batches(select(HotlineSession.id).where(_hotline_where(now)), work, batch)
-
-
-# inbound_messages
 
 
 def _inbound_where(now: datetime) -> Any:
@@ -302,27 +520,6 @@ def _inbound_where(now: datetime) -> Any:
     )
 
 
-def _inbound_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(Message.id), func.min(Message.created_at)).where(_inbound_where(now))
-    )
-
-
-def _inbound_apply(now: datetime, batch: int) -> Iterator[int]:
-    def work(ids: list[int]) -> int:
-        return int(
-            db.session.execute(
-                delete(Message).where(any_of(Message.id, ids), _inbound_where(now))
-            ).rowcount  # type: ignore[attr-defined]
-            or 0
-        )
-
-    return _simple_rule_batches(select(Message.id).where(_inbound_where(now)), work, batch)
-
-
-# outbound_messages
-
-
 def _outbound_where(now: datetime) -> Any:
     return and_(
         Message.direction == "out",
@@ -332,52 +529,10 @@ def _outbound_where(now: datetime) -> Any:
     )
 
 
-def _outbound_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(Message.id), func.min(Message.final_at)).where(_outbound_where(now))
-    )
-
-
-def _outbound_apply(now: datetime, batch: int) -> Iterator[int]:
-    def work(ids: list[int]) -> int:
-        return int(
-            db.session.execute(
-                update(Message)
-                .where(any_of(Message.id, ids), _outbound_where(now))
-                .values(recipient=None, counterpart_index=None)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            or 0
-        )
-
-    return _simple_rule_batches(select(Message.id).where(_outbound_where(now)), work, batch)
-
-
-# closed_cases
-
-
 def _closed_where(now: datetime) -> Any:
     return and_(
         Case.status == "closed", Case.retention_due_at.is_not(None), Case.retention_due_at <= now
     )
-
-
-def _closed_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(Case.id), func.min(Case.retention_due_at)).where(_closed_where(now))
-    )
-
-
-def _erasing(
-    where: Callable[[datetime], Any], reason: str
-) -> Callable[[datetime, int], Iterator[int]]:
-    def apply(now: datetime, batch: int) -> Iterator[int]:
-        for ids in _ids_batches(select(Case.id).where(where(now)), batch):
-            # Re-checked under the batch's lock: a case reopened meanwhile is left alone.
-            due = list(db.session.scalars(select(Case.id).where(any_of(Case.id, ids), where(now))))
-            yield len(erasure.erase_cases(due, None, reason=reason, at=now)) if due else 0
-
-    return apply
 
 
 # consent: newest record per (case, scope) is an expired grant
@@ -418,17 +573,17 @@ def _store_expired_where(now: datetime) -> Any:
     )
 
 
-def _store_expired_preview(now: datetime) -> tuple[int, datetime | None]:
-    grace = cfg("RETENTION_CONSENT_REASK")
-    count, oldest = _count_oldest(
-        select(func.count(Consent.id), func.min(Consent.expires_at))
-        .join(Case, Case.id == Consent.case_id)
+def _store_expired_at(now: datetime) -> Any:
+    """When the case's ``store`` grant expired (the newest record of the scope; one per
+    case), correlated to Case."""
+    return (
+        select(func.min(Consent.expires_at))
         .where(
-            Case.status.in_(("open", "closed")),
-            _newest_expired(now, older_than=grace, scope="store"),
+            Consent.case_id == Case.id,
+            _newest_expired(now, older_than=cfg("RETENTION_CONSENT_REASK"), scope="store"),
         )
+        .scalar_subquery()
     )
-    return count, (oldest + grace) if oldest else None
 
 
 def _consent_task_where(now: datetime) -> Any:
@@ -437,43 +592,6 @@ def _consent_task_where(now: datetime) -> Any:
         exists().where(Case.id == Consent.case_id, Case.status.in_(("open", "closed"))),
         ~exists().where(ConsentTask.consent_id == Consent.id),
     )
-
-
-def _consent_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(Consent.id), func.min(Consent.expires_at)).where(_consent_task_where(now))
-    )
-
-
-def _consent_apply(now: datetime, batch: int) -> Iterator[int]:
-    for ids in _ids_batches(select(Consent.id).where(_consent_task_where(now)), batch):
-        rows = db.session.execute(
-            select(Consent.id, Consent.case_id, Consent.scope, Consent.expires_at).where(
-                any_of(Consent.id, ids), _consent_task_where(now)
-            )
-        ).all()
-        cases = {
-            c.id: c
-            for c in db.session.scalars(
-                select(Case).where(any_of(Case.id, {r.case_id for r in rows}))
-            )
-        }
-        for row in rows:
-            case = cases[row.case_id]
-            changes.apply_withdrawal(case, row.scope, None, now)
-            db.session.add(
-                ConsentTask(
-                    consent_id=row.id,
-                    case_id=row.case_id,
-                    organization_id=case.organization_id,
-                    scope=row.scope,
-                    expired_at=row.expires_at,
-                    created_at=now,
-                )
-            )
-        db.session.flush()
-        audit.record_many("consent.expire", "case", sorted({r.case_id for r in rows}))
-        yield len(rows)
 
 
 # drafts: abandoned intakes
@@ -517,35 +635,13 @@ def _latest(*values: Any) -> Any:
     return func.max(*values, type_=UTCDateTime())
 
 
-def _drafts_preview(now: datetime) -> tuple[int, datetime | None]:
-    touched = _latest(
+def _draft_touched(_now: datetime) -> Any:
+    """When the draft was last touched: its row, its newest audit event or consent."""
+    return _latest(
         Case.updated_at,
         func.coalesce(_draft_audit_at(), Case.updated_at),
         func.coalesce(_draft_consent_at(), Case.updated_at),
     )
-    count, oldest = _count_oldest(
-        select(func.count(Case.id), func.min(touched, type_=UTCDateTime())).where(
-            _drafts_where(now)
-        )
-    )
-    return count, (oldest + cfg("RETENTION_DRAFT")) if oldest else None
-
-
-def _drafts_apply(now: datetime, batch: int) -> Iterator[int]:
-    for ids in _ids_batches(select(Case.id).where(_drafts_where(now)), batch):
-        # Re-checked with the rows locked (PostgreSQL; after the audit lock, the usual
-        # order): a draft whose profile was saved meanwhile is no longer due, and one being
-        # saved now waits for this batch.
-        query = select(Case.id).where(any_of(Case.id, ids), _drafts_where(now))
-        if db.session.get_bind().dialect.name == "postgresql":
-            audit.lock()
-            query = query.with_for_update()
-        due = list(db.session.scalars(query))
-        if not due:
-            yield 0
-            continue
-        audit.record_many("case.discard_draft", "case", due)
-        yield len(erasure.erase_cases(due, None, reason="draft_discarded", at=now))
 
 
 # idle_cases
@@ -567,145 +663,38 @@ def _idle_where(now: datetime) -> Any:
     return and_(*conditions)
 
 
-def _idle_preview(now: datetime) -> tuple[int, datetime | None]:
-    count, oldest = _count_oldest(
-        select(func.count(Case.id), func.min(Case.updated_at)).where(_idle_where(now))
-    )
-    return count, (oldest + cfg("RETENTION_IDLE_CASE")) if oldest else None
+# releases and bed holds (issue 5): pending referrals past their answer window (their bed
+# hold ends with them). A release needs no change when it expires: ``valid_at`` reads its
+# expiry.
 
 
-def _idle_apply(now: datetime, batch: int) -> Iterator[int]:
-    for ids in _ids_batches(select(Case.id).where(_idle_where(now)), batch):
-        due = list(
-            db.session.scalars(select(Case.id).where(any_of(Case.id, ids), _idle_where(now)))
-        )
-        if due:
-            db.session.execute(
-                update(Case)
-                .where(any_of(Case.id, due))
-                .values(
-                    status="closed",
-                    closed_at=now,
-                    updated_at=now,
-                    retention_due_at=now + cfg("CASE_RETENTION_AFTER_CLOSE"),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            audit.record_many("case.close", "case", due)
-        yield len(due)
-
-
-# releases and bed holds (issue 5)
-
-
-def _referrals_module() -> Any:
-    return referrals
-
-
-def _referral_models() -> Any:
-    return Referral, Release
-
-
-def _releases_preview(now: datetime) -> tuple[int, datetime | None]:
-    """Pending referrals past their answer window (their bed hold ends with them). A
-    release needs no change when it expires: ``valid_at`` reads its expiry."""
-    models = _referral_models()
-    if models is None:
-        return 0, None
-    referral_model = models[0]
-    return _count_oldest(
-        select(func.count(referral_model.id), func.min(referral_model.hold_expires_at)).where(
-            referral_model.status == "pending", referral_model.hold_expires_at <= now
-        )
-    )
-
-
-def _releases_apply(now: datetime, batch: int) -> Iterator[int]:
-    module = _referrals_module()
-    if module is None:
-        return
-    while True:
-        result = module.expire_due(now, batch=batch)
-        expired = int(getattr(result, "expired", result) or 0)
-        flagged = int(getattr(result, "flagged", 0) or 0)
-        if not expired and not flagged:
-            return
-        yield expired
+def _releases_where(now: datetime) -> Any:
+    return and_(Referral.status == "pending", Referral.hold_expires_at <= now)
 
 
 # erased_referrals: rows of erased cases, once their statistics were written
 
 
-def _erased_referrals_where() -> Any:
-    referral_model = _referral_models()[0]
-    return exists().where(Case.id == referral_model.case_id, Case.status == "erased")
+def _erased_referrals_where(_now: datetime) -> Any:
+    return exists().where(Case.id == Referral.case_id, Case.status == "erased")
 
 
-def _erased_referrals_preview(_now: datetime) -> tuple[int, datetime | None]:
-    models = _referral_models()
-    if models is None:
-        return 0, None
-    referral_model = models[0]
-    count, oldest = _count_oldest(
-        select(func.count(referral_model.id), func.min(Case.erased_at))
-        .join(Case, Case.id == referral_model.case_id)
-        .where(Case.status == "erased")
-    )
-    return count, oldest
-
-
-def _erased_referrals_apply(_now: datetime, batch: int) -> Iterator[int]:
-    models = _referral_models()
-    if models is None:
-        return
-    referral_model, release_model = models
-    for ids in _ids_batches(select(referral_model.id).where(_erased_referrals_where()), batch):
-        release_ids = list(
-            db.session.scalars(
-                select(referral_model.release_id).where(any_of(referral_model.id, ids))
-            )
-        )
-        done = db.session.execute(
-            delete(referral_model).where(any_of(referral_model.id, ids), _erased_referrals_where())
-        ).rowcount  # type: ignore[attr-defined]
-        still_used = select(referral_model.id).where(referral_model.release_id == release_model.id)
-        db.session.execute(
-            delete(release_model).where(any_of(release_model.id, release_ids), ~still_used.exists())
-        )
-        yield int(done or 0)
-    # Releases of erased cases that no referral used.
-    db.session.execute(
-        delete(release_model).where(
-            exists().where(Case.id == release_model.case_id, Case.status == "erased"),
-            ~select(referral_model.id)
-            .where(referral_model.release_id == release_model.id)
-            .exists(),
-        )
-    )
+def _erased_referrals_due(_now: datetime) -> Any:
+    return select(Case.erased_at).where(Case.id == Referral.case_id).scalar_subquery()
 
 
 # audit_events
 
 
-def _audit_where(now: datetime) -> Any:
+def _audit_old(now: datetime) -> Any:
     return AuditEvent.at <= now - cfg("RETENTION_AUDIT")
-
-
-def _audit_preview(now: datetime) -> tuple[int, datetime | None]:
-    target = _audit_target(now)
-    if target is None:
-        return 0, None
-    count, oldest = _count_oldest(
-        select(func.count(AuditEvent.id), func.min(AuditEvent.at)).where(AuditEvent.seq <= target)
-    )
-    return count, (oldest + cfg("RETENTION_AUDIT")) if oldest else None
 
 
 def _audit_target(now: datetime) -> int | None:
     """The last seq that may go: pruning keeps the chain whole, so only a prefix (by seq)
     of events that are all past the period goes, and never the chain's tip (its hash must
     stay checkable against the head row)."""
-    first_young = db.session.scalar(select(func.min(AuditEvent.seq)).where(~_audit_where(now)))
+    first_young = db.session.scalar(select(func.min(AuditEvent.seq)).where(~_audit_old(now)))
     tip = db.session.scalar(select(func.max(AuditEvent.seq)))
     if tip is None:
         return None
@@ -715,74 +704,30 @@ def _audit_target(now: datetime) -> int | None:
     return limit if lowest is not None and limit >= lowest else None
 
 
-def _audit_apply(now: datetime, batch: int) -> Iterator[int]:
-    target = _audit_target(now)  # fixed at the start: the run's own events come after it
-    if target is None:
-        return
-    while True:
-        seqs = list(
-            db.session.scalars(
-                select(AuditEvent.seq)
-                .where(AuditEvent.seq <= target)
-                .order_by(AuditEvent.seq)
-                .limit(batch)
-            )
-        )
-        if not seqs:
-            return
-        pruned = audit.prune_through(seqs[-1])
-        audit.record("audit.prune", "audit_event", seqs[-1], actor_user_id=audit.SYSTEM,
-                     at=utcnow())
-        yield pruned
+def _audit_where(now: datetime) -> Any:
+    """The prefix of the chain that may go (queried when the condition is built)."""
+    target = _audit_target(now)
+    return AuditEvent.seq <= target if target is not None else false()
 
 
-# bed snapshot
+# login_attempts
 
 
-def _beds_preview(now: datetime) -> tuple[int, datetime | None]:
-    count = db.session.scalar(
-        select(func.count(Service.id)).where(
-            Service.category == "shelter",
-            Service.active.is_(True),
-            Service.beds_total.is_not(None),
-            Service.beds_available.is_not(None),
-            ~exists().where(BedSnapshot.service_id == Service.id, BedSnapshot.day == now.date()),
-        )
-    )
-    return int(count or 0), (
-        datetime(now.year, now.month, now.day, tzinfo=now.tzinfo) if count else None
-    )
+def _login_attempts_where(now: datetime) -> Any:
+    return LoginAttempt.at <= now - cfg("RETENTION_LOGIN_ATTEMPT")
 
 
-def _beds_apply(now: datetime, batch: int) -> Iterator[int]:
-    day = now.date()
-    query = select(Service.id).where(
+# bed snapshot: not a deletion, one bed count per shelter per day
+
+
+def _beds_where(now: datetime) -> Any:
+    return and_(
         Service.category == "shelter",
         Service.active.is_(True),
         Service.beds_total.is_not(None),
         Service.beds_available.is_not(None),
-        ~exists().where(BedSnapshot.service_id == Service.id, BedSnapshot.day == day),
+        ~exists().where(BedSnapshot.service_id == Service.id, BedSnapshot.day == now.date()),
     )
-    for ids in _ids_batches(query, batch):
-        rows = db.session.execute(
-            select(
-                Service.id, Service.organization_id, Service.beds_total, Service.beds_available
-            ).where(any_of(Service.id, ids))
-        ).all()
-        db.session.execute(
-            insert(BedSnapshot),
-            [
-                {
-                    "day": day,
-                    "service_id": r.id,
-                    "organization_id": r.organization_id,
-                    "beds_total": r.beds_total,
-                    "beds_available": r.beds_available,
-                }
-                for r in rows
-            ],
-        )
-        yield len(rows)
 
 
 # Tables erasure touches (the referrals module's when present); VACUUMed after a run that
@@ -801,115 +746,126 @@ ERASURE_TABLES: tuple[str, ...] = (
 )
 
 
-# login_attempts
-
-
-def _login_attempts_where(now: datetime) -> Any:
-    return LoginAttempt.at <= now - cfg("RETENTION_LOGIN_ATTEMPT")
-
-
-def _login_attempts_preview(now: datetime) -> tuple[int, datetime | None]:
-    return _count_oldest(
-        select(func.count(LoginAttempt.id), func.min(LoginAttempt.at)).where(
-            _login_attempts_where(now)
-        )
-    )
-
-
-def _login_attempts_apply(now: datetime, batch: int) -> Iterator[int]:
-    def work(ids: list[int]) -> int:
-        return int(
-            db.session.execute(
-                delete(LoginAttempt).where(
-                    any_of(LoginAttempt.id, ids), _login_attempts_where(now)
-                )
-            ).rowcount  # type: ignore[attr-defined]
-            or 0
-        )
-
-    return _simple_rule_batches(
-        select(LoginAttempt.id).where(_login_attempts_where(now)), work, batch
-    )
-
-
-RULES: list[Rule] = [
+# The rules, in the order a run applies them.
+RULES: tuple[Rule, ...] = (
     Rule(
         "hotline_unconsented",
         _l("Hotline conversations that never reached consent"),
-        _hotline_preview,
-        _hotline_apply,
-        ("hotline_session",),
+        HotlineSession,
+        _hotline_where,
+        lambda _now: HotlineSession.last_message_at,
+        DELETE_ROWS,
+        identifier_tables=("hotline_session",),
     ),
     Rule(
         "inbound_messages",
         _l("Inbound message records (text is never stored)"),
-        _inbound_preview,
-        _inbound_apply,
-        ("sms_message",),
+        Message,
+        _inbound_where,
+        lambda _now: Message.created_at,
+        DELETE_ROWS,
+        identifier_tables=("sms_message",),
     ),
     Rule(
         "outbound_messages",
         _l("Numbers on outbound messages with a final status"),
-        _outbound_preview,
-        _outbound_apply,
-        ("sms_message",),
+        Message,
+        _outbound_where,
+        lambda _now: Message.final_at,
+        scrub(recipient=None, counterpart_index=None),
+        identifier_tables=("sms_message",),
     ),
     Rule(
         "closed_cases",
         _l("Closed cases past their retention period (erased)"),
-        _closed_preview,
-        _erasing(_closed_where, "retention"),
-        ERASURE_TABLES,
+        Case,
+        _closed_where,
+        lambda _now: Case.retention_due_at,
+        erase("retention"),
+        identifier_tables=ERASURE_TABLES,
     ),
     Rule(
         "consent_expired_erase",
         _l("Cases whose consent to keep a record expired and was not renewed (erased)"),
-        _store_expired_preview,
-        _erasing(_store_expired_where, "consent_expired"),
-        ERASURE_TABLES,
+        Case,
+        _store_expired_where,
+        _store_expired_at,
+        erase("consent_expired"),
+        due_after="RETENTION_CONSENT_REASK",
+        identifier_tables=ERASURE_TABLES,
     ),
     Rule(
         "drafts",
         _l("Drafts (consent but no profile) untouched for a day (discarded)"),
-        _drafts_preview,
-        _drafts_apply,
-        ERASURE_TABLES,
+        Case,
+        _drafts_where,
+        _draft_touched,
+        erase("draft_discarded", discard_draft=True),
+        due_after="RETENTION_DRAFT",
+        identifier_tables=ERASURE_TABLES,
     ),
     Rule(
         "erased_referrals",
         _l("Referrals and releases of erased cases (counted, then deleted)"),
-        _erased_referrals_preview,
-        _erased_referrals_apply,
-        REFERRAL_TABLES,
+        Referral,
+        _erased_referrals_where,
+        _erased_referrals_due,
+        DELETE_ERASED_REFERRALS,
+        identifier_tables=REFERRAL_TABLES,
     ),
-    Rule("idle_cases", _l("Open cases without activity (closed)"), _idle_preview, _idle_apply),
+    Rule(
+        "idle_cases",
+        _l("Open cases without activity (closed)"),
+        Case,
+        _idle_where,
+        lambda _now: Case.updated_at,
+        CLOSE_CASES,
+        due_after="RETENTION_IDLE_CASE",
+    ),
     Rule(
         "consent_expired",
         _l("Expired consents (withdrawn; caseworker asked to re-ask)"),
-        _consent_preview,
-        _consent_apply,
+        Consent,
+        _consent_task_where,
+        lambda _now: Consent.expires_at,
+        WITHDRAW_AND_ASK,
     ),
     Rule(
         "releases_and_holds",
         _l("Expired releases and bed holds"),
-        _releases_preview,
-        _releases_apply,
+        Referral,
+        _releases_where,
+        lambda _now: Referral.hold_expires_at,
+        EXPIRE_REFERRALS,
     ),
     Rule(
         "audit_events",
         _l("Audit events past their retention period (pruned)"),
-        _audit_preview,
-        _audit_apply,
+        AuditEvent,
+        _audit_where,
+        lambda _now: AuditEvent.at,
+        PRUNE_AUDIT,
+        due_after="RETENTION_AUDIT",
+        key=AuditEvent.seq,
     ),
     Rule(
         "login_attempts",
         _l("Sign-in attempts (keyed hashes of usernames and addresses)"),
-        _login_attempts_preview,
-        _login_attempts_apply,
-        ("login_attempt",),
+        LoginAttempt,
+        _login_attempts_where,
+        lambda _now: LoginAttempt.at,
+        DELETE_ROWS,
+        identifier_tables=("login_attempt",),
     ),
-    Rule("bed_snapshot", _l("Daily bed count snapshot of shelters"), _beds_preview, _beds_apply),
-]
+    Rule(
+        "bed_snapshot",
+        _l("Daily bed count snapshot of shelters"),
+        Service,
+        _beds_where,
+        None,
+        SNAPSHOT_BEDS,
+    ),
+)
 RULE_NAMES = tuple(rule.name for rule in RULES)
 
 
@@ -918,7 +874,7 @@ RULE_NAMES = tuple(rule.name for rule in RULES)
 
 def preview(now: datetime) -> list[RuleResult]:
     """What is due at ``now``, per rule (read-only)."""
-    results = [RuleResult(rule.name, *rule.preview(now)) for rule in RULES]
+    results = [RuleResult(rule.name, *preview_rule(rule, now)) for rule in RULES]
     db.session.rollback()
     return results
 
@@ -956,7 +912,7 @@ def run(
         for rule in RULES:
             result = RuleResult(rule.name, 0, due[rule.name].oldest_due)
             report.results.append(result)
-            batches = rule.apply(now, size)
+            batches = apply_rule(rule, now, size)
             started = time.perf_counter()
             while True:
                 renew_lock(owner, at=clock())
