@@ -23,7 +23,8 @@ def directory_group() -> None:
 def import_hsds(path: str) -> None:
     """Import HSDS 3.0/3.1 JSON (a file or a folder of files) or a tabular data package (a
     folder with datapackage.json and CSV files); HSDS 1.x/2.x is refused, saying why. 3.1
-    bed capacity sets bed counts through the one capacity rule. Re-import updates by HSDS id. Bad rows and
+    bed capacity sets bed counts through the one capacity rule. Re-import updates by HSDS
+    id. Bad rows and
     fields are reported and skipped; exits 1, importing nothing, when a file it was pointed
     at could not be read at all (too large, not UTF-8, not JSON, a link out of the package,
     missing), and when nothing usable was read. Limits: HAVEN_HSDS_MAX_FILE_BYTES,
