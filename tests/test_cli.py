@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app import create_app
+from app.cases import workqueue
 from app.core.extensions import db
 from app.models import ROLES, AuditEvent, Case, Organization, Service, User
 from app.models.accounts import ORG_KINDS
+from app.models.base import utcnow
 from config import ProductionConfig
 from tests import factories
 from tests.conftest import TEST_ENV
@@ -236,6 +238,24 @@ def test_seed_demo_loads_every_kind_and_role_and_is_idempotent(app):
     assert "nothing changed" in again.output
     assert "password:" not in again.output
     assert _counts() == before
+
+
+def test_seed_demo_gives_the_caseworker_a_realistic_queue(app):
+    """`make demo` opens on a queue: the demo caseworker's own case with a follow-up due,
+    the hotline case waiting unassigned; the supervisor sees it and her load."""
+    result = app.test_cli_runner().invoke(args=["seed-demo"])
+    assert result.exit_code == 0, result.output
+    worker = db.session.scalar(select(User).where(User.username == "caseworker"))
+    assigned = dict(db.session.execute(select(Case.channel, Case.assigned_to_id)).all())
+    assert assigned == {"tablet": worker.id, "sms": None}
+    now = utcnow()
+    thresholds = workqueue.Thresholds.from_config(app.config)
+    queue = workqueue.build(worker.organization_id, user_id=worker.id, now=now,
+                            thresholds=thresholds)
+    assert [item.kind for item in queue.items] == ["new_sms", "follow_up"]
+    team = workqueue.build(worker.organization_id, user_id=None, now=now,
+                           thresholds=thresholds, supervisor=True)
+    assert team.unassigned == 1 and ("caseworker", 1) in team.load
 
 
 def test_seed_demo_users_can_sign_in_with_the_printed_credentials(app):

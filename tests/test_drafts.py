@@ -77,7 +77,7 @@ def test_drafts_are_listed_on_their_own_not_among_open_cases(worker, client):
     elsewhere = make_draft(factories.make_org(), at=datetime.now(UTC))
     db.session.commit()
 
-    open_tab = client.get("/cases/").get_data(as_text=True)
+    open_tab = client.get("/cases/?tab=open").get_data(as_text=True)
     assert finished.reference in open_tab and draft.reference not in open_tab
     assert "Open (2)" in open_tab  # the finished case and the SMS case, not the draft
     assert "Drafts (1)" in open_tab
@@ -96,7 +96,7 @@ def test_drafts_are_listed_on_their_own_not_among_open_cases(worker, client):
             "area_id": str(factories.make_area().id)}
     db.session.commit()
     assert client.post(f"/cases/{draft.id}/profile", data=data).status_code == 302
-    assert draft.reference in client.get("/cases/").get_data(as_text=True)
+    assert draft.reference in client.get("/cases/?tab=open").get_data(as_text=True)
     assert draft.reference not in client.get("/cases/?tab=drafts").get_data(as_text=True)
 
 

@@ -284,7 +284,7 @@ def test_case_list_tabs_and_reference_search(worker, client):
     sms.profile_completed_at = None
     other = factories.make_case(factories.make_org(), alias="Elsewhere")
     db.session.commit()
-    page = client.get("/cases/").get_data(as_text=True)
+    page = client.get("/cases/?tab=open").get_data(as_text=True)  # "mine" is the default
     assert "Open One" in page and "Closed One" not in page and "Elsewhere" not in page
     assert "Closed One" in client.get("/cases/?tab=closed").get_data(as_text=True)
     sms_page = client.get("/cases/?tab=sms").get_data(as_text=True)
@@ -515,7 +515,7 @@ def test_case_list_pages(worker, client, monkeypatch):
     monkeypatch.setattr(routes, "PAGE_SIZE", 2)
     made = [factories.make_case(user.organization, area=area, needs={}) for _ in range(3)]
     db.session.commit()
-    first = client.get("/cases/").get_data(as_text=True)
+    first = client.get("/cases/?tab=open").get_data(as_text=True)
     second = client.get("/cases/?tab=open&page=2").get_data(as_text=True)
     shown = [c.reference for c in made if c.reference in first]
     rest = [c.reference for c in made if c.reference in second]

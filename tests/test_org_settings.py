@@ -104,7 +104,7 @@ def test_case_list_dates_are_in_the_organizations_zone(app, client):
     factories.make_case(org, alias="Late Evening", at=datetime(2026, 1, 15, 3, 0, tzinfo=UTC))
     db.session.commit()
     login_session(client, user)
-    page = client.get("/cases/").get_data(as_text=True)
+    page = client.get("/cases/?tab=open").get_data(as_text=True)
     assert "Jan 14, 2026" in page and "Jan 15, 2026" not in page
 
 

@@ -248,6 +248,99 @@ def test_the_home_page_is_the_queue_with_reference_alias_and_reason_only(office,
     assert office["worker"].username in page and "Open cases per caseworker" in page
 
 
+def nav_count_on(page: str) -> int | None:
+    """The number next to Home in the navigation of ``page``, None when there is none."""
+    marker = '<span class="count">'
+    if marker not in page:
+        return None
+    return int(page.split(marker, 1)[1].split("<", 1)[0])
+
+
+def busy_office(office: dict[str, Any], at: datetime | None = None) -> Case:
+    """One item of each kind the counts can hold, and a draft; returns the worker's case.
+    ``at``: the test's clock (None: the real one, for pages)."""
+    ngo, worker = office["ngo"], office["worker"]
+    now = at or datetime.now(UTC)
+    hers = mine(office, alias="Amal")
+    referral(hers, "shelter", status="pending", at=now - timedelta(hours=5))
+    declined = referral(mine(office), "legal", status="pending", at=now - timedelta(hours=1))
+    referrals.decline(declined, "full", None, None)
+    theirs = factories.make_case(ngo, assigned_to_id=office["colleague"].id)
+    referral(theirs, "shelter", status="pending", at=now - timedelta(hours=5))
+    factories.make_case(ngo, channel="sms", danger_reported_at=now).profile_completed_at = None
+    factories.make_case(ngo, channel="sms", alias=None).profile_completed_at = None
+    factories.make_case(ngo).profile_completed_at = None  # a draft
+    followups.record(hers, followups.FollowUpSpec(now.date(), "call", "not_reached",
+                                                  next_on=now.date()), worker.id, at=at)
+    db.session.commit()
+    return hers
+
+
+def test_the_navigation_count_is_the_queue_count_in_one_query(office):
+    ngo, worker = office["ngo"], office["worker"]
+    busy_office(office, NOW)
+    seen: list[str] = []
+
+    def count_it(*args: Any) -> None:
+        seen.append(args[2])
+
+    for user_id, supervisor in ((worker.id, False), (None, True)):
+        queue = workqueue.build(ngo.id, user_id=user_id, now=NOW, thresholds=T,
+                                danger_cases=danger.pending_cases(ngo.id),
+                                supervisor=supervisor)
+        event.listen(db.engine, "before_cursor_execute", count_it)
+        try:
+            counted = workqueue.nav_count(ngo.id, user_id=user_id, now=NOW, thresholds=T,
+                                          supervisor=supervisor)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count_it)
+        assert counted == queue.count
+    assert len(seen) == 2  # one statement each
+    # danger, new hotline case, her unanswered + declined + follow-up, the draft
+    assert workqueue.nav_count(ngo.id, user_id=worker.id, now=NOW, thresholds=T) == 6
+
+
+def test_the_count_is_in_the_navigation_of_every_staff_page(office, client):
+    hers = busy_office(office)
+    stranger_org = factories.make_org("ngo")
+    stranger = factories.make_user("caseworker", organization=stranger_org)
+    theirs = factories.make_case(stranger_org, assigned_to_id=stranger.id)
+    referral(theirs, "shelter", status="declined", at=utcnow_minus(hours=2))
+    factories.make_case(stranger_org, channel="sms", danger_reported_at=utcnow_minus(hours=1))
+    factories.make_case(stranger_org).profile_completed_at = None  # a draft
+    db.session.commit()
+    login_session(client, office["worker"])
+    home = nav_count_on(client.get("/").get_data(as_text=True))
+    assert home == 6  # as in the test above: nothing of the other organization
+    assert nav_count_on(client.get("/cases/").get_data(as_text=True)) == home
+    assert nav_count_on(client.get(f"/cases/{hers.id}").get_data(as_text=True)) == home
+    assert nav_count_on(client.get("/directory/").get_data(as_text=True)) == home
+    login_session(client, office["supervisor"])
+    team = nav_count_on(client.get("/").get_data(as_text=True))
+    # + the colleague's unanswered referral, + the unassigned hotline cases (danger, new)
+    assert team == home + 1 + 2
+    assert nav_count_on(client.get("/cases/").get_data(as_text=True)) == team
+    login_session(client, stranger)
+    # theirs: the declined referral, the danger report, the draft; nothing of office
+    assert nav_count_on(client.get("/cases/").get_data(as_text=True)) == 3
+
+
+def test_no_count_in_the_navigation_of_providers_admins_or_strangers(office, client):
+    busy_office(office)
+    provider = factories.make_user("provider", organization=factories.make_org("provider"))
+    admin = factories.make_user("admin", organization=office["ngo"])
+    db.session.commit()
+    assert nav_count_on(client.get("/auth/login").get_data(as_text=True)) is None
+    login_session(client, provider)
+    for path in ("/", "/directory/"):
+        page = client.get(path)
+        assert page.status_code == 200 and nav_count_on(page.get_data(as_text=True)) is None
+    login_session(client, admin)
+    for path in ("/", "/admin/users"):
+        page = client.get(path)
+        assert page.status_code == 200 and nav_count_on(page.get_data(as_text=True)) is None
+
+
 def utcnow_minus(**delta: Any) -> datetime:
     return datetime.now(UTC) - timedelta(**delta)
 
@@ -483,6 +576,19 @@ def test_my_cases_and_unassigned_tabs(office, client):
     hers = mine(office)
     nobody = factories.make_case(office["ngo"])
     db.session.commit()
+    login_session(client, office["worker"])
+    # A caseworker's case list opens on her cases; a supervisor's on the open ones.
+    page = client.get("/cases/").get_data(as_text=True)
+    assert hers.reference in page and nobody.reference not in page
+    assert 'href="/cases/?tab=mine" aria-current="page"' in page
+    page = client.get("/cases/?tab=nonsense").get_data(as_text=True)
+    assert hers.reference in page and nobody.reference not in page
+    page = client.get("/cases/?tab=open").get_data(as_text=True)
+    assert hers.reference in page and nobody.reference in page
+    login_session(client, office["supervisor"])
+    page = client.get("/cases/").get_data(as_text=True)
+    assert hers.reference in page and nobody.reference in page
+    assert 'href="/cases/?tab=open" aria-current="page"' in page
     login_session(client, office["worker"])
     page = client.get("/cases/?tab=mine").get_data(as_text=True)
     assert hers.reference in page and nobody.reference not in page

@@ -1,17 +1,21 @@
 """Demo cases for `flask seed-demo` (added to the session, never committed here): one case
-taken in on the tablet and one waiting in the SMS intake queue, both of the demo NGO.
-Invented people; the phone numbers are in the 555-01xx range reserved for fiction."""
+taken in on the tablet by the demo caseworker (hers, as the creator: a call that did not
+reach the survivor asks for the next one today, so it is on her work queue) and one waiting
+in the SMS intake queue, unassigned, for anyone to take; both of the demo NGO. Invented
+people; the phone numbers are in the 555-01xx range reserved for fiction."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from app.cases import followups
 from app.cases import service as cases
 from app.consent import changes
 from app.consent.safe_hours import window
 from app.core.crypto import blind_index
 from app.core.extensions import db
 from app.models import Area, Organization, User
+from app.models.base import utcnow
 from app.models.cases import CONSENT_SCOPES
 
 
@@ -36,6 +40,9 @@ def seed_cases(orgs: dict[str, Organization]) -> None:
         no_voicemail=True, do_not_text=False, note="Demo case: invented person.",
     )
     cases.set_needs(tablet, {"shelter": "immediate", "legal": "soon"})
+    today = utcnow().date()
+    followups.record(tablet, followups.FollowUpSpec(today, "call", "not_reached", next_on=today),
+                     worker.id if worker else None)
 
     sms, _ = cases.create_case(org.id, None, idempotency_key=None, language="en", channel="sms")
     for scope in ("store", "contact_sms"):

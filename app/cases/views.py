@@ -155,9 +155,11 @@ def _tab_filter(tab: str) -> tuple[Any, ...]:
 @bp.route("/", methods=["GET", "POST"])
 @roles(*STAFF)
 def case_list() -> Any:
-    tab = request.args.get("tab", "open")
+    # A caseworker opens on her own cases, a supervisor on the organization's (issue 16).
+    default_tab = "mine" if current_user.role == "caseworker" else "open"
+    tab = request.args.get("tab", default_tab)
     if tab not in ("open", "drafts", "closed", "sms", "mine", "unassigned"):
-        tab = "open"
+        tab = default_tab
     search_form = CaseSearchForm(formdata=request.form if request.method == "POST" else None)
     if request.method == "POST":
         raw_query = (search_form.q.data or "").strip() if search_form.validate() else ""

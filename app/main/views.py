@@ -25,6 +25,7 @@ from app.main.queue_labels import workqueue_labels
 from app.models.base import utcnow
 
 bp = Blueprint("main", __name__)
+STAFF_ROLES = ("caseworker", "supervisor")
 
 
 @bp.get("/")
@@ -49,12 +50,34 @@ def index() -> str:
             supervisor=supervisor,
         )
         context["queue"] = queue
-        context["nav_counts"] = {"main.index": queue.count}
         context["queue_labels"] = workqueue_labels()
     if current_user.role == "caseworker":
         # Cases whose old safe hours could not be read: no texts reach them until checked.
         context["safe_hours_checks"] = safe_hours.cases_to_check(current_user.organization_id)
     return render_template(f"main/home_{current_user.role}.html", **context)
+
+
+@bp.app_context_processor
+def navigation_counts() -> dict[str, Any]:
+    """The work queue's count next to Home, on every page a caseworker or supervisor sees
+    (issue 16): one query of counts (``workqueue.nav_count``), for signed-in staff only, of
+    their own organization. Registered here, beside the home page it counts, because core
+    (templating) sits below the features and must not import them."""
+    if not current_user.is_authenticated or current_user.role not in STAFF_ROLES:
+        return {}
+    supervisor = current_user.role == "supervisor"
+    try:
+        count = workqueue.nav_count(
+            current_user.organization_id,
+            user_id=None if supervisor else current_user.id,
+            now=utcnow(),
+            thresholds=workqueue.Thresholds.from_config(current_app.config),
+            supervisor=supervisor,
+        )
+    except SQLAlchemyError:  # an error page must still render when the database is away
+        db.session.rollback()
+        return {}
+    return {"nav_counts": {"main.index": count}}
 
 
 @bp.get("/healthz")

@@ -87,6 +87,7 @@ from typing import Any
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
+    Select,
     String,
     and_,
     cast,
@@ -988,6 +989,16 @@ def last_run() -> RetentionRun | None:
 def open_tasks(organization_id: int, limit: int = 50) -> list[tuple[ConsentTask, Case]]:
     """Re-ask tasks of an organization still open: the expired record is still the newest
     of its scope, and the case is not erased."""
+    rows = db.session.execute(
+        open_tasks_select(organization_id)
+        .order_by(ConsentTask.expired_at, ConsentTask.id)
+        .limit(limit)
+    ).all()
+    return [(task, case) for task, case in rows]
+
+
+def open_tasks_select(organization_id: int) -> Select[*tuple[Any, ...]]:
+    """The statement of ``open_tasks`` (unordered): the work queue counts it too."""
     later = aliased(Consent)
     expired = aliased(Consent)
     newer = exists().where(
@@ -998,7 +1009,7 @@ def open_tasks(organization_id: int, limit: int = 50) -> list[tuple[ConsentTask,
             and_(later.recorded_at == expired.recorded_at, later.id > expired.id),
         ),
     )
-    rows = db.session.execute(
+    return (
         select(ConsentTask, Case)
         .join(Case, Case.id == ConsentTask.case_id)
         .join(expired, expired.id == ConsentTask.consent_id)
@@ -1007,7 +1018,4 @@ def open_tasks(organization_id: int, limit: int = 50) -> list[tuple[ConsentTask,
             Case.status.in_(("open", "closed")),
             ~newer,
         )
-        .order_by(ConsentTask.expired_at, ConsentTask.id)
-        .limit(limit)
-    ).all()
-    return [(task, case) for task, case in rows]
+    )
