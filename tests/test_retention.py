@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -884,12 +885,27 @@ def test_a_killed_run_is_finished_by_the_next(app, database_url):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    path = sqlite_file(app)
+    # Watch without taking SQLite's write lock: the app's sessions BEGIN IMMEDIATE, and a
+    # watcher queued behind the child's one-case batches could first see the count when the
+    # whole run was over (the test then killed a run that had already released its lock).
+    watcher = (
+        sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None) if path else None
+    )
+
+    def erased_now() -> int:
+        if watcher is not None:
+            return int(watcher.execute(
+                "SELECT count(*) FROM survivor_case WHERE status = 'erased'"
+            ).fetchone()[0])
+        erased = count(Case, Case.status == "erased")
+        db.session.rollback()
+        return erased
+
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            erased = count(Case, Case.status == "erased")
-            db.session.rollback()  # hold no lock (SQLite: BEGIN IMMEDIATE) while waiting
-            if erased >= 1:
+            if erased_now() >= 1:
                 break
             time.sleep(0.005)
         # (A loaded machine may stall the child past its lock: it then stops by itself
@@ -899,6 +915,8 @@ def test_a_killed_run_is_finished_by_the_next(app, database_url):
             proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(30)
+        if watcher is not None:
+            watcher.close()
     assert killed or proc.returncode == 75, "the run finished before it could be killed"
     db.session.rollback()
     if killed:
